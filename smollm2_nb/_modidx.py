@@ -42,4 +42,9 @@ d = { 'settings': { 'branch': 'main',
                                   'smollm2_nb.model._expand_kv_heads': ('model.html#_expand_kv_heads', 'smollm2_nb/model.py'),
                                   'smollm2_nb.model.apply_rotary': ('model.html#apply_rotary', 'smollm2_nb/model.py'),
                                   'smollm2_nb.model.causal_mask': ('model.html#causal_mask', 'smollm2_nb/model.py'),
-                                  'smollm2_nb.model.rotate_half': ('model.html#rotate_half', 'smollm2_nb/model.py')}}}
+                                  'smollm2_nb.model.rotate_half': ('model.html#rotate_half', 'smollm2_nb/model.py')},
+            'smollm2_nb.tokenizer': { 'smollm2_nb.tokenizer.find_shared_data': ( 'tokenizer.html#find_shared_data',
+                                                                                 'smollm2_nb/tokenizer.py'),
+                                      'smollm2_nb.tokenizer.load_tokenizer': ('tokenizer.html#load_tokenizer', 'smollm2_nb/tokenizer.py'),
+                                      'smollm2_nb.tokenizer.resolve_tokenizer': ( 'tokenizer.html#resolve_tokenizer',
+                                                                                  'smollm2_nb/tokenizer.py')}}}
