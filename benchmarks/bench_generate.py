@@ -17,7 +17,7 @@ import torch.nn as nn
 def weight_bytes(model: nn.Module) -> int:
     "Bytes of weights one decoding step reads (the tied embedding counted once, as the LM head)."
     tensors = list(model.parameters()) + list(model.buffers())
-    tensors += [m.weight() for m in model.modules() if hasattr(m, '_packed_params')]  # torch.ao dynamic int8
+    tensors += [m.weight() for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]  # torch.ao int8
     seen, total = set(), 0
     for t in tensors:
         if t.data_ptr() in seen: continue

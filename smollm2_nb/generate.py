@@ -296,8 +296,11 @@ def cli_generate(argv: list[str] | None = None) -> int:
     from smollm2_nb.checkpoint import load_model
     from smollm2_nb.tokenizer import load_tokenizer
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model, tokenizer, info = load_model(args.model, device=device, tokenizer=args.tokenizer)
-    if tokenizer is None: tokenizer = load_tokenizer(args.tokenizer)  # raises, saying how to point at one
+    try:
+        model, tokenizer, info = load_model(args.model, device=device, tokenizer=args.tokenizer)
+        if tokenizer is None: tokenizer = load_tokenizer(args.tokenizer)  # raises, saying how to point at one
+    except (OSError, ValueError) as e:
+        print(f'smollm2 generate: {e}', file=sys.stderr); return 2
     model = prepare_for_inference(model, args.precision)
     sampling = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, seed=args.seed)
