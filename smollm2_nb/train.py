@@ -404,7 +404,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config (default: {d.preset})')
     for name, typ in [('steps', int), ('batch_size', int), ('seq_len', int), ('grad_accum', int), ('lr', float),
                       ('warmup_steps', int), ('weight_decay', float), ('ckpt_every', int), ('sample_every', int),
-                      ('eval_every', int), ('keep_last', int), ('val_fraction', float), ('seed', int)]:
+                      ('eval_every', int), ('eval_batches', int), ('sample_tokens', int), ('log_every', int), ('keep_last', int),
+                      ('val_fraction', float), ('seed', int)]:
         p.add_argument('--' + name.replace('_', '-'), type=typ, dest=name, help=f'default: {getattr(d, name)}')
     p.add_argument('--schedule', choices=list(SCHEDULES), help=f'lr schedule (default: {d.schedule})')
     p.add_argument('--out', help=f'run dir (default: {d.out}; with --resume DIR, that dir)')
@@ -412,6 +413,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
     p.add_argument('--precision', choices=PRECISIONS, help='default: auto (bf16 on sm_80+, fp16 on older GPUs, fp32 on CPU)')
     p.add_argument('--time-budget', type=_duration, dest='time_budget_s', help="stop cleanly before this long: seconds, '90m' or '11.5h'")
+    p.add_argument('--prompt', action='append', dest='sample_prompts', help='a sample prompt (repeat for several)')
     p.add_argument('--device', help='cuda, cuda:1 or cpu (default: cuda if available)')
     p.add_argument('--no-progress', action='store_false', dest='progress', help='no progress bar')
     return p
