@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .config import PRESETS, get_config
 from .model import SmolLM2, KVCache
 from .tokenizer import load_tokenizer
-from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint, latest_checkpoint, load_checkpoint, load_model
+from .checkpoint import CHECKPOINT_FORMAT, checkpoint_path, save_checkpoint, latest_checkpoint, load_checkpoint, load_model
 from .data import load_data, BatchSampler, get_batch
 
 # %% auto #0
@@ -311,7 +311,8 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
         _call(callbacks, 'on_checkpoint', path, step)
         return path
 
-    status, last_ckpt, loss_val, t_ckpt, error = 'finished', ckpt_path, None, 0.0, None
+    status, last_ckpt, loss_val, error = 'finished', ckpt_path, None, None
+    t_ckpt = n_params * 4 * 3 / 200e6  # until a save is timed: weights + 2 AdamW moments in fp32 at ~200 MB/s
     bar = tqdm(total=cfg.steps, initial=step, disable=not (main and cfg.progress), dynamic_ncols=True, desc='train')
     t_loop, steps_run, tps = time.time(), 0, None
     try:
@@ -370,7 +371,7 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
                 if val_loss is not None: post['val'] = f'{val_loss:.3f}'
                 if skipped: post['skipped'] = skipped
                 bar.set_postfix(post, refresh=False); bar.update(1)
-        if main and (last_ckpt is None or not str(last_ckpt).endswith(f'{step:07d}.pt')): last_ckpt = save(step)
+        if main and (last_ckpt is None or Path(last_ckpt) != checkpoint_path(out, step)): last_ckpt = save(step)
         if world > 1: dist.barrier()
     except BaseException as e:
         status, error = 'failed', f'{type(e).__name__}: {e}'
