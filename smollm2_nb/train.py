@@ -388,7 +388,7 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
         if created_pg: dist.destroy_process_group()
     return summary
 
-# %% ../nbs/08_train.ipynb #404f04a5
+# %% ../nbs/08_train.ipynb #8ac3c934
 def _duration(s: str) -> float:
     "Seconds from '3600', '90m' or '11.5h'."
     mult = {'s': 1, 'm': 60, 'h': 3600}.get(s[-1:].lower())
@@ -440,5 +440,5 @@ def cli_train(argv: list[str] | None = None) -> int:
         print(f"{s['status']} at step {s['step']}/{s['steps']}: loss {s['loss']}, val_loss {s['val_loss']}; checkpoint {s['checkpoint']}")
     return 0
 
-# %% ../nbs/08_train.ipynb #69aafc14
+# %% ../nbs/08_train.ipynb #7ec0758a
 if __name__ == '__main__' and Path(sys.argv[0]).stem == 'train': sys.exit(cli_train(sys.argv[1:]))
