@@ -2,6 +2,7 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
+import torch
 from smollm2_nb.train import TrainConfig, train, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,10 @@ def test_ddp_matches_single_process(tmp_path):
     run = json.loads((tmp_path / 'ddp' / 'run.json').read_text())
     assert (run['world_size'], run['status'], run['tokens_per_step']) == (2, 'finished', 2 * 2 * 32 * 2)
 
-    single = train(TrainConfig(**ARGS, batch_size=4, out=str(tmp_path / 'single'), device='cpu', progress=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like each DDP process (OMP_NUM_THREADS=1): oversubscribed cores are many times slower
+    try: single = train(TrainConfig(**ARGS, batch_size=4, out=str(tmp_path / 'single'), device='cpu', progress=False))
+    finally: torch.set_num_threads(threads)
     assert single['status'] == 'finished'
     ddp, one = read_jsonl(tmp_path / 'ddp' / 'metrics.jsonl'), read_jsonl(tmp_path / 'single' / 'metrics.jsonl')
     assert [m['step'] for m in ddp] == [m['step'] for m in one] == [1, 2, 3, 4]
