@@ -1,0 +1,67 @@
+"""The Kaggle kernel notebook, executed headless (papermill, as Kaggle does) on CPU in smoke mode.
+
+/kaggle is redirected to a temp folder (SMOLLM2_KAGGLE_ROOT). The first run trains the tiny preset from scratch and
+must leave a figure in the saved notebook and a checkpoint in /kaggle/working; a second run, with the first run's
+output attached under /kaggle/input (as Kaggle does for `kernel_sources`), must resume from that checkpoint.
+"""
+import json, os, shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL_NB = ROOT / 'kaggle' / 'smollm2-train.ipynb'
+pm = pytest.importorskip('papermill')
+
+
+def run_kernel(root: Path, steps: int, monkeypatch, tmp_path: Path) -> dict:
+    "Execute the kernel notebook with /kaggle at `root`; returns the executed notebook."
+    monkeypatch.setenv('SMOLLM2_KAGGLE_SMOKE', '1')
+    monkeypatch.setenv('SMOLLM2_KAGGLE_ROOT', str(root))
+    monkeypatch.setenv('SMOLLM2_KAGGLE_STEPS', str(steps))
+    monkeypatch.setenv('MPLBACKEND', 'Agg')
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+    (root / 'working').mkdir(parents=True, exist_ok=True)
+    out = tmp_path / f'executed-{root.name}.ipynb'
+    pm.execute_notebook(str(KERNEL_NB), str(out), kernel_name='python3', cwd=str(root / 'working'),
+                        progress_bar=False, execution_timeout=300)
+    return json.loads(out.read_text())
+
+
+def outputs(nb: dict, kind: str) -> list:
+    return [o for c in nb['cells'] for o in c.get('outputs', []) if kind in o.get('data', {})]
+
+
+def text(nb: dict) -> str:
+    return '\n'.join(''.join(o.get('text', '')) for c in nb['cells'] for o in c.get('outputs', []))
+
+
+def metrics(run_dir: Path) -> list:
+    return [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines() if l.strip()]
+
+
+def test_kernel_smoke_run_then_resume(tmp_path, monkeypatch):
+    from smollm2_nb.checkpoint import latest_checkpoint, load_checkpoint
+    # first version: nothing under /kaggle/input, trains from scratch
+    first = tmp_path / 'kaggle1'
+    nb1 = run_kernel(first, 20, monkeypatch, tmp_path)
+    run1 = first / 'working' / 'run'
+    assert 'starting from scratch' in text(nb1)
+    assert outputs(nb1, 'image/png'), 'the saved notebook should hold the dashboard figure'
+    ck1 = latest_checkpoint(run1)
+    assert ck1 is not None and load_checkpoint(ck1)['step'] == 20
+    assert json.loads((run1 / 'run.json').read_text())['status'] == 'finished'
+    assert max(m['step'] for m in metrics(run1)) == 20
+
+    # second version: the first one's output is attached under /kaggle/input/<slug>/
+    second = tmp_path / 'kaggle2'
+    shutil.copytree(first / 'working', second / 'input' / 'smollm2-train')
+    nb2 = run_kernel(second, 30, monkeypatch, tmp_path)
+    run2 = second / 'working' / 'run'
+    assert 'resuming from' in text(nb2) and 'step_0000020' in text(nb2)
+    assert outputs(nb2, 'image/png')
+    ck2 = latest_checkpoint(run2)
+    assert load_checkpoint(ck2)['step'] == 30
+    steps = [m['step'] for m in metrics(run2)]
+    assert min(steps) <= 20 < max(steps) == 30, 'the resumed run continues the first run\'s curve'
+    assert json.loads((run2 / 'run.json').read_text())['status'] == 'finished'
