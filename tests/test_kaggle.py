@@ -14,8 +14,9 @@ KERNEL_NB = ROOT / 'kaggle' / 'smollm2-train.ipynb'
 pm = pytest.importorskip('papermill')
 
 
-def run_kernel(root: Path, steps: int, monkeypatch, tmp_path: Path) -> dict:
+def run_kernel(root: Path, steps: int, monkeypatch, tmp_path: Path, launcher: str = 'auto') -> dict:
     "Execute the kernel notebook with /kaggle at `root`; returns the executed notebook."
+    monkeypatch.setenv('SMOLLM2_KAGGLE_LAUNCHER', launcher)
     monkeypatch.setenv('SMOLLM2_KAGGLE_SMOKE', '1')
     monkeypatch.setenv('SMOLLM2_KAGGLE_ROOT', str(root))
     monkeypatch.setenv('SMOLLM2_KAGGLE_STEPS', str(steps))
@@ -44,24 +45,26 @@ def test_kernel_smoke_run_then_resume(tmp_path, monkeypatch):
     from smollm2_nb.checkpoint import latest_checkpoint, load_checkpoint
     # first version: nothing under /kaggle/input, trains from scratch
     first = tmp_path / 'kaggle1'
-    nb1 = run_kernel(first, 20, monkeypatch, tmp_path)
+    nb1 = run_kernel(first, 8, monkeypatch, tmp_path)
     run1 = first / 'working' / 'run'
     assert 'starting from scratch' in text(nb1)
     assert outputs(nb1, 'image/png'), 'the saved notebook should hold the dashboard figure'
     ck1 = latest_checkpoint(run1)
-    assert ck1 is not None and load_checkpoint(ck1)['step'] == 20
+    assert ck1 is not None and load_checkpoint(ck1)['step'] == 8
     assert json.loads((run1 / 'run.json').read_text())['status'] == 'finished'
-    assert max(m['step'] for m in metrics(run1)) == 20
+    assert max(m['step'] for m in metrics(run1)) == 8
 
-    # second version: the first one's output is attached under /kaggle/input/<slug>/
+    # second version: the first one's output is attached under /kaggle/input/<slug>/; this time the trainer runs
+    # in a torchrun child process (as on 2 GPUs, here 1 CPU process) and the notebook follows the run directory
     second = tmp_path / 'kaggle2'
     shutil.copytree(first / 'working', second / 'input' / 'smollm2-train')
-    nb2 = run_kernel(second, 30, monkeypatch, tmp_path)
+    nb2 = run_kernel(second, 12, monkeypatch, tmp_path, launcher='torchrun')
     run2 = second / 'working' / 'run'
-    assert 'resuming from' in text(nb2) and 'step_0000020' in text(nb2)
+    assert 'resuming from' in text(nb2) and 'step_0000008' in text(nb2)
     assert outputs(nb2, 'image/png')
     ck2 = latest_checkpoint(run2)
-    assert load_checkpoint(ck2)['step'] == 30
+    assert load_checkpoint(ck2)['step'] == 12
     steps = [m['step'] for m in metrics(run2)]
-    assert min(steps) <= 20 < max(steps) == 30, 'the resumed run continues the first run\'s curve'
+    assert min(steps) <= 8 < max(steps) == 12, 'the resumed run continues the first run\'s curve'
     assert json.loads((run2 / 'run.json').read_text())['status'] == 'finished'
+    assert (run2 / 'train.log').exists() and (run2 / 'train_config.json').exists(), 'trained by the torchrun child'
