@@ -21,6 +21,7 @@ def run_kernel(root: Path, steps: int, monkeypatch, tmp_path: Path, launcher: st
     monkeypatch.setenv('SMOLLM2_KAGGLE_ROOT', str(root))
     monkeypatch.setenv('SMOLLM2_KAGGLE_STEPS', str(steps))
     monkeypatch.setenv('MPLBACKEND', 'Agg')
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')  # tiny model on a shared CPU: one thread is faster
     monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
     (root / 'working').mkdir(parents=True, exist_ok=True)
     out = tmp_path / f'executed-{root.name}.ipynb'
