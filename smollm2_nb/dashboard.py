@@ -218,6 +218,7 @@ class Dashboard:
             done = until_done and db.info.get('status') not in (None, 'running')
             if done or (timeout_s is not None and time.time() - start > timeout_s) or (stop is not None and stop()):
                 db.update_from(run_dir); break
-            time.sleep(poll_s)
+            end = time.time() + poll_s
+            while time.time() < end and not (stop is not None and stop()): time.sleep(min(0.2, poll_s))  # react to `stop` quickly
         db.draw(force=True); db.show_static()
         return db
