@@ -41,23 +41,25 @@ def on_kaggle() -> bool:
     return 'KAGGLE_KERNEL_RUN_TYPE' in os.environ
 
 # %% ../nbs/10_kaggle.ipynb #058280a5
-def gpu_report() -> list[dict]:
-    "Name, memory (GiB), compute capability and bf16 support of each visible CUDA device."
+def gpu_report(requested: str = 'auto') -> list[dict]: # requested: TrainConfig.precision
+    "Name, memory (GiB), compute capability and the training precision of each visible CUDA device."
     import torch
+    from smollm2_nb.train import choose_precision
     if not torch.cuda.is_available(): return []
     out = []
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
         out.append({'index': i, 'name': p.name, 'memory_gib': round(p.total_memory / 2**30, 1),
-                    'capability': f'{p.major}.{p.minor}', 'bf16': p.major >= 8})
+                    'capability': (p.major, p.minor), 'precision': choose_precision('cuda', (p.major, p.minor), requested)})
     return out
 
-def describe_gpus(gpus: list[dict] | None = None) -> str:
+def describe_gpus(gpus: list[dict] | None = None, requested: str = 'auto') -> str:
     "Human-readable `gpu_report`."
-    gpus = gpu_report() if gpus is None else gpus
-    if not gpus: return 'no CUDA GPU visible: training on CPU'
-    return '\n'.join(f"cuda:{g['index']} {g['name']} {g['memory_gib']} GiB, sm_{g['capability'].replace('.', '')}, "
-                     f"bf16 {'yes' if g['bf16'] else 'no (fp16 + grad scaler)'}" for g in gpus)
+    from smollm2_nb.train import choose_precision
+    gpus = gpu_report(requested) if gpus is None else gpus
+    if not gpus: return f"no CUDA GPU visible: training on CPU in {choose_precision('cpu', None, requested)}"
+    return '\n'.join(f"cuda:{g['index']} {g['name']} {g['memory_gib']} GiB, sm_{g['capability'][0]}{g['capability'][1]}: "
+                     f"training in {g['precision']}" for g in gpus)
 
 # %% ../nbs/10_kaggle.ipynb #efe36748
 def find_resume_checkpoint(input_dir: str | os.PathLike) -> Path | None:
