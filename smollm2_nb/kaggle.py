@@ -308,4 +308,6 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
             print(f"run directory: {out}  (resume with: smollm2 train --resume {out})")
     except KaggleSetupError as e:
         print(e, file=sys.stderr); return 2
+    except (ValueError, OSError) as e:  # bad metadata, unknown kernel, HTTP errors (requests' are OSErrors), missing files
+        print(f"smollm2 kaggle {a.cmd} failed: {e}", file=sys.stderr); return 1
     return 0
