@@ -8,8 +8,8 @@ import argparse, contextlib, dataclasses, io, json, os, re, shutil, subprocess, 
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'LAUNCHER_ENV', 'SMOKE_OVERRIDES', 'CREDENTIALS_HELP', 'GIT_URL', 'SPEC_VAR',
-           'KagglePaths', 'kaggle_paths', 'smoke_mode', 'on_kaggle', 'gpu_report', 'describe_gpus',
+__all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'LAUNCHER_ENV', 'NPROC_ENV', 'SMOKE_OVERRIDES', 'CREDENTIALS_HELP', 'GIT_URL',
+           'SPEC_VAR', 'KagglePaths', 'kaggle_paths', 'smoke_mode', 'on_kaggle', 'gpu_report', 'describe_gpus',
            'find_resume_checkpoint', 'prepare_resume', 'remaining_budget_s', 'kernel_config', 'config_to_json',
            'train_from_json', 'torchrun_command', 'launch_torchrun', 'tail', 'run_training', 'KaggleSetupError',
            'kaggle_credentials', 'kaggle_api', 'kaggle_folder', 'install_spec', 'set_notebook_spec', 'prepare_push',
@@ -18,6 +18,7 @@ __all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'LAUNCHER_ENV', 'SMOKE_OVERRIDE
 # %% ../nbs/10_kaggle.ipynb #cd4e1f93
 ROOT_ENV, SMOKE_ENV, STEPS_ENV = 'SMOLLM2_KAGGLE_ROOT', 'SMOLLM2_KAGGLE_SMOKE', 'SMOLLM2_KAGGLE_STEPS'
 LAUNCHER_ENV = 'SMOLLM2_KAGGLE_LAUNCHER'  # 'auto' | 'inprocess' | 'torchrun': force a launch mode (tests)
+NPROC_ENV = 'SMOLLM2_KAGGLE_NPROC'        # training processes (default: one per GPU; tests: 2 CPU processes)
 
 @dataclasses.dataclass
 class KagglePaths:
@@ -133,14 +134,14 @@ def tail(path: str | os.PathLike, n: int = 30) -> str:
     return '\n'.join(p.read_text(errors='replace').splitlines()[-n:]) if p.exists() else ''
 
 def run_training(cfg,                      # TrainConfig
-                 nproc: int | None = None, # processes; default: number of CUDA GPUs (1 on CPU)
+                 nproc: int | None = None, # processes; default: $SMOLLM2_KAGGLE_NPROC, else one per CUDA GPU (1 on CPU)
                  launcher: str | None = None, # 'auto' | 'inprocess' | 'torchrun'; default: $SMOLLM2_KAGGLE_LAUNCHER or 'auto'
                  poll_s: float = 5.0,      # dashboard refresh when following a child process
                  static_every_s: float | None = 600.): # refresh the saved figure this often
     "Train `cfg` with the live dashboard; returns the run's summary."
     import torch
     from smollm2_nb.dashboard import Dashboard, read_run
-    nproc = nproc or max(torch.cuda.device_count(), 1)
+    nproc = nproc or int(os.environ.get(NPROC_ENV) or 0) or max(torch.cuda.device_count(), 1)
     launcher = launcher or os.environ.get(LAUNCHER_ENV) or 'auto'
     if launcher not in ('auto', 'inprocess', 'torchrun'):
         raise ValueError(f"launcher={launcher!r}; use 'auto', 'inprocess' or 'torchrun'")

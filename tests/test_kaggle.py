@@ -14,9 +14,10 @@ KERNEL_NB = ROOT / 'kaggle' / 'smollm2-train.ipynb'
 pm = pytest.importorskip('papermill')
 
 
-def run_kernel(root: Path, steps: int, monkeypatch, tmp_path: Path, launcher: str = 'auto') -> dict:
+def run_kernel(root: Path, steps: int, monkeypatch, tmp_path: Path, launcher: str = 'auto', nproc: int = 1) -> dict:
     "Execute the kernel notebook with /kaggle at `root`; returns the executed notebook."
     monkeypatch.setenv('SMOLLM2_KAGGLE_LAUNCHER', launcher)
+    monkeypatch.setenv('SMOLLM2_KAGGLE_NPROC', str(nproc))
     monkeypatch.setenv('SMOLLM2_KAGGLE_SMOKE', '1')
     monkeypatch.setenv('SMOLLM2_KAGGLE_ROOT', str(root))
     monkeypatch.setenv('SMOLLM2_KAGGLE_STEPS', str(steps))
@@ -56,10 +57,10 @@ def test_kernel_smoke_run_then_resume(tmp_path, monkeypatch):
     assert max(m['step'] for m in metrics(run1)) == 8
 
     # second version: the first one's output is attached under /kaggle/input/<slug>/; this time the trainer runs
-    # in a torchrun child process (as on 2 GPUs, here 1 CPU process) and the notebook follows the run directory
+    # as on Kaggle's 2 GPUs: 2 torchrun processes (here on CPU, gloo), the notebook following the run directory
     second = tmp_path / 'kaggle2'
     shutil.copytree(first / 'working', second / 'input' / 'smollm2-train')
-    nb2 = run_kernel(second, 12, monkeypatch, tmp_path, launcher='torchrun')
+    nb2 = run_kernel(second, 12, monkeypatch, tmp_path, launcher='torchrun', nproc=2)
     run2 = second / 'working' / 'run'
     assert 'resuming from' in text(nb2) and 'step_0000008' in text(nb2)
     assert outputs(nb2, 'image/png')
@@ -69,3 +70,4 @@ def test_kernel_smoke_run_then_resume(tmp_path, monkeypatch):
     assert min(steps) <= 8 < max(steps) == 12, 'the resumed run continues the first run\'s curve'
     assert json.loads((run2 / 'run.json').read_text())['status'] == 'finished'
     assert (run2 / 'train.log').exists() and (run2 / 'train_config.json').exists(), 'trained by the torchrun child'
+    assert json.loads((run2 / 'run.json').read_text())['world_size'] == 2
