@@ -148,9 +148,8 @@ def run_training(cfg,                      # TrainConfig
     if launcher == 'inprocess' or (launcher == 'auto' and nproc == 1):
         from smollm2_nb.train import train
         db = Dashboard(static_every_s=static_every_s)
-        summary = train(cfg, callbacks=[db])
-        db.show_static()
-        return summary
+        try: return train(cfg, callbacks=[db])
+        finally: db.show_static()  # the saved notebook keeps the figure even if training failed
     proc = launch_torchrun(cfg, nproc)
     db = Dashboard.follow(cfg.out, poll_s=poll_s, until_done=False, stop=lambda: proc.poll() is not None,
                           static_every_s=static_every_s)
