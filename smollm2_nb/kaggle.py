@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'LAUNCHER_ENV', 'NPROC_ENV', 'SMOKE_OVERRIDES', 'CREDENTIALS_HELP', 'GIT_URL',
-           'SPEC_VAR', 'KagglePaths', 'kaggle_paths', 'smoke_mode', 'on_kaggle', 'gpu_report', 'describe_gpus',
+           'SPEC_VAR', 'KagglePaths', 'kaggle_paths', 'smoke_mode', 'gpu_report', 'describe_gpus',
            'find_resume_checkpoint', 'prepare_resume', 'remaining_budget_s', 'kernel_config', 'config_to_json',
            'train_from_json', 'torchrun_command', 'launch_torchrun', 'tail', 'run_training', 'KaggleSetupError',
            'kaggle_credentials', 'kaggle_api', 'kaggle_folder', 'install_spec', 'set_notebook_spec', 'prepare_push',
@@ -36,10 +36,6 @@ def kaggle_paths(root: str | os.PathLike | None = None, # default: $SMOLLM2_KAGG
 def smoke_mode() -> bool:
     "True when `$SMOLLM2_KAGGLE_SMOKE` is set to something other than 0/false/empty."
     return os.environ.get(SMOKE_ENV, '').strip().lower() not in ('', '0', 'false', 'no')
-
-def on_kaggle() -> bool:
-    "True inside a Kaggle notebook session."
-    return 'KAGGLE_KERNEL_RUN_TYPE' in os.environ
 
 # %% ../nbs/10_kaggle.ipynb #058280a5
 def gpu_report(requested: str = 'auto') -> list[dict]: # requested: TrainConfig.precision
