@@ -399,6 +399,9 @@ def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='smollm2 train', argument_default=argparse.SUPPRESS,
                                 description='Train SmolLM2 (default: the 135M model from scratch on Tiny Shakespeare, 5000 steps).')
     d = TrainConfig()
+    special = dict(lr="peak lr (default: the schedule's: " + ', '.join(f"{k} {v['lr']}" for k, v in SCHEDULES.items()) + ')',
+                   warmup_steps="default: the schedule's (" + ', '.join(f"{k} {v['warmup_steps']}" for k, v in SCHEDULES.items()) +
+                                '), at most 10%% of --steps')
     p.add_argument('--data', help='text file or folder of text files (default: Tiny Shakespeare)')
     p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
     p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config (default: {d.preset})')
@@ -406,7 +409,7 @@ def train_parser() -> argparse.ArgumentParser:
                       ('warmup_steps', int), ('weight_decay', float), ('ckpt_every', int), ('sample_every', int),
                       ('eval_every', int), ('eval_batches', int), ('sample_tokens', int), ('log_every', int), ('keep_last', int),
                       ('val_fraction', float), ('seed', int)]:
-        p.add_argument('--' + name.replace('_', '-'), type=typ, dest=name, help=f'default: {getattr(d, name)}')
+        p.add_argument('--' + name.replace('_', '-'), type=typ, dest=name, help=special.get(name, f'default: {getattr(d, name)}'))
     p.add_argument('--schedule', choices=list(SCHEDULES), help=f'lr schedule (default: {d.schedule})')
     p.add_argument('--out', help=f'run dir (default: {d.out}; with --resume DIR, that dir)')
     p.add_argument('--resume', nargs='?', const=True, help='continue from the newest checkpoint of --out, or of the given run dir / checkpoint')
