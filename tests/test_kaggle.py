@@ -71,3 +71,26 @@ def test_kernel_smoke_run_then_resume(tmp_path, monkeypatch):
     assert json.loads((run2 / 'run.json').read_text())['status'] == 'finished'
     assert (run2 / 'train.log').exists() and (run2 / 'train_config.json').exists(), 'trained by the torchrun child'
     assert json.loads((run2 / 'run.json').read_text())['world_size'] == 2
+
+
+def kernel_parameters() -> dict:
+    "The values of the kernel notebook's papermill `parameters` cell."
+    nb = json.loads(KERNEL_NB.read_text())
+    cells = [c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', [])]
+    assert len(cells) == 1, 'the kernel notebook needs exactly one cell tagged "parameters" (papermill)'
+    ns = {}
+    exec(''.join(cells[0]['source']), ns)
+    return {k: v for k, v in ns.items() if k.isupper()}
+
+
+def test_kernel_defaults_fit_a_t4():
+    from smollm2_nb.config import get_config
+    from smollm2_nb.params import training_memory
+    from smollm2_nb.train import choose_precision
+    p = kernel_parameters()
+    precision = choose_precision('cuda', (7, 5))  # what a T4 gets
+    mem = training_memory(get_config(p['PRESET']), p['BATCH_SIZE'], p['SEQ_LEN'], precision)['total']
+    assert mem < 14 * 2**30, f"{p['BATCH_SIZE']}x{p['SEQ_LEN']} needs ~{mem / 2**30:.1f} GiB; a T4 has 15 GiB"
+    assert p['TIME_BUDGET_H'] <= 11.5, 'Kaggle stops GPU sessions at 12 h and then saves nothing'
+    assert p['SMOLLM2_NB_SPEC'].startswith('smollm2_nb @ git+') and '@' in p['SMOLLM2_NB_SPEC'].split('git+')[1], \
+        'the kernel installs smollm2_nb pinned to a tag or commit'
