@@ -124,6 +124,25 @@ def test_no_model_says_how_to_load_one(monkeypatch):
     finally: demo.close()
 
 
+def test_load_model_control_loads_a_training_run(client, tiny_model, tmp_path):
+    "'Load model' on a trainer run dir swaps the model and fills the model card; a bad source is an error, not a crash."
+    import torch
+    from smollm2_nb.config import get_config
+    from smollm2_nb.model import SmolLM2
+    from smollm2_nb.checkpoint import save_checkpoint
+    torch.manual_seed(1)
+    model = SmolLM2(get_config('tiny'))
+    save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict(), 'val_loss': 4.25,
+                     'precision': 'fp32', 'tokenizer': os.environ.get('SMOLLM2_TOKENIZER')}, tmp_path / 'run', step=7)
+    card = client.submit(str(tmp_path / 'run'), api_name='/ui_load').result(timeout=CALL_S)
+    assert '| training step | 7 |' in card and '4.2500' in card and '| kind | checkpoint |' in card
+    assert generate(client, 'ROMEO:', 10).startswith('ROMEO:')
+    with pytest.raises(Exception, match='Could not load'):
+        client.submit(str(tmp_path / 'no-such-run'), api_name='/ui_load').result(timeout=CALL_S)
+    card = client.submit(str(tiny_model), api_name='/ui_load').result(timeout=CALL_S)  # back to the HF folder
+    assert '| kind | hf_folder |' in card
+
+
 def test_cli_help(capsys):
     from smollm2_nb.cli import main
     with pytest.raises(SystemExit) as e: main(['app', '--help'])
