@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['demo']
 
-# %% ../nbs/12_app.ipynb #e42d1f61
+# %% ../nbs/12_app.ipynb #92ac3daa
 import os
 from smollm2_nb.app import build_app, MODEL_ENV
 
