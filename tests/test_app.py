@@ -89,7 +89,8 @@ def test_generate_api(client):
     (('ROMEO:', 20, 0.8, 0), 'top_k=0 is out of range'),
     (('ROMEO:', 20, 0.8, 50, 1.5), 'top_p=1.5 is out of range'),
     (('ROMEO:', 20, 0.8, 50, 0.9, 0.2), 'repetition_penalty=0.2 is out of range'),
-    (('to be or not ' * 400, 100), "more than the model's context"),
+    (('to be or not ' * 400, 100), "does not fit the model's max_position_embeddings"),  # longer than the context
+    (('to be ' * 480, 100), 'exceeds the model.s max_position_embeddings'),  # fits, but not with 100 more tokens
 ])
 def test_bad_input_is_an_error_and_the_app_keeps_serving(client, args, message):
     with pytest.raises(Exception, match=message):
