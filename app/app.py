@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['demo']
 
-# %% ../nbs/12_app.ipynb #c9df2b38
+# %% ../nbs/12_app.ipynb #cc5fc052
 import os
 from smollm2_nb.app import build_app, MODEL_ENV
 

@@ -144,6 +144,23 @@ def test_load_model_control_loads_a_training_run(client, tiny_model, tmp_path):
     assert '| kind | hf_folder |' in card
 
 
+def test_space_entry_point(tiny_model, monkeypatch):
+    "app/app.py serves $SMOLLM2_MODEL with no way for a visitor to swap it; README and requirements make it a Space."
+    import runpy
+    monkeypatch.setenv('SMOLLM2_MODEL', str(tiny_model))
+    demo = runpy.run_path(str(ROOT / 'app' / 'app.py'), run_name='space')['demo']  # not __main__: built, not launched
+    _, url, _ = demo.launch(server_name='127.0.0.1', server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        space = Client(url, verbose=False)
+        assert generate(space, 'To be or not to be', 10).startswith('To be or not to be')
+        with pytest.raises(Exception): space.submit(str(tiny_model), api_name='/ui_load').result(timeout=CALL_S)
+    finally: demo.close()
+    readme = (ROOT / 'app' / 'README.md').read_text()
+    front = dict(l.split(': ', 1) for l in readme.split('---')[1].strip().splitlines())
+    assert front['sdk'] == 'gradio' and front['app_file'] == 'app.py' and (ROOT / 'app' / front['app_file']).exists()
+    assert 'smollm2_nb' in (ROOT / 'app' / 'requirements.txt').read_text()
+
+
 def test_cli_help(capsys):
     from smollm2_nb.cli import main
     with pytest.raises(SystemExit) as e: main(['app', '--help'])
