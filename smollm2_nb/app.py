@@ -174,6 +174,8 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
         inputs = [prompt, max_new_tokens, temperature, greedy, top_k, top_p, repetition_penalty]
         event = run.click(ui_stream, inputs, output, api_name='stream', concurrency_id='generate')
         stop.click(None, cancels=[event])
+        greedy.change(lambda g: [gr.Slider(interactive=not g)] * 3, greedy, [temperature, top_k, top_p],
+                      api_visibility='private', queue=False)
         if allow_load: load.click(ui_load, source, card, api_visibility='undocumented', concurrency_limit=1)
         gr.api(generate, api_name='generate', concurrency_id='generate')
     return demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)

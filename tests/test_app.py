@@ -224,8 +224,12 @@ def test_browser_generates_and_shows_text(server, tiny_model):
             page.locator('#generate').click()
             expect(page.get_by_text('prompt is empty').first).to_be_visible(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / 'app_error.png'), full_page=True)
+            # an example prompt fills the prompt box; Greedy greys out the sampling sliders it overrides
             set_max_new_tokens(20)
-            page.locator('#prompt textarea').fill('To be or not to be')
+            page.get_by_text('To be or not to be', exact=True).click()
+            expect(page.locator('#prompt textarea')).to_have_value('To be or not to be', timeout=10_000)
+            page.get_by_label('Greedy', exact=False).check()
+            expect(page.locator('#temperature input[type=range]')).to_be_disabled(timeout=10_000)
             page.locator('#generate').click()
             wait_for_output('To be or not to be', 25)
         finally: browser.close()
