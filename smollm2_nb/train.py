@@ -19,9 +19,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from .config import PRESETS, get_config
-from .model import SmolLM2, KVCache
+from .model import SmolLM2
 from .tokenizer import load_tokenizer
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_path, save_checkpoint, latest_checkpoint, load_checkpoint, load_model
+from .generate import generate_text
 from .data import load_data, BatchSampler, get_batch
 
 # %% auto #0
@@ -138,9 +139,9 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1,
 
 # %% ../nbs/08_train.ipynb #871afd2e
 def find_checkpoint(resume: bool | str, out: str | os.PathLike) -> Path:
-    "The checkpoint to resume from: newest in `out` when `resume` is True, else the file or run dir `resume` names."
+    "The checkpoint to resume from: newest in `out` when `resume` is True, else the file named, or the newest anywhere below the folder named."
     src = Path(out if resume is True else resume)
-    ckpt = src if src.is_file() else latest_checkpoint(src) if src.is_dir() else None
+    ckpt = src if src.is_file() else latest_checkpoint(src, recursive=resume is not True) if src.is_dir() else None
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint to resume from in {str(src)!r}; pass a checkpoint file or run dir, "
                                 f"or train without --resume to start a new run")
@@ -177,24 +178,6 @@ def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 # %% ../nbs/08_train.ipynb #8f400027
-@torch.no_grad()
-def _sample(model, tok, prompt: str, max_new_tokens: int, seed: int, device, temperature=0.8, top_k=50) -> str:
-    "Top-k sampling with a KV cache (minimal; `smollm2_nb.generate` has the full sampler)."
-    ids = torch.tensor([tok.encode(prompt, add_special_tokens=False) or [tok.eos_token_id]], device=device)
-    n = min(max_new_tokens, model.config.max_position_embeddings - ids.shape[1])
-    g = torch.Generator(device=device).manual_seed(seed)
-    cache = KVCache(model.config, 1, ids.shape[1] + n, device=device, dtype=next(model.parameters()).dtype)
-    logits, out = model(ids, cache=cache, last_only=True), []
-    for _ in range(n):
-        logits = logits[:, -1].float() / temperature
-        v, _ = torch.topk(logits, min(top_k, logits.shape[-1]))
-        logits[logits < v[:, [-1]]] = -float('inf')
-        nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=g)  # (1, 1)
-        out.append(nxt.item())
-        if out[-1] == tok.eos_token_id: break
-        logits = model(nxt, cache=cache, last_only=True)
-    return prompt + tok.decode(out, skip_special_tokens=True)
-
 @torch.no_grad()
 def evaluate(model, tokens, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
     "Mean loss over `cfg.eval_batches` fixed validation batches (the same windows at every evaluation)."
@@ -356,7 +339,7 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
                 metrics.append(rec); _append_jsonl(out / 'metrics.jsonl', rec); _call(callbacks, 'on_log', rec)
             if main and cfg.sample_every and step % cfg.sample_every == 0:
                 for i, prompt in enumerate(cfg.sample_prompts):
-                    text = _sample(raw_model, tok, prompt, cfg.sample_tokens, cfg.seed + step + i, device)
+                    text = generate_text(raw_model, tok, prompt, cfg.sample_tokens, temperature=0.8, top_k=50, seed=cfg.seed + step + i)
                     s = dict(step=step, prompt=prompt, text=text)
                     _append_jsonl(out / 'samples.jsonl', s); _call(callbacks, 'on_sample', s)
             if step % cfg.ckpt_every == 0 and step < cfg.steps:
