@@ -367,7 +367,9 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
         if main:
             _write_json(out / 'run.json', {**info, **{k: v for k, v in summary.items() if k not in ('run_dir', 'steps', 'device', 'precision')},
                                            'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
-            if status != 'failed': _call(callbacks, 'on_train_end', summary)
+            try: _call(callbacks, 'on_train_end', summary)  # also after a failure: summary['status'], summary['error']
+            except Exception:
+                if status != 'failed': raise                # never hide the error that stopped the run
         if created_pg: dist.destroy_process_group()
     return summary
 
