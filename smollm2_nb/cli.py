@@ -37,4 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     module, fn, _ = COMMANDS[argv[0]]
     return getattr(importlib.import_module(module), fn)(argv[1:]) or 0
 
-if __name__ == '__main__': sys.exit(main())  # python -m smollm2_nb.cli
+# %% ../nbs/13_cli.ipynb #8bdd5026
+#| eval: false
+if __name__ == '__main__': sys.exit(main())
