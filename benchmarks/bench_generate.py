@@ -15,10 +15,14 @@ import torch.nn as nn
 
 
 def weight_bytes(model: nn.Module) -> int:
-    "Bytes of weights one decoding step reads (the tied embedding counted once, as the LM head)."
+    "Bytes of weights one decoding step reads: every weight once, the LM head included, the embedding table not (one row)."
     tensors = list(model.parameters()) + list(model.buffers())
     tensors += [m.weight() for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]  # torch.ao int8
-    seen, total = set(), 0
+    embed = model.get_input_embeddings().weight if hasattr(model, 'get_input_embeddings') else model.embed_tokens.weight
+    head = getattr(model.lm_head, 'weight', None)
+    tied = isinstance(head, torch.Tensor) and head.data_ptr() == embed.data_ptr()
+    skip = set() if tied else {embed.data_ptr()}  # a separate LM head is what is read, not the table
+    seen, total = set(skip), 0
     for t in tensors:
         if t.data_ptr() in seen: continue
         seen.add(t.data_ptr()); total += t.numel() * t.element_size()

@@ -14,8 +14,8 @@ from .model import SmolLM2, KVCache
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'token_mask', 'process_logits', 'next_token', 'decode_tokens', 'generate', 'encode_prompts',
-           'stream_text', 'stream', 'generate_text', 'Int8Linear', 'bf16_supported', 'resolve_precision',
-           'prepare_for_inference', 'cli_generate']
+           'stream_text', 'stream', 'generate_text', 'Int8Linear', 'TransposedLinear', 'bf16_supported',
+           'resolve_precision', 'prepare_for_inference', 'cli_generate']
 
 # %% ../nbs/06_generate.ipynb #e1fdaa17
 def token_mask(input_ids: torch.LongTensor,  # (B, T) token ids
@@ -237,6 +237,25 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, int8'
 
+class TransposedLinear(nn.Module):
+    "A bias-free linear layer storing its weight as (in, out): faster batch-1 products on CPU."
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer('weight_t', weight.detach().T.contiguous())  # (in, out)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> TransposedLinear:
+        if linear.bias is not None: raise ValueError("TransposedLinear supports bias-free layers only (SmolLM2 has no biases)")
+        return cls(linear.weight)
+
+    def forward(self, x): return x @ self.weight_t
+
+def _replace_linears(model: nn.Module, make) -> None:
+    "Replace every `nn.Linear` in `model` by `make(linear)`."
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear): setattr(module, name, make(child))
+
 # %% ../nbs/06_generate.ipynb #b1d5ff0a
 PRECISIONS = ('auto', 'fp32', 'bf16', 'int8')
 
@@ -264,10 +283,8 @@ def prepare_for_inference(model: SmolLM2,
     device = model.embed_tokens.weight.device
     mode = resolve_precision(mode, device)
     model.eval().requires_grad_(False).to(torch.float32 if mode == 'fp32' else torch.bfloat16)
-    if mode == 'int8':
-        for module in list(model.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear): setattr(module, name, Int8Linear.from_linear(child))
+    if mode == 'int8': _replace_linears(model, Int8Linear.from_linear)
+    elif mode == 'fp32' and device.type == 'cpu': _replace_linears(model, TransposedLinear.from_linear)
     model.precision = mode  # what was chosen, for display
     return model
 
