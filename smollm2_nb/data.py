@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .tokenizer import load_tokenizer, resolve_tokenizer
+from .tokenizer import find_shared_data, load_tokenizer, resolve_tokenizer
 
 # %% auto #0
 __all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_ENV', 'cache_dir', 'shakespeare_path', 'corpus_files', 'read_text', 'tokenizer_id',
@@ -26,13 +26,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get('SMOLLM2_CACHE') or Path.home() / '.cache' / 'smollm2_nb').expanduser()
 
 def shakespeare_path(cache: str | os.PathLike | None = None) -> Path:
-    "Path of Tiny Shakespeare: `$SMOLLM2_SHAKESPEARE`, else a cached copy, else downloaded from `SHAKESPEARE_URL`."
+    "Path of Tiny Shakespeare: `$SMOLLM2_SHAKESPEARE`, else a cached copy, else `shared/data`'s, else downloaded from `SHAKESPEARE_URL`."
     if os.environ.get(SHAKESPEARE_ENV):
         p = Path(os.environ[SHAKESPEARE_ENV]).expanduser()
         if not p.is_file(): raise FileNotFoundError(f"${SHAKESPEARE_ENV}={str(p)!r} is not a file; unset it or point it at input.txt")
         return p
     p = Path(cache or cache_dir()) / 'tinyshakespeare.txt'
     if p.is_file(): return p
+    local = find_shared_data('tinyshakespeare.txt')  # the offline copy beside a checkout of this project
+    if local is not None: return local
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(f'.{os.getpid()}.tmp')
     try: urllib.request.urlretrieve(SHAKESPEARE_URL, tmp)
