@@ -6,29 +6,19 @@
 from __future__ import annotations
 import html, io, json, math, os, time
 from pathlib import Path
+from .train import read_jsonl
 
 # %% auto #0
-__all__ = ['read_records', 'read_run', 'total_steps', 'eta_seconds', 'format_seconds', 'run_summary', 'plot_run', 'figure_png',
-           'latest_samples', 'samples_html', 'header_html', 'Dashboard']
+__all__ = ['read_run', 'total_steps', 'eta_seconds', 'format_seconds', 'run_summary', 'plot_run', 'figure_png', 'latest_samples',
+           'samples_html', 'header_html', 'Dashboard']
 
 # %% ../nbs/09_dashboard.ipynb #0d552d3c
-def read_records(path: str | os.PathLike) -> list[dict]:
-    "Records of a JSON-lines file that may be growing: a missing file or a half-written line are skipped."
-    p = Path(path)
-    if not p.exists(): return []
-    out = []
-    for line in p.read_text(encoding='utf-8').splitlines():
-        if not line.strip(): continue
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError: continue  # being written right now
-    return out
-
 def read_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], list[dict]]:
     "`(info, metrics, samples)` of a run directory: `run.json` (or `{}`), `metrics.jsonl`, `samples.jsonl`."
     d = Path(run_dir)
     try: info = json.loads((d/'run.json').read_text(encoding='utf-8'))
     except (FileNotFoundError, json.JSONDecodeError): info = {}
-    return info, read_records(d/'metrics.jsonl'), read_records(d/'samples.jsonl')
+    return info, read_jsonl(d/'metrics.jsonl'), read_jsonl(d/'samples.jsonl')
 
 # %% ../nbs/09_dashboard.ipynb #e82b8dbe
 def total_steps(info: dict) -> int | None:

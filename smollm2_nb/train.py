@@ -215,9 +215,15 @@ def _keep_upto(path: Path, step: int, fallback: list | None = None):
     path.write_text(''.join(json.dumps(r) + '\n' for r in recs))
 
 def read_jsonl(path) -> list[dict]:
-    "The records of a .jsonl file."
+    "The records of a .jsonl file (none if it is missing); a half-written line (another process appending) is skipped."
     p = Path(path)
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+    if not p.exists(): return []
+    out = []
+    for line in p.read_text(encoding='utf-8').splitlines():
+        if not line.strip(): continue
+        try: out.append(json.loads(line))
+        except json.JSONDecodeError: continue  # being written right now: read again on the next poll
+    return out
 
 def _call(callbacks, name: str, *args):
     for cb in callbacks:
