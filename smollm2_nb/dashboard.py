@@ -6,7 +6,7 @@
 from __future__ import annotations
 import html, io, json, math, os, time
 from pathlib import Path
-from .train import read_jsonl
+from .rundir import read_jsonl
 
 # %% auto #0
 __all__ = ['read_run', 'total_steps', 'eta_seconds', 'format_seconds', 'run_summary', 'plot_run', 'figure_png', 'latest_samples',

@@ -20,20 +20,20 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from .config import PRESETS, get_config
 from .model import SmolLM2
+from .precision import TRAIN_PRECISIONS, choose_precision, autocast_ctx, peak_flops, mfu
+from .rundir import read_jsonl
 from .tokenizer import load_tokenizer
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_path, save_checkpoint, latest_checkpoint, load_checkpoint, load_model
 from .generate import generate_text
 from .data import load_data, BatchSampler, get_batch
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PRECISIONS', 'DEFAULT_PROMPTS', 'PEAK_TFLOPS', 'TrainConfig', 'lr_at', 'choose_precision',
-           'autocast_ctx', 'peak_flops', 'mfu', 'make_optimizer', 'find_checkpoint', 'config_diff',
-           'check_resume_config', 'setup_distributed', 'evaluate', 'rng_state', 'set_rng_state', 'read_jsonl',
-           'NonFiniteLoss', 'train', 'train_parser', 'config_from_args', 'cli_train']
+__all__ = ['SCHEDULES', 'DEFAULT_PROMPTS', 'TrainConfig', 'lr_at', 'make_optimizer', 'find_checkpoint', 'config_diff',
+           'check_resume_config', 'setup_distributed', 'evaluate', 'rng_state', 'set_rng_state', 'NonFiniteLoss',
+           'train', 'train_parser', 'config_from_args', 'cli_train']
 
 # %% ../nbs/08_train.ipynb #48494a34
 SCHEDULES = {'cosine': dict(lr=6e-4, warmup_steps=100), 'wsd': dict(lr=3e-3, warmup_steps=2000)}
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 DEFAULT_PROMPTS = ['First Citizen:', 'ROMEO:', 'To be, or not to be']
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         "A copy with `lr`/`warmup_steps` filled in from the schedule, checked."
         if self.schedule not in SCHEDULES: raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
-        if self.precision not in PRECISIONS: raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
+        if self.precision not in TRAIN_PRECISIONS: raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(TRAIN_PRECISIONS)}")
         if self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         for k in ('steps', 'batch_size', 'seq_len', 'grad_accum', 'ckpt_every', 'log_every'):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
@@ -94,41 +94,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     decay_start = n - int(cfg.decay_fraction * n)
     if step < decay_start: return lr
     return lr * max(0.0, n - step) / max(1, n - decay_start)
-
-# %% ../nbs/08_train.ipynb #d041b82c
-def choose_precision(device_type: str,                   # 'cuda' or 'cpu'
-                     capability: tuple | None = None,   # GPU compute capability, e.g. (7, 5) for a T4
-                     requested: str = 'auto') -> str:
-    "'bf16', 'fp16' or 'fp32' for this device."
-    if requested not in PRECISIONS: raise ValueError(f"unknown precision {requested!r}; choose one of {list(PRECISIONS)}")
-    if device_type != 'cuda': return 'fp32' if requested == 'auto' else requested  # fp16 on CPU: slow, but runs the T4 code path
-    cc = tuple(capability)
-    if requested == 'bf16' and cc < (8, 0):
-        raise ValueError(f"bf16 needs a GPU of compute capability 8.0+; this one is sm_{cc[0]}{cc[1]}. Use --precision fp16 or auto")
-    if requested != 'auto': return requested
-    return 'bf16' if cc >= (8, 0) else 'fp16' if cc >= (6, 0) else 'fp32'
-
-def autocast_ctx(device_type: str, precision: str):
-    "The autocast context of a precision (a no-op for fp32)."
-    if precision == 'fp32': return nullcontext()
-    return torch.autocast(device_type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
-
-# %% ../nbs/08_train.ipynb #f17db724
-PEAK_TFLOPS = {  # dense tensor-core peak per GPU: (bf16/fp16, fp32)
-    'H200': (989, 67), 'H100': (989, 67), 'A100': (312, 19.5), 'L40S': (362, 91.6), 'A10G': (70, 31.2),
-    'A10': (125, 31.2), 'L4': (121, 30.3), 'RTX 4090': (165, 82.6), 'RTX 3090': (71, 35.6),
-    'V100': (125, 15.7), 'T4': (65, 8.1), 'P100': (18.7, 9.3),
-}
-
-def peak_flops(device_name: str, precision: str) -> float | None:
-    "Peak FLOP/s of a GPU by name (None if unknown)."
-    for k, (half, full) in PEAK_TFLOPS.items():  # longer names first where they share a prefix (A10G before A10)
-        if k in device_name: return (full if precision == 'fp32' else half) * 1e12
-    return None
-
-def mfu(n_params: int, tokens_per_sec: float, peak: float | None) -> float | None:
-    "Model FLOPs utilisation: 6 * N * tokens/s over peak FLOP/s."
-    return None if not peak else 6 * n_params * tokens_per_sec / peak
 
 # %% ../nbs/08_train.ipynb #b96caf1a
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1, device_type: str = 'cpu') -> torch.optim.AdamW:
@@ -213,17 +178,6 @@ def _keep_upto(path: Path, step: int, fallback: list | None = None):
     recs = [r for r in recs if r.get('step', 0) <= step]
     if fallback is not None and len(recs) < len(fallback): recs = fallback  # a fresh run dir: the checkpoint's copy
     path.write_text(''.join(json.dumps(r) + '\n' for r in recs))
-
-def read_jsonl(path) -> list[dict]:
-    "The records of a .jsonl file (none if it is missing); a half-written line (another process appending) is skipped."
-    p = Path(path)
-    if not p.exists(): return []
-    out = []
-    for line in p.read_text(encoding='utf-8').splitlines():
-        if not line.strip(): continue
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError: continue  # being written right now: read again on the next poll
-    return out
 
 def _call(callbacks, name: str, *args):
     for cb in callbacks:
@@ -404,7 +358,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', help=f'run dir (default: {d.out}; with --resume DIR, that dir)')
     p.add_argument('--resume', nargs='?', const=True, help='continue from the newest checkpoint of --out, or of the given run dir / checkpoint')
     p.add_argument('--compile', action='store_true', help='torch.compile the model')
-    p.add_argument('--precision', choices=PRECISIONS, help='default: auto (bf16 on sm_80+, fp16 on older GPUs, fp32 on CPU)')
+    p.add_argument('--precision', choices=TRAIN_PRECISIONS, help='default: auto (bf16 on sm_80+, fp16 on older GPUs, fp32 on CPU)')
     p.add_argument('--time-budget', type=_duration, dest='time_budget_s', help="stop cleanly before this long: seconds, '90m' or '11.5h'")
     p.add_argument('--prompt', action='append', dest='sample_prompts', help='a sample prompt (repeat for several)')
     p.add_argument('--device', help='cuda, cuda:1 or cpu (default: cuda if available)')
