@@ -6,6 +6,7 @@
 from __future__ import annotations
 import importlib
 import sys
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['COMMANDS', 'usage', 'main']
@@ -14,6 +15,7 @@ __all__ = ['COMMANDS', 'usage', 'main']
 COMMANDS = {
     'params':   ('smollm2_nb.params', 'cli_params', 'parameter table and training-memory estimate'),
     'generate': ('smollm2_nb.generate', 'cli_generate', 'generate text from a checkpoint, HF folder or hub id'),
+    'demo':     ('smollm2_nb.train', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
     'train':    ('smollm2_nb.train', 'cli_train', 'train (or --resume) on a text corpus'),
     'app':      ('smollm2_nb.app', 'cli_app', 'launch the Gradio app locally'),
     'kaggle':   ('smollm2_nb.kaggle', 'cli_kaggle', 'push / status / output of the Kaggle kernel'),
