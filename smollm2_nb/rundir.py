@@ -30,7 +30,8 @@ def atomic_write(path: str | os.PathLike, # the file to create or replace
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError): raise OSError(e.errno, f"could not write {path}: {e.strerror or e}") from e
+        cause = next((x for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError)), None)  # torch.save wraps it
+        if cause is not None: raise OSError(cause.errno, f"could not write {path}: {cause.strerror or cause}") from None
         raise
     return path
 
