@@ -40,5 +40,4 @@ def main(argv: list[str] | None = None) -> int:
     return getattr(importlib.import_module(module), fn)(argv[1:]) or 0
 
 # %% ../nbs/13_cli.ipynb #8bdd5026
-#| eval: false
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': sys.exit(main())  # `python -m smollm2_nb.cli`; not in Jupyter
