@@ -33,9 +33,16 @@ def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
         finally: os.environ.clear(); os.environ.update(env_before)
     return nb, time.time() - t
 
+WIDGET = 'application/vnd.jupyter.widget-view+json'
+
+def static_outputs(cell) -> list:
+    "A cell's outputs without live widget views (progress bars, the live dashboard): a saved notebook cannot show them."
+    return [o for o in cell.get('outputs', []) if WIDGET not in o.get('data', {})]
+
 def displays(cell) -> bool:
     "Whether an executed code cell shows something (stdout, a value, a figure or a table)."
-    return any(o.get('output_type') in ('stream', 'execute_result', 'display_data') and o.get('name') != 'stderr' for o in cell.get('outputs', []))
+    return any(o.get('output_type') in ('stream', 'execute_result', 'display_data') and o.get('name') != 'stderr'
+               for o in static_outputs(cell))
 
 def missing_outputs(committed: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> list[int]:
     "Indexes of code cells that display something when run but have no stored output in `committed`."
@@ -52,6 +59,9 @@ def run_one(path: Path, check: bool, timeout: int) -> tuple[Path, str | None, fl
             return path, (f"code cells {missing} display something but have no stored output: run "
                           f"`python tools/run_notebooks.py {path.relative_to(ROOT)}` and commit the notebook"), secs
     else:
+        for c in nb.cells:
+            if c.cell_type == 'code': c.outputs = static_outputs(c)
+        nb.metadata.pop('widgets', None)
         nbformat.write(nb, path)
     return path, None, secs
 
