@@ -22,6 +22,7 @@ NPROC_ENV = 'SMOLLM2_KAGGLE_NPROC'        # training processes (default: one per
 
 @dataclasses.dataclass
 class KagglePaths:
+    "Where a Kaggle kernel reads its inputs and writes its run, as paths (redirectable for local smoke runs)."
     root: Path     # /kaggle
     input: Path    # read-only inputs: datasets, previous kernel outputs
     working: Path  # saved as the version's output (20 GB)

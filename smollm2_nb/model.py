@@ -16,6 +16,7 @@ __all__ = ['RMSNorm', 'RotaryEmbedding', 'rotate_half', 'apply_rotary', 'KVCache
 
 # %% ../nbs/01_model.ipynb #00cd515f
 class RMSNorm(nn.Module):
+    "Root-mean-square norm with a learned scale (no mean subtraction, no bias)."
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -29,6 +30,7 @@ class RMSNorm(nn.Module):
 
 # %% ../nbs/01_model.ipynb #a85375dc
 class RotaryEmbedding(nn.Module):
+    "cos/sin tables of rotary position embeddings (RoPE) for positions 0..T-1."
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
         self.head_dim, self.theta = head_dim, theta
@@ -78,6 +80,7 @@ def _expand_kv_heads(device: torch.device, has_mask: bool) -> bool:
     return has_mask or torch.cuda.get_device_capability(device) < (8, 0)
 
 class Attention(nn.Module):
+    "Grouped-query causal self-attention with RoPE: 9 query heads share 3 key/value heads."
     def __init__(self, config: SmolLM2Config, layer_idx: int = 0):
         super().__init__()
         c = config
@@ -111,6 +114,7 @@ def causal_mask(T: int, S: int, device=None):
 
 # %% ../nbs/01_model.ipynb #950a952d
 class MLP(nn.Module):
+    "The SwiGLU feed-forward block: down(silu(gate(x)) * up(x))."
     def __init__(self, config: SmolLM2Config):
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
@@ -122,6 +126,7 @@ class MLP(nn.Module):
 
 # %% ../nbs/01_model.ipynb #237e9436
 class Block(nn.Module):
+    "One pre-norm transformer layer: x + attention(norm(x)), then + mlp(norm(x))."
     def __init__(self, config: SmolLM2Config, layer_idx: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -135,6 +140,7 @@ class Block(nn.Module):
 
 # %% ../nbs/01_model.ipynb #259ebdaa
 class SmolLM2(nn.Module):
+    "The SmolLM2 language model: embeddings, the blocks, a final norm and the (tied) LM head."
     def __init__(self, config: SmolLM2Config):
         super().__init__()
         self.config = config
