@@ -7,7 +7,7 @@ __all__ = ['demo']
 import os
 from smollm2_nb.app import build_app, MODEL_ENV
 
-demo = build_app(os.environ.get(MODEL_ENV), allow_load=False)
+demo = build_app(os.environ.get(MODEL_ENV))  # public on a Space: a load control only with $SMOLLM2_ALLOWED_MODELS
 
 if __name__ == '__main__':
     demo.launch()

@@ -17,8 +17,9 @@ from .checkpoint import load_model
 from .generate import stream, prepare_for_inference
 
 # %% auto #0
-__all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'check_settings', 'model_card',
-           'ModelSlot', 'build_app', 'cli_app', 'export_space']
+__all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'ALLOWED_ENV', 'check_settings',
+           'model_card', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app', 'cli_app',
+           'export_space']
 
 # %% ../nbs/12_app.ipynb #eeb9b88e
 MODEL_ENV = 'SMOLLM2_MODEL'  # env var naming the model to serve: checkpoint, run dir, HF folder or hub id
@@ -112,6 +113,23 @@ class ModelSlot:
         for text in self.stream(prompt, **settings): pass
         return text
 
+# %% ../nbs/12_app.ipynb #12ee03b5
+ALLOWED_ENV = 'SMOLLM2_ALLOWED_MODELS'  # comma-separated sources a public app may load
+
+def is_public(host: str | None = None, # the address the server binds; None: loopback
+              share: bool = False,     # a gradio.live share link
+             ) -> bool:
+    "Whether strangers can reach the app: on a Hugging Face Space, bound beyond loopback, or shared."
+    return bool(os.environ.get('SPACE_ID')) or share or (host or '127.0.0.1') not in ('127.0.0.1', 'localhost', '::1')
+
+def allowed_sources() -> list[str]:
+    "The allowlist of model sources from `$SMOLLM2_ALLOWED_MODELS`."
+    return [s.strip() for s in os.environ.get(ALLOWED_ENV, '').split(',') if s.strip()]
+
+def public_error(e: Exception) -> str:
+    "What a stranger may learn of a failed load: the kind of failure, no path, no file content."
+    return {FileNotFoundError: 'not found', PermissionError: 'not allowed'}.get(type(e), 'not a usable model')
+
 # %% ../nbs/12_app.ipynb #389e7dd7
 def _ui_error(e: Exception) -> gr.Error: return gr.Error(str(e), print_exception=False)
 
@@ -119,13 +137,21 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
               concurrency: int = 2, # generations running at once
               max_queue: int = 32,  # requests waiting beyond that; more are refused
               allow_load: bool = True, # offer 'Load model' (False: no control and no endpoint to swap the model)
+              public: bool | None = None,   # reachable by strangers; None: on a Space (`$SPACE_ID`)
+              allowed: list[str] | None = None, # public: the only sources 'Load model' offers; None: `$SMOLLM2_ALLOWED_MODELS`
              ) -> gr.Blocks:
-    "The Gradio app (queue configured, not launched)."
+    "The Gradio app (queue configured, not launched). Public: no load control unless an allowlist is set; no paths in errors."
+    public = is_public() if public is None else public
+    allowed = allowed_sources() if allowed is None else list(allowed)
+    offer_load = allow_load and (not public or bool(allowed))
     slot, load_error = model if isinstance(model, ModelSlot) else ModelSlot(), None
     source = None if isinstance(model, ModelSlot) else (model or os.environ.get(MODEL_ENV))
     if source:
         try: slot.load(source)
-        except Exception as e: load_error = f'**Could not load `{source}`:** {e}\n\n'  # serve anyway, and say why
+        except Exception as e:  # serve anyway, and say why (in public, without the path or the error's text)
+            print(f'smollm2 app: could not load {source!r}: {e}', file=sys.stderr)
+            load_error = (f'**Could not load the configured model** ({public_error(e)}).\n\n' if public else
+                          f'**Could not load `{source}`:** {e}\n\n')
     def slider(name, label, step, **kw):
         lo, hi, default = LIMITS[name]
         return gr.Slider(lo, hi, value=default, step=step, label=label, elem_id=name.replace('_', '-'), **kw)
@@ -143,9 +169,12 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
         except ValueError as e: raise _ui_error(e) from None
 
     def ui_load(source):
+        if public and source not in allowed: raise _ui_error(ValueError('That model is not offered here'))
         try: slot.load(source)
-        except Exception as e: raise _ui_error(ValueError(f'Could not load {source!r}: {e}')) from None
-        gr.Info(f'Loaded {source}')
+        except Exception as e:
+            print(f'smollm2 app: could not load {source!r}: {e}', file=sys.stderr)
+            raise _ui_error(ValueError(f'Could not load that model ({public_error(e)})' if public else f'Could not load {source!r}: {e}')) from None
+        gr.Info('Loaded' if public else f'Loaded {source}')
         return slot.card
 
     with gr.Blocks(title='SmolLM2 (smollm2_nb)') as demo:
@@ -168,15 +197,17 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
                 repetition_penalty = slider('repetition_penalty', 'Repetition penalty', 0.01)
                 with gr.Accordion('Model', open=True):
                     card = gr.Markdown((load_error or '') + slot.card, elem_id='model-card')
-                    if allow_load:
-                        source = gr.Textbox(label='Model source', placeholder='checkpoint .pt, run dir, HF folder or hub id')
+                    if offer_load:
+                        source = (gr.Dropdown(allowed, label='Model') if public else
+                                  gr.Textbox(label='Model source', placeholder='checkpoint .pt, run dir, HF folder or hub id'))
                         load = gr.Button('Load model')
         inputs = [prompt, max_new_tokens, temperature, greedy, top_k, top_p, repetition_penalty]
         event = run.click(ui_stream, inputs, output, api_name='stream', concurrency_id='generate')
         stop.click(None, cancels=[event])
         greedy.change(lambda g: [gr.Slider(interactive=not g)] * 3, greedy, [temperature, top_k, top_p],
                       api_visibility='private', queue=False)
-        if allow_load: load.click(ui_load, source, card, api_visibility='undocumented', concurrency_limit=1)
+        if offer_load: load.click(ui_load, source, card, api_visibility='undocumented', concurrency_limit=1)
+        demo.load(lambda: (load_error or '') + slot.card, None, card, api_visibility='private', queue=False)  # a new page: the model served now
         gr.api(generate, api_name='generate', concurrency_id='generate')
     return demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
 
@@ -198,7 +229,8 @@ def cli_app(argv: list[str] | None = None) -> int:
         except Exception as e:
             print(f'smollm2 app: could not load --model {args.model!r}: {e}', file=sys.stderr); return 2
     else: print(f'smollm2 app: {NO_MODEL_MESSAGE}', file=sys.stderr)
-    build_app(slot, concurrency=args.concurrency).launch(server_name=args.host, server_port=args.port, share=args.share)
+    build_app(slot, concurrency=args.concurrency, public=is_public(args.host, args.share)).launch(
+        server_name=args.host, server_port=args.port, share=args.share)
     return 0
 
 # %% ../nbs/12_app.ipynb #ad874faf

@@ -148,6 +148,8 @@ def test_space_entry_point(tiny_model, monkeypatch):
     "app/app.py serves $SMOLLM2_MODEL with no way for a visitor to swap it; README and requirements make it a Space."
     import runpy
     monkeypatch.setenv('SMOLLM2_MODEL', str(tiny_model))
+    monkeypatch.setenv('SPACE_ID', 'someone/smollm2')          # what a Space sets: the app is public
+    monkeypatch.delenv('SMOLLM2_ALLOWED_MODELS', raising=False)
     demo = runpy.run_path(str(ROOT / 'app' / 'app.py'), run_name='space')['demo']  # not __main__: built, not launched
     _, url, _ = demo.launch(server_name='127.0.0.1', server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -159,6 +161,66 @@ def test_space_entry_point(tiny_model, monkeypatch):
     front = dict(l.split(': ', 1) for l in readme.split('---')[1].strip().splitlines())
     assert front['sdk'] == 'gradio' and front['app_file'] == 'app.py' and (ROOT / 'app' / front['app_file']).exists()
     assert 'smollm2_nb' in (ROOT / 'app' / 'requirements.txt').read_text()
+
+
+def _launch(demo):
+    _, url, _ = demo.launch(server_name='127.0.0.1', server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    return url
+
+def _error(job) -> str:
+    with pytest.raises(Exception) as e: job.result(timeout=CALL_S)
+    return str(e.value)
+
+def test_public_app_offers_no_load_endpoint_and_no_paths(tiny_model, tmp_path, monkeypatch):
+    "Public (a Space, a non-local address): no load control or endpoint; a broken model is reported without path or content."
+    from smollm2_nb.app import build_app
+    monkeypatch.delenv('SMOLLM2_ALLOWED_MODELS', raising=False)
+    secret = tmp_path / 'secret.pt'
+    secret.write_text('root:x:0:0:the first bytes of a private file')
+    demo = build_app(str(secret), public=True)
+    url = _launch(demo)
+    try:
+        c = Client(url, verbose=False)
+        assert '/ui_load' not in str(c.view_api(print_info=False, return_format='dict'))
+        with pytest.raises(Exception): c.submit(str(tiny_model), api_name='/ui_load').result(timeout=CALL_S)
+        page = urllib.request.urlopen(url + 'config', timeout=30).read().decode()
+        assert 'Could not load the configured model' in page
+        assert str(tmp_path) not in page and 'root:x' not in page and 'secret' not in page
+    finally: demo.close()
+
+def test_public_app_loads_only_allowlisted_sources(tiny_model, tmp_path):
+    "With an allowlist, a public app loads those sources and refuses anything else without echoing it."
+    from smollm2_nb.app import build_app
+    demo = build_app(str(tiny_model), public=True, allowed=[str(tiny_model)])
+    url = _launch(demo)
+    try:
+        c = Client(url, verbose=False)
+        assert '| kind | hf_folder |' in c.submit(str(tiny_model), api_name='/ui_load').result(timeout=CALL_S)
+        probes = ['/etc/passwd', str(tmp_path / 'nothing-here')]      # a file that exists, and one that does not
+        messages = [_error(c.submit(probe, api_name='/ui_load')).replace(probe, 'PROBE') for probe in probes]
+        assert messages[0] == messages[1]                               # refused alike: no way to learn what exists
+        assert 'root:' not in messages[0]                               # and no file content
+    finally: demo.close()
+
+def test_new_pages_show_the_model_served_now(tiny_model, tmp_path):
+    "After 'Load model', a page opened later shows the new model's card, not the one the app started with."
+    import torch
+    from smollm2_nb.app import build_app
+    from smollm2_nb.checkpoint import save_checkpoint
+    from smollm2_nb.config import get_config
+    from smollm2_nb.model import SmolLM2
+    model = SmolLM2(get_config('tiny'))
+    save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict(), 'val_loss': 3.5,
+                     'tokenizer': os.environ.get('SMOLLM2_TOKENIZER')}, tmp_path / 'run', step=11)
+    demo = build_app(str(tiny_model), public=False)
+    url = _launch(demo)
+    try:
+        Client(url, verbose=False).submit(str(tmp_path / 'run'), api_name='/ui_load').result(timeout=CALL_S)
+        load_fns = [b for b in demo.fns.values() if any(t[1] == 'load' for t in b.targets)]
+        assert load_fns, 'the app must refresh the model card when a page loads'
+        card = load_fns[0].fn()
+        assert '| training step | 11 |' in card and '| kind | checkpoint |' in card
+    finally: demo.close()
 
 
 def test_cli_help(capsys):
