@@ -51,7 +51,8 @@ def main(argv=None):
     from smollm2_nb.config import SmolLM2Config
     from smollm2_nb.model import SmolLM2
     from smollm2_nb.hf import to_hf_state_dict
-    from smollm2_nb.generate import generate, prepare_for_inference
+    from smollm2_nb.generate import generate
+    from smollm2_nb.inference import prepare_for_inference
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)

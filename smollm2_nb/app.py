@@ -12,9 +12,8 @@ import threading
 from pathlib import Path
 try: import gradio as gr
 except ImportError as e: raise ImportError('the app needs gradio: pip install "smollm2_nb[app]"') from e
-from .tokenizer import load_tokenizer
-from .checkpoint import load_model
-from .generate import stream, prepare_for_inference
+from .generate import stream, SAMPLING_DEFAULTS
+from .inference import load_for_inference
 
 # %% auto #0
 __all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'ALLOWED_ENV', 'check_settings',
@@ -25,11 +24,11 @@ __all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_ME
 MODEL_ENV = 'SMOLLM2_MODEL'  # env var naming the model to serve: checkpoint, run dir, HF folder or hub id
 EXAMPLE_PROMPTS = ['ROMEO:', 'KING RICHARD II:', 'Once upon a time', 'To be or not to be']
 LIMITS = {  # name: (min, max, default)
-    'max_new_tokens': (10, 500, 100),
-    'temperature': (0.1, 2.0, 0.8),   # the API also takes 0, meaning greedy decoding
-    'top_k': (1, 100, 50),
-    'top_p': (0.05, 1.0, 0.95),
-    'repetition_penalty': (1.0, 2.0, 1.1),
+    'max_new_tokens': (10, 500, SAMPLING_DEFAULTS['max_new_tokens']),
+    'temperature': (0.1, 2.0, SAMPLING_DEFAULTS['temperature']),   # the API also takes 0, meaning greedy decoding
+    'top_k': (1, 100, SAMPLING_DEFAULTS['top_k']),
+    'top_p': (0.05, 1.0, SAMPLING_DEFAULTS['top_p']),
+    'repetition_penalty': (1.0, 2.0, SAMPLING_DEFAULTS['repetition_penalty']),
 }
 HOW_TO_LOAD = (f"Point the app at a training checkpoint, a run dir, a Hugging Face folder or a hub id: set ${MODEL_ENV} "
                f"(on a Space: a variable in its settings), run `smollm2 app --model PATH`, or type it under 'Model source' "
@@ -88,10 +87,7 @@ class ModelSlot:
     def load(self, source: str | os.PathLike) -> dict:
         "Load `source` (see `checkpoint.load_model`) and make it the model served; returns its info."
         if not str(source).strip(): raise ValueError(f'No model source given. {NO_MODEL_MESSAGE}')
-        model, tokenizer, info = load_model(str(source).strip(), device=self.device)
-        tokenizer = tokenizer or load_tokenizer(info.get('tokenizer'))
-        model = prepare_for_inference(model)  # int8 or bf16 where the CPU runs them natively, else fp32
-        info = {**info, 'serving': getattr(model, 'precision', 'fp32')}
+        model, tokenizer, info = load_for_inference(str(source).strip(), 'auto', self.device)  # int8/fp32 on CPU
         with self._lock: self.model, self.tokenizer, self.info = model, tokenizer, info
         return info
 

@@ -14,7 +14,7 @@ __all__ = ['COMMANDS', 'usage', 'main']
 # %% ../nbs/13_cli.ipynb #983415e0
 COMMANDS = {
     'params':   ('smollm2_nb.params', 'cli_params', 'parameter table and training-memory estimate'),
-    'generate': ('smollm2_nb.generate', 'cli_generate', 'generate text from a checkpoint, HF folder or hub id'),
+    'generate': ('smollm2_nb.inference', 'cli_generate', 'generate text from a checkpoint, HF folder or hub id'),
     'demo':     ('smollm2_nb.train', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
     'train':    ('smollm2_nb.train', 'cli_train', 'train (or --resume) on a text corpus'),
     'app':      ('smollm2_nb.app', 'cli_app', 'launch the Gradio app locally'),
