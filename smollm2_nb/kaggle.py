@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, contextlib, dataclasses, io, json, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
+from .rundir import run_dir_of
 
 # %% auto #0
 __all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'LAUNCHER_ENV', 'NPROC_ENV', 'SMOKE_OVERRIDES', 'CREDENTIALS_HELP', 'GIT_URL',
@@ -69,7 +70,7 @@ def prepare_resume(ckpt: str | os.PathLike, # a checkpoint inside a run dir (`<r
                    run_dir: str | os.PathLike) -> Path:
     "Copy the checkpoint and its run's logs into `run_dir`; returns the copied checkpoint."
     ckpt, run_dir = Path(ckpt), Path(run_dir)
-    src_run = ckpt.parent.parent if ckpt.parent.name == 'checkpoints' else ckpt.parent
+    src_run = run_dir_of(ckpt)
     (run_dir/'checkpoints').mkdir(parents=True, exist_ok=True)
     for name in ('run.json', 'metrics.jsonl', 'samples.jsonl'):
         if (src_run/name).exists() and src_run.resolve() != run_dir.resolve(): shutil.copy2(src_run/name, run_dir/name)
