@@ -10,7 +10,7 @@ from .rundir import read_jsonl
 
 # %% auto #0
 __all__ = ['read_run', 'total_steps', 'eta_seconds', 'format_seconds', 'run_summary', 'plot_run', 'figure_png', 'latest_samples',
-           'samples_html', 'header_html', 'Dashboard']
+           'samples_html', 'header_html', 'RunView', 'Dashboard']
 
 # %% ../nbs/09_dashboard.ipynb #0d552d3c
 def read_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], list[dict]]:
@@ -108,27 +108,68 @@ def header_html(summary: dict, info: dict | None = None) -> str:
         parts.append(html.escape(f"{dev}{world} {info.get('precision', '')}".strip()))
     return ' &middot; '.join(parts)
 
-# %% ../nbs/09_dashboard.ipynb #2bce8f94
-class Dashboard:
-    "Live training dashboard; a trainer callback, or a follower of a run directory (`Dashboard.follow`)."
-    def __init__(self, refresh_s: float = 5.0,  # minimum seconds between redraws of the live widget
-                 static_every_s: float | None = None,  # also refresh the saved (static) image this often; None: only at the end
-                 live: bool = True):  # show the ipywidgets view (False: only static outputs)
-        self.refresh_s, self.static_every_s, self.live = refresh_s, static_every_s, live
+# %% ../nbs/09_dashboard.ipynb #34c70be7
+class RunView:
+    "What a dashboard knows of a run, fed by trainer callbacks or read from a run directory; shown as static outputs."
+    def __init__(self, static_every_s: float | None = None): # also refresh the static output this often; None: only at the end
+        self.static_every_s = static_every_s
         self.info, self.metrics, self.samples, self.checkpoints = {}, [], [], []
         self.observed: list[tuple[float, int]] = []  # (wall time, step) as records arrived: for the ETA
-        self._last_draw = self._last_static = 0.
-        self._static = None; self._shown = False; self._w = None
+        self._static, self._last_static = None, 0.
         from matplotlib.figure import Figure
         self.fig = Figure(figsize=(10, 3.6))
-        self._draw_cost = 0.  # seconds the last redraw took
 
-    # -- display (only under IPython: a plain script gets the data, not reprs of widgets)
     @staticmethod
-    def _ipython() -> bool:
+    def _ipython() -> bool:  # displays only under IPython: a plain script gets the data, not reprs
         try: from IPython import get_ipython
         except ImportError: return False
         return get_ipython() is not None
+
+    def summary(self) -> dict: return run_summary(self.info, self.metrics, self.observed)
+
+    def show_static(self):
+        "Display (or update in place) header, figure (PNG) and samples (HTML): outputs a saved notebook keeps."
+        plot_run(self.info, self.metrics, fig=self.fig)
+        self._last_static = time.time()
+        if not self._ipython(): return
+        from IPython.display import HTML, Image, display
+        outs = [HTML(header_html(self.summary(), self.info)), Image(data=figure_png(self.fig)), HTML(samples_html(self.samples))]
+        if self._static is None: self._static = [display(o, display_id=True) for o in outs]
+        else:
+            for h, o in zip(self._static, outs): h.update(o)
+
+    def draw(self, force: bool = False):
+        "Refresh the static output every `static_every_s` (a live view overrides this)."
+        if self.static_every_s is not None and time.time() - self._last_static >= self.static_every_s: self.show_static()
+
+    # trainer callbacks
+    def on_train_begin(self, info: dict): self.info = dict(info); self.draw(force=True)
+    def on_log(self, record: dict):
+        self.metrics.append(record); self.observed.append((time.time(), record.get('step', 0))); self.draw()
+    def on_sample(self, record: dict): self.samples.append(record); self.draw()
+    def on_checkpoint(self, path, step: int): self.checkpoints.append((str(path), step))
+    def on_train_end(self, summary: dict):
+        self.info = {**self.info, 'status': summary.get('status', 'finished')}
+        self.draw(force=True); self.show_static()
+
+    def update_from(self, run_dir) -> bool:
+        "Re-read a run directory; True if anything changed."
+        info, metrics, samples = read_run(run_dir)
+        changed = (info, len(metrics), len(samples)) != (self.info, len(self.metrics), len(self.samples))
+        if len(metrics) > len(self.metrics) and metrics: self.observed.append((time.time(), metrics[-1].get('step', 0)))
+        self.info, self.metrics, self.samples = info, metrics, samples
+        return changed
+
+# %% ../nbs/09_dashboard.ipynb #98659058
+class Dashboard(RunView):
+    "A `RunView` with a live widget, redrawn as the run goes; a trainer callback, or a follower of a run directory (`follow`)."
+    def __init__(self, refresh_s: float = 5.0,  # minimum seconds between redraws of the live widget
+                 static_every_s: float | None = None,  # also refresh the saved (static) image this often; None: only at the end
+                 live: bool = True):  # show the ipywidgets view (False: only static outputs)
+        super().__init__(static_every_s)
+        self.refresh_s, self.live = refresh_s, live
+        self._last_draw = self._draw_cost = 0.  # when the last redraw happened, and how long it took
+        self._shown, self._w = False, None
 
     def _widgets(self):
         if self._w is None:
@@ -143,10 +184,8 @@ class Dashboard:
         display(self._widgets()); self._shown = True
         return self
 
-    def summary(self) -> dict: return run_summary(self.info, self.metrics, self.observed)
-
     def draw(self, force: bool = False):
-        "Redraw the live widget if `refresh_s` passed (or `force`); refresh the static output every `static_every_s`."
+        "Redraw the live widget if `refresh_s` passed (or `force`); then the static output's own refresh."
         now = time.time()
         # in-process, a redraw pauses training: keep it under ~5% of the time (at most every 20 redraw durations)
         if self.live and self._ipython() and (force or now - self._last_draw >= max(self.refresh_s, 20 * self._draw_cost)):
@@ -154,45 +193,11 @@ class Dashboard:
             self.show(); head, out, samp = self._widgets().children
             head.value = header_html(self.summary(), self.info)
             plot_run(self.info, self.metrics, fig=self.fig)
-            png = figure_png(self.fig)
             out.clear_output(wait=True)
-            with out: display(Image(data=png))
+            with out: display(Image(data=figure_png(self.fig)))
             samp.value = samples_html(self.samples)
             self._last_draw, self._draw_cost = now, time.time() - now
-        if self.static_every_s is not None and now - self._last_static >= self.static_every_s: self.show_static()
-
-    def show_static(self):
-        "Display (or update in place) the figure as a PNG and the samples as HTML: outputs a saved notebook keeps."
-        plot_run(self.info, self.metrics, fig=self.fig)
-        if not self._ipython(): return
-        from IPython.display import HTML, Image, display
-        outs = [HTML(header_html(self.summary(), self.info)), Image(data=figure_png(self.fig)), HTML(samples_html(self.samples))]
-        if self._static is None: self._static = [display(o, display_id=True) for o in outs]
-        else:
-            for h, o in zip(self._static, outs): h.update(o)
-        self._last_static = time.time()
-
-    # -- trainer callback
-    def _observe(self, step):
-        self.observed.append((time.time(), step))
-
-    def on_train_begin(self, info: dict): self.info = dict(info); self.draw(force=True)
-    def on_log(self, record: dict):
-        self.metrics.append(record); self._observe(record.get('step', 0)); self.draw()
-    def on_sample(self, record: dict): self.samples.append(record); self.draw()
-    def on_checkpoint(self, path, step: int): self.checkpoints.append((str(path), step))
-    def on_train_end(self, summary: dict):
-        self.info = {**self.info, 'status': summary.get('status', 'finished')} if isinstance(summary, dict) else self.info
-        self.draw(force=True); self.show_static()
-
-    # -- follower
-    def update_from(self, run_dir) -> bool:
-        "Re-read a run directory; True if anything changed."
-        info, metrics, samples = read_run(run_dir)
-        changed = (info, len(metrics), len(samples)) != (self.info, len(self.metrics), len(self.samples))
-        if len(metrics) > len(self.metrics) and metrics: self._observe(metrics[-1].get('step', 0))
-        self.info, self.metrics, self.samples = info, metrics, samples
-        return changed
+        super().draw(force)
 
     @classmethod
     def follow(cls, run_dir: str | os.PathLike, # run directory written by another process
@@ -200,7 +205,7 @@ class Dashboard:
                until_done: bool = True,         # return once run.json's status is no longer 'running'
                timeout_s: float | None = None,  # give up following after this many seconds
                stop=None,                       # optional callable: stop following when it returns True (e.g. a process ended)
-               **kwargs) -> 'Dashboard':
+               **kwargs) -> Dashboard:
         "Follow a run directory, redrawing as it grows; ends with the static figure and samples displayed."
         db = cls(**kwargs); start = time.time()
         while True:
