@@ -18,6 +18,7 @@ COMMANDS = {
     'demo':     ('smollm2_nb.train', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
     'train':    ('smollm2_nb.train', 'cli_train', 'train (or --resume) on a text corpus'),
     'app':      ('smollm2_nb.app', 'cli_app', 'launch the Gradio app locally'),
+    'export':   ('smollm2_nb.export', 'cli_export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file'),
     'kaggle':   ('smollm2_nb.kaggle', 'cli_kaggle', 'push / status / output of the Kaggle kernel'),
 }
 
