@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from .config import SmolLM2Config
 from .model import SmolLM2
+from .tokenizer import hub_reachable
 
 # %% auto #0
 __all__ = ['to_hf_state_dict', 'from_hf_state_dict', 'resolve_model_dir', 'read_hf_weights', 'check_state_dict',
@@ -45,6 +46,9 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike) -> Path:
     s = str(path_or_repo_id)
     if p.exists() or s.count('/') != 1 or s.startswith(('.', '/', '~')):
         raise FileNotFoundError(f"{s!r} is neither a model folder nor a hub id like 'HuggingFaceTB/SmolLM2-135M'")
+    if not hub_reachable():
+        raise FileNotFoundError(f"{s!r} is not a local folder, and the Hugging Face hub is not reachable from here (offline); "
+                                f"pass a model folder, a checkpoint or a run directory")
     from huggingface_hub import snapshot_download
     try: return Path(snapshot_download(s, allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model']))
     except Exception as e:  # offline, unknown repo, no access: one message that says what was tried

@@ -8,7 +8,19 @@ import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULT_TOKENIZER', 'TOKENIZER_ENV', 'load_tokenizer', 'find_shared_data', 'resolve_tokenizer']
+__all__ = ['DEFAULT_TOKENIZER', 'TOKENIZER_ENV', 'hub_reachable', 'load_tokenizer', 'find_shared_data', 'resolve_tokenizer']
+
+# %% ../nbs/03_tokenizer.ipynb #08c310ab
+def hub_reachable(timeout: float = 3.0, # seconds to wait for a connection
+                 ) -> bool:
+    "Whether the Hugging Face hub can be reached: not when `HF_HUB_OFFLINE` is set, nor when its host does not answer."
+    if os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on'): return False
+    import socket
+    from urllib.parse import urlparse
+    host = urlparse(os.environ.get('HF_ENDPOINT') or 'https://huggingface.co').hostname
+    try: socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError: return False
+    return True
 
 # %% ../nbs/03_tokenizer.ipynb #c90daa28
 DEFAULT_TOKENIZER = 'HuggingFaceTB/SmolLM2-135M'
@@ -21,6 +33,9 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None): # hub id or l
     src = resolve_tokenizer(name_or_path)
     local = Path(src).expanduser()
     is_hub_id = src.count('/') == 1 and not src.startswith(('.', '/', '~'))
+    if not local.exists() and is_hub_id and not hub_reachable():
+        raise OSError(f"the tokenizer {src!r} is on the Hugging Face hub, which is not reachable from here (offline). "
+                      f"Pass a local folder holding tokenizer.json (--tokenizer or ${TOKENIZER_ENV})")
     if not local.exists() and not is_hub_id:
         raise FileNotFoundError(f"tokenizer folder {src!r} does not exist. Pass a folder holding tokenizer.json, "
                                 f"set ${TOKENIZER_ENV}, or use the hub id {DEFAULT_TOKENIZER!r} (needs internet)")

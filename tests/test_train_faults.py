@@ -125,3 +125,13 @@ def test_cli_errors_are_one_line(tmp_path):
     if not torch.cuda.is_available():
         one_line_error(smollm2('train', *TINY, '--device', 'cuda', '--out', tmp_path / 'z'), 'sees no CUDA GPU')
     one_line_error(smollm2('train', *TINY, '--steps', '0', '--out', tmp_path / 'w'), '--steps must be at least 1')
+
+def test_offline_nothing_waits_on_the_hub(tmp_path):
+    "A hub id offline is one line at once, not a minute of retries."
+    t = time.time()
+    one_line_error(smollm2('generate', '--model', 'HuggingFaceTB/SmolLM2-135M', '--prompt', 'Hi'), 'not reachable')
+    env = {k: v for k, v in _env().items() if k != 'SMOLLM2_TOKENIZER'}
+    r = subprocess.run([sys.executable, '-m', 'smollm2_nb.cli', 'demo', '--out', str(tmp_path / 'demo')], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=120)   # outside the checkout: no shared/data copy either
+    one_line_error(r, 'not reachable')
+    assert time.time() - t < 60
