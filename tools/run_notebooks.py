@@ -60,7 +60,10 @@ def run_one(path: Path, check: bool, timeout: int) -> tuple[Path, str | None, fl
                           f"`python tools/run_notebooks.py {path.relative_to(ROOT)}` and commit the notebook"), secs
     else:
         for c in nb.cells:
-            if c.cell_type == 'code': c.outputs = static_outputs(c)
+            if c.cell_type == 'code':
+                c.outputs, c.execution_count = static_outputs(c), None
+                for o in c.outputs: o.pop('execution_count', None) if o.get('output_type') != 'execute_result' else o.update(execution_count=None)
+                c.metadata.pop('execution', None); c.metadata.pop('papermill', None)   # keep tags: papermill's 'parameters'
         nb.metadata.pop('widgets', None)
         nbformat.write(nb, path)
     return path, None, secs
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
             if err: failed.append(path)
     if not a.check and paths:
         subprocess.run(['nbdev_clean'], cwd=ROOT, check=True)
-        if KAGGLE_NB in paths: subprocess.run(['nbdev_clean', '--fname', str(KAGGLE_NB)], cwd=ROOT, check=True)
+
     print(f"{len(paths) - len(failed)} passed, {len(failed)} failed ({time.time() - t0:.0f} s)")
     return 1 if failed else 0
 
