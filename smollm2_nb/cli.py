@@ -20,6 +20,7 @@ COMMANDS = {
     'app':      ('smollm2_nb.app', 'cli_app', 'launch the Gradio app locally'),
     'export':   ('smollm2_nb.export', 'cli_export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file'),
     'kaggle':   ('smollm2_nb.kaggle', 'cli_kaggle', 'push / status / output of the Kaggle kernel'),
+    'bench':    ('smollm2_nb.bench', 'cli_bench', 'GPU training suite: ours vs transformers, precisions, memory (--smoke on CPU)'),
 }
 
 def usage() -> str:
