@@ -117,6 +117,7 @@ def cli_generate(argv: list[str] | None = None) -> int:
     try: model, tokenizer, info = load_for_inference(args.model, args.precision, args.device, args.tokenizer)
     except (OSError, ValueError, RuntimeError) as e:
         print(f'smollm2 generate: {e}', file=sys.stderr); return 2
+    print(f"smollm2 generate: {info['picked']}, {info['serving']} weights", file=sys.stderr)  # which weights, e.g. a run's best
     sampling = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, seed=args.seed)
     try:
