@@ -19,8 +19,8 @@ __all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'LAUNCHER_ENV', 'NPROC_ENV', 'N
            'working_tree_files', 'build_wheel', 'code_hash', 'wheel_code_hash', 'package_dir', 'installed_code_hash',
            'CodeMismatch', 'check_code_stamp', 'make_payload', 'bundle_data_files', 'PushRefused', 'kaggle_folder',
            'set_notebook_vars', 'kernel_status', 'output_files', 'newest_checkpoints', 'plan_resume', 'prepare_push',
-           'push_kernel', 'wanted_files', 'stream_to', 'download_output', 'check_kaggle_client', 'log_lines',
-           'cli_kaggle']
+           'push_kernel', 'upload_resume_dataset', 'wanted_files', 'stream_to', 'download_output',
+           'check_kaggle_client', 'log_lines', 'cli_kaggle']
 
 # %% ../nbs/10_kaggle.ipynb #k005
 ROOT_ENV, SMOKE_ENV, STEPS_ENV = 'SMOLLM2_KAGGLE_ROOT', 'SMOLLM2_KAGGLE_SMOKE', 'SMOLLM2_KAGGLE_STEPS'
@@ -559,7 +559,8 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
                 accelerator: str | None = None, resume: bool = True, resume_from: str | None = None,
                 timeout: int | None = None,                    # session timeout, seconds; the kernel's time budget follows it
                 bundle_data: bool = False,                     # ship the tokenizer and Tiny Shakespeare too
-                git_spec: str | None = None) -> tuple[dict, object, dict]: # opt-in: pip-install this spec instead of the wheel
+                git_spec: str | None = None,                   # opt-in: pip-install this spec instead of the wheel
+                carry: str | os.PathLike | None = None) -> tuple[dict, object, dict]: # a local run dir to resume from, sent as a dataset
     "Build and embed the wheel, decide the resume source, push; returns (metadata, response, what was pushed)."
     folder = Path(folder or kaggle_folder())
     if timeout is not None and timeout < MIN_TIMEOUT_S:
@@ -568,7 +569,11 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
     username = api.get_config_value(api.CONFIG_NAME_USER)
     if not username: raise KaggleSetupError("could not tell your Kaggle user name from the credentials.\n" + CREDENTIALS_HELP)
     kid = f"{username}/{json.loads((folder/'kernel-metadata.json').read_text())['id'].split('/')[1]}"
-    source, step, why = plan_resume(api, kid, resume, resume_from)
+    if carry:
+        ref = f"{kid}-resume"
+        step = upload_resume_dataset(api, carry, ref)
+        source, why = f'dataset:{ref}', f'resuming from {carry} at step {step}, carried as the dataset {ref}'
+    else: source, step, why = plan_resume(api, kid, resume, resume_from)
     with tempfile.TemporaryDirectory() as d:
         if git_spec: payload, stamp = '', {'spec': git_spec}
         else:
@@ -581,6 +586,43 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
         meta = prepare_push(folder, Path(d)/'kernel', username, values, source, accelerator)
         resp = api.kernels_push(str(Path(d)/'kernel'), timeout=str(timeout) if timeout else None, acc=accelerator)
     return meta, resp, dict(stamp=stamp, resume_from=source, resume_step=step, resume_note=why, payload_bytes=len(payload))
+
+# %% ../nbs/10_kaggle.ipynb #kc02
+def _dataset_exists(api, ref: str) -> bool:
+    import requests
+    try: api.dataset_status(ref); return True
+    except requests.HTTPError as e:
+        if e.response is not None and e.response.status_code == 404: return False
+        raise
+
+def upload_resume_dataset(api, run_dir: str | os.PathLike, # a local run directory (e.g. what `smollm2 kaggle output` fetched)
+                          ref: str,                         # the private dataset, owner/slug
+                          wait_s: float = 3600, poll_s: float = 15., out=None) -> int:
+    "Upload `run_dir`'s newest checkpoint and logs as a new version of the dataset `ref`, wait until it is ready; returns the step."
+    from smollm2_nb.checkpoint import latest_checkpoint
+    run_dir, out = Path(run_dir), out or sys.stdout
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None: raise PushRefused(f"no checkpoint in {run_dir} to carry; fetch one with `smollm2 kaggle output --out {run_dir}`")
+    step = checkpoint_step(ckpt)
+    files = [ckpt] + [run_dir/n for n in ('run.json', 'metrics.jsonl', 'samples.jsonl') if (run_dir/n).is_file()]
+    with tempfile.TemporaryDirectory(dir=run_dir) as d:
+        for f in files:
+            try: os.link(f, Path(d)/f.name)
+            except OSError: shutil.copy2(f, Path(d)/f.name)
+        title = ref.split('/')[1]
+        (Path(d)/'dataset-metadata.json').write_text(json.dumps({'title': title, 'id': ref, 'licenses': [{'name': 'CC0-1.0'}]}))
+        print(f"uploading {ckpt.name} ({ckpt.stat().st_size / 2**30:.2f} GiB) and the run's logs to the dataset {ref}", file=out, flush=True)
+        if _dataset_exists(api, ref): resp = api.dataset_create_version(d, f'resume point: step {step}', quiet=True)
+        else: resp = api.dataset_create_new(d, public=False, quiet=True)
+    if getattr(resp, 'error', None): raise PushRefused(f"Kaggle refused the dataset {ref}: {resp.error}")
+    t0 = time.time()
+    while (status := api.dataset_status(ref)) != 'ready':
+        if status in ('failed', 'deleted'): raise PushRefused(f"Kaggle could not process the dataset {ref} ({status}); try the push again")
+        if time.time() - t0 > wait_s:
+            raise PushRefused(f"the dataset {ref} is still {status} after {wait_s / 60:.0f} min; push later with "
+                              f"--resume-from dataset:{ref} (it holds step {step})")
+        time.sleep(poll_s)
+    return step
 
 # %% ../nbs/10_kaggle.ipynb #k050
 def wanted_files(names: list[str]) -> list[str]:
@@ -650,6 +692,7 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
     p.add_argument('--resume-from', help="resume from another kernel's output (owner/slug) or a dataset (dataset:owner/slug)")
     p.add_argument('--timeout', type=int, help='session timeout in seconds; the trainer stops with a checkpoint 15 min before')
     p.add_argument('--bundle-data', action='store_true', help='ship the tokenizer and Tiny Shakespeare (train with the internet off)')
+    p.add_argument('--carry', metavar='RUN_DIR', help="resume from a local run's newest checkpoint, uploaded as the dataset <you>/<slug>-resume")
     p.add_argument('--git-spec', help=f'install this pip spec instead of your working tree, e.g. "smollm2_nb @ git+{GIT_URL}@<tag>"')
     s = sub.add_parser('status', help="status of the kernel's latest version")
     s.add_argument('kernel', nargs='?', help='owner/slug (default: yours, from kernel-metadata.json)')
@@ -665,7 +708,8 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
         check_kaggle_client(api)
         if a.cmd == 'push':
             meta, resp, pushed = push_kernel(api, a.path, accelerator=a.accelerator, resume=not a.no_resume, resume_from=a.resume_from,
-                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec)
+                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec,
+                                             carry=a.carry)
             if getattr(resp, 'error', None): print(f"push failed: {resp.error}", file=sys.stderr); return 1
             st = pushed['stamp']
             print(f"pushed {meta['id']} version {resp.version_number}: {resp.url}\n  code: " +
@@ -673,8 +717,8 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
                    if not a.git_spec else a.git_spec) + f"\n  {pushed['resume_note']}")
             bad = getattr(resp, 'invalid_kernel_sources', None) or getattr(resp, 'invalid_dataset_sources', None)
             if bad and pushed['resume_from']:
-                print(f"Kaggle did not attach {bad}: this version will stop at its resume check. Push the checkpoint as a "
-                      f"dataset and use --resume-from dataset:<you>/<name>, or --no-resume", file=sys.stderr); return 1
+                print(f"Kaggle did not attach {bad}: this version will stop at its resume check. Fetch the run with "
+                      f"`smollm2 kaggle output --out runs/kaggle` once it ends, then push with --carry runs/kaggle", file=sys.stderr); return 1
         elif a.cmd == 'status':
             kid = _kernel_id(api, a.kernel)
             status, why = kernel_status(api, kid)
@@ -694,7 +738,7 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
             got = download_output(api, kid, a.out)
             for f in got['kept']: print(f"kept your local {f} (not overwritten; use an empty --out for the version's copy)")
             print(f"downloaded {len(got['downloaded'])} files to {a.out} (skipped {len(got['skipped'])} older checkpoints); "
-                  f"resume locally with: smollm2 train --resume {a.out}")
+                  f"resume locally with: smollm2 train --out {a.out} --resume")
             if not got['downloaded'] and not got['kept']: return 1
     except KaggleSetupError as e:
         print(e, file=sys.stderr); return 2

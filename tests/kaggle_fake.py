@@ -3,7 +3,7 @@
 `offline_kaggle(**replies)` fakes legacy credentials and patches `requests.adapters.HTTPAdapter.send`, the lowest
 layer every `requests` session goes through (the kagglesdk API client, blob uploads, output downloads). Each request is
 recorded as it was built and answered from `replies`: an API method name (`SaveKernel`, `GetKernelSessionStatus`, ...)
--> a JSON body (with `code` for an HTTP error), or a full URL -> the bytes of a download.
+-> a JSON body (with `code` for an HTTP error), or a full URL -> the bytes of a download; a list answers in turn.
 """
 import contextlib, io, json, os, tempfile
 from unittest import mock
@@ -15,8 +15,12 @@ class Recorder:
     def __init__(self, replies: dict): self.sent, self.replies = [], replies
 
     def __call__(self, adapter, request, stream=False, **kw):
+        if hasattr(request.body, 'read'): request.body = request.body.read()  # an upload streamed from a file
         self.sent.append((request, stream))
-        body = self.replies.get(request.url, self.replies.get(request.url.rsplit('/', 1)[-1]))
+        key = request.url if request.url in self.replies else request.url.rsplit('/', 1)[-1]
+        body = self.replies.get(key)
+        if isinstance(body, list):  # answers in turn, the last one repeated
+            body = body.pop(0) if len(body) > 1 else body[0]
         r = requests.Response()
         r.url, r.request, r.status_code = request.url, request, 200
         if isinstance(body, bytes):

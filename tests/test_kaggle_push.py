@@ -91,7 +91,7 @@ def test_output_fetches_newest_checkpoint_and_small_files_streamed_keeping_local
     assert (out / 'metrics.jsonl').read_text() == 'my local metrics\n', 'an existing local file is never replaced'
     assert not list(out.rglob('*.part'))
     said = capsys.readouterr().out
-    assert 'kept your local' in said and 'smollm2 train --resume' in said
+    assert 'kept your local' in said and f'smollm2 train --out {out} --resume' in said
 
 
 def test_output_of_a_running_version_says_so(tmp_path, capsys):
