@@ -427,7 +427,8 @@ def check_code_stamp(pushed: dict, pkg_dir=None) -> str: # pushed: the notebook'
     "One line naming the running code; `CodeMismatch` if it is not what was pushed."
     pkg = Path(pkg_dir or package_dir())
     what = f"commit {(pushed.get('commit') or 'unknown')[:12]}" + (' + uncommitted changes' if pushed.get('dirty') else '')
-    if not pushed.get('code_hash'): return f"smollm2_nb from {pkg} (installed from {pushed.get('spec') or 'a pip spec'}; no stamp to check)"
+    if pushed.get('spec'): return f"smollm2_nb from {pkg} (installed from {pushed['spec']}; no stamp to check)"
+    if not pushed.get('code_hash'): return f"smollm2_nb from {pkg} (a local run, nothing pushed: the importable package)"
     here = installed_code_hash(pkg)
     if here != pushed['code_hash']:
         raise CodeMismatch(f"the smollm2_nb imported from {pkg} is not the code pushed ({what}): another copy shadows the "
