@@ -88,23 +88,27 @@ def save_gguf(model, tokenizer, path: str | Path,
     return path
 
 # %% ../nbs/14_export.ipynb #6b56ab0e
-def llama_cpp_model(path: str | Path, n_ctx: int = 256, logits_all: bool = False):
+def llama_cpp_model(path: str | Path, n_ctx: int = 256, logits_all: bool = False,
+                    kv_cache: str = 'f32', # keys and values in 'f32' (exact comparison) or 'f16' (llama.cpp's default)
+                   ):
     "llama.cpp (`llama_cpp.Llama`) on the GGUF file at `path`, with weight repacking off."
     # llama.cpp repacks weights for AMX/AVX512 CPUs at load time; on this project's CPU (AMX) the repacked q8_0 kernels
     # crashed (a segfault in decode), so the comparison loads weights as stored: same numbers, plainer kernels.
     import llama_cpp.llama as L
+    kv = {'f32': 0, 'f16': 1}[kv_cache]   # GGML_TYPE_F32, GGML_TYPE_F16
     default = L.llama_cpp.llama_model_default_params
     def params():
         p = default()
         if hasattr(p, 'use_extra_bufts'): p.use_extra_bufts = False
         return p
     L.llama_cpp.llama_model_default_params = params
-    try: return L.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, n_threads=2)
+    try: return L.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, n_threads=2,
+                       type_k=kv, type_v=kv)
     finally: L.llama_cpp.llama_model_default_params = default
 
-def llama_cpp_logits(path: str | Path, ids: list[int]) -> np.ndarray:
+def llama_cpp_logits(path: str | Path, ids: list[int], kv_cache: str = 'f32') -> np.ndarray:
     "(len(ids), vocab) logits of llama.cpp for `ids` from the GGUF file at `path`."
-    llm = llama_cpp_model(path, max(64, len(ids)), logits_all=True)
+    llm = llama_cpp_model(path, max(64, len(ids)), logits_all=True, kv_cache=kv_cache)
     llm.eval(ids)
     return np.array(llm.scores[:len(ids)], dtype=np.float32)
 

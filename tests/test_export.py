@@ -54,8 +54,8 @@ def test_llama_cpp_reads_our_gguf_with_our_logits(tiny, tmp_path):
     ids = tok('ROMEO:\nBut soft, what light through yonder window breaks?')['input_ids']
     with torch.no_grad(): ours = model(torch.tensor([ids]))[0].numpy()
     path = save_gguf(model, tok, tmp_path / 'f32.gguf', 'f32')
-    theirs = llama_cpp_logits(path, ids)
-    assert np.abs(ours - theirs).max() < 1e-3
+    theirs = llama_cpp_logits(path, ids)                               # f32 KV cache: agreement to float rounding
+    assert np.abs(ours - theirs).max() < 1e-5
     greedy = generate(model, torch.tensor([ids]), 12, temperature=0, eos_token_id=None)[0, len(ids):].tolist()
     assert llama_cpp_greedy(path, ids, 12) == greedy
     q8 = llama_cpp_greedy(save_gguf(model, tok, tmp_path / 'q8.gguf', 'q8_0'), ids, 12)
