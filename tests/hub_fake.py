@@ -16,11 +16,12 @@ httpx = getattr(_http, 'httpx2', None) or getattr(_http, 'httpx')  # the httpx m
 
 class HubRecorder:
     "Answers huggingface_hub's requests as the Hub would, recording them."
-    def __init__(self): self.requests = []
+    def __init__(self, fail: dict | None = None): self.requests, self.fail = [], fail or {}  # path -> HTTP status to answer
 
     def __call__(self, request):
         self.requests.append(request)
         path, body = request.url.path, request.content
+        if path in self.fail: return httpx.Response(self.fail[path], json={'error': f'refused: {request.method} {path}'})
         if path == '/api/repos/create':
             d = json.loads(body)
             kind = 'spaces/' if d.get('type') == 'space' else ''
@@ -47,9 +48,9 @@ def committed_files(request) -> dict[str, bytes]:
 
 
 @contextlib.contextmanager
-def offline_hub():
-    "huggingface_hub talking to a `HubRecorder` (yielded) instead of the network, with offline mode lifted meanwhile."
-    rec, offline = HubRecorder(), constants.HF_HUB_OFFLINE
+def offline_hub(fail: dict | None = None):
+    "huggingface_hub talking to a `HubRecorder(fail)` (yielded) instead of the network, with offline mode lifted meanwhile."
+    rec, offline = HubRecorder(fail), constants.HF_HUB_OFFLINE
     def client():  # huggingface_hub's default client (its request hook, redirects, no timeout) on a recording transport
         return httpx.Client(transport=httpx.MockTransport(rec), event_hooks={'request': [_http.hf_request_event_hook]},
                             follow_redirects=True, timeout=None)

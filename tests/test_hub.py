@@ -120,7 +120,7 @@ def test_missing_token_is_one_line_and_sends_nothing(run, recorder, no_token, ca
 
 
 def test_console_script_without_token_exits_nonzero_without_traceback(run, tmp_path):
-    "The installed `smollm2` command, in a process with no token anywhere (HF_HOME holds no stored login)."
+    "`python -m smollm2_nb.cli hub push` (the `smollm2` command) in a process with no token anywhere (an empty HF_HOME)."
     env = {k: v for k, v in os.environ.items() if k not in ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH')}
     env['HF_HOME'] = str(tmp_path / 'hf-home')
     r = subprocess.run([sys.executable, '-m', 'smollm2_nb.cli', 'hub', 'push', str(run), '--repo', 'alice/tiny'],
@@ -145,3 +145,13 @@ def test_dry_run_writes_the_folder_and_sends_nothing(run, recorder, tmp_path, ca
     assert 'would upload' in capsys.readouterr().out
     assert (tmp_path / 'dry' / 'README.md').exists() and (tmp_path / 'dry' / 'model.safetensors').exists()
     assert recorder.requests == []
+
+
+def test_refused_token_is_one_line_saying_so(run, monkeypatch, capsys):
+    "The Hub refusing the token (401) ends the push with one line that names the likely cause."
+    monkeypatch.setenv('HF_TOKEN', 'hf_read_only')
+    with offline_hub(fail={'/api/repos/create': 401}) as rec:
+        assert cli_hub(['push', str(run), '--repo', 'alice/tiny']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith('smollm2 hub: ') and 'write access' in err
+    assert not any('/commit/' in r.url.path for r in rec.requests)
