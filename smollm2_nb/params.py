@@ -8,6 +8,7 @@ import argparse
 import sys
 import torch
 from .config import SmolLM2Config, get_config, PRESETS
+from .model import CE_CHUNK
 from .precision import TRAIN_PRECISIONS, choose_precision
 
 # %% auto #0
@@ -59,7 +60,7 @@ def training_memory(config: SmolLM2Config,
     per_token_layer = 9 * c.hidden_size + 4 * kv + 4 * c.intermediate_size
     mem = dict(weights=4 * n + (2 * n if act == 2 else 0), gradients=4 * n, adamw=8 * n,
                activations=tokens * c.num_hidden_layers * per_token_layer * act + tokens * c.hidden_size * 4,
-               logits=tokens * c.vocab_size * (act + 4 + 4))
+               logits=min(tokens, CE_CHUNK) * c.vocab_size * (act + 4 + 4))  # chunked loss: one chunk of logits at a time
     mem['total'] = sum(mem.values())
     return mem
 
@@ -95,7 +96,8 @@ def params_parser() -> argparse.ArgumentParser:
                                  "shape and precision `smollm2 train` would use (its defaults unless given)")
     ap.add_argument('--preset', default='smollm2-135m', choices=sorted(PRESETS))
     ap.add_argument('--untied', action='store_true', help='count an untied LM head')
-    ap.add_argument('--batch-size', type=int, default=None, help="sequences per micro-batch (default: smollm2 train's)")
+    ap.add_argument('--batch-size', default=None, help="sequences per micro-batch (default: smollm2 train's), or 'auto': "
+                    "the largest that fits --gpu-mem-gib (or this GPU), with gradient accumulation keeping the global batch")
     ap.add_argument('--seq-len', type=int, default=None, help="tokens per sequence (default: smollm2 train's)")
     ap.add_argument('--precision', default='auto', choices=TRAIN_PRECISIONS,
                     help="as the trainer picks it (default: auto: this machine's GPU, or --gpu-capability; fp32 on CPU)")
@@ -107,10 +109,13 @@ def cli_params(argv: list[str] | None = None) -> int:
     "smollm2 params: print the parameter table and a training-memory estimate; bad values are one line and exit 2."
     from smollm2_nb.train import TrainConfig   # the trainer's defaults (imported here: params comes before train)
     a, d = params_parser().parse_args(argv), TrainConfig()
-    batch = d.batch_size if a.batch_size is None else a.batch_size
     seq = d.seq_len if a.seq_len is None else a.seq_len
     config = get_config(a.preset, tie_word_embeddings=not a.untied)
     try:
+        auto = a.batch_size == 'auto'
+        if a.batch_size not in (None, 'auto') and not a.batch_size.lstrip('-').isdigit():
+            raise ValueError(f"--batch-size is a whole number or 'auto', got {a.batch_size!r}")
+        batch = d.batch_size if a.batch_size is None or auto else int(a.batch_size)
         if batch < 1: raise ValueError(f"--batch-size must be at least 1, got {batch}")
         if not 1 <= seq <= config.max_position_embeddings:
             raise ValueError(f"--seq-len must be between 1 and the model's context ({config.max_position_embeddings}), got {seq}")
@@ -119,13 +124,25 @@ def cli_params(argv: list[str] | None = None) -> int:
         elif torch.cuda.is_available(): cc, device = torch.cuda.get_device_capability(), 'cuda'
         else: cc, device = None, 'cpu'
         precision = choose_precision(device, cc, a.precision)
+        if auto and a.gpu_mem_gib is None:
+            if not torch.cuda.is_available(): raise ValueError("--batch-size auto needs --gpu-mem-gib N (no GPU here to measure)")
+            a.gpu_mem_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 - 1  # leave ~1 GiB for the CUDA context
     except ValueError as e:
         msg = str(e) if 'invalid literal' not in str(e) else f"--gpu-capability is MAJOR.MINOR, e.g. 7.5, got {a.gpu_capability!r}"
         print(f"smollm2 params: error: {msg}", file=sys.stderr); return 2
     print(format_param_table(config))
     where = f"sm_{cc[0]}{cc[1]} GPU" if cc else 'CPU'
     mem = training_memory(config, batch, seq, precision)
-    print(f"\ntraining memory estimate on a {where} ({precision}, batch {batch} x {seq}, AdamW):")
+    given = [n for n, v in (('batch', a.batch_size), ('seq len', a.seq_len)) if v is None]
+    print(f"\ntraining memory estimate on a {where} ({precision}, batch {batch} x {seq}, AdamW)"
+          + (f"; {' and '.join(given)} from smollm2 train's defaults, precision as the trainer picks it:" if given else ':'))
     for k, v in mem.items(): print(f"  {k:<12}{v / 2**30:>8.2f} GiB")
-    if a.gpu_mem_gib: print(f"largest micro-batch at {seq} tokens in {a.gpu_mem_gib:g} GiB: {max_batch_size(config, seq, precision, a.gpu_mem_gib)}")
+    if a.gpu_mem_gib:
+        fits = max_batch_size(config, seq, precision, a.gpu_mem_gib)
+        print(f"largest micro-batch at {seq} tokens in {a.gpu_mem_gib:g} GiB: {fits}")
+        if auto and fits < 1: print(f"--batch-size auto: even batch 1 x {seq} does not fit; use a shorter --seq-len")
+        elif auto:
+            glob = d.batch_size * d.grad_accum
+            mb = max(b for b in range(1, min(fits, glob) + 1) if glob % b == 0)
+            print(f"--batch-size auto: --batch-size {mb} --grad-accum {glob // mb} (global batch {glob} sequences, as smollm2 train's default)")
     return 0
