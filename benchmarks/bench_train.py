@@ -20,7 +20,7 @@ def hf_model(cfg):
 def step_fn(model, opt, x, y, ctx, ours: bool):
     def step():
         with ctx:
-            loss = model(x, y)[1] if ours else model(input_ids=x, labels=y).loss
+            loss = model(x, y)[1] if ours else model(input_ids=x, labels=y).loss  # HF shifts labels itself: it gets x
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)

@@ -152,6 +152,7 @@ def chunked_cross_entropy(h: torch.Tensor,       # (N, d) final hidden states
                          ) -> torch.Tensor:
     "Mean cross-entropy of `h @ weight.T` against `targets`, never holding more than `chunk` rows of logits."
     from torch.utils.checkpoint import checkpoint
+    if h.size(0) <= chunk: return _chunk_ce_sum(h, weight, targets) / (targets != -100).sum()  # one chunk: nothing to save, no recompute
     total = sum(checkpoint(_chunk_ce_sum, h[i:i + chunk], weight, targets[i:i + chunk], use_reentrant=False)
                 for i in range(0, h.size(0), chunk))
     return total / (targets != -100).sum()
@@ -168,6 +169,7 @@ class SmolLM2(nn.Module):
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings: self.lm_head.weight = self.embed_tokens.weight
+        self.ce_chunk = CE_CHUNK  # positions per chunk of the training loss (see `chunked_cross_entropy`)
         self.apply(self._init_weights)
 
     def _init_weights(self, m):
@@ -204,7 +206,7 @@ class SmolLM2(nn.Module):
         if last_only: x = x[:, -1:]
         if targets is not None and not ((not torch.is_grad_enabled()) if return_logits is None else return_logits):
             # training: the loss over chunks of positions; the full (B*T, vocab) logits never exist
-            return None, chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
+            return None, chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1), self.ce_chunk)
         logits = self.lm_head(x)                                                             # (B, T, vocab)
         if targets is None: return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
