@@ -5,6 +5,7 @@
 # %% ../nbs/01_model.ipynb #966403e6
 from __future__ import annotations
 import math
+from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -152,10 +153,10 @@ def chunked_cross_entropy(h: torch.Tensor,       # (N, d) final hidden states
                          ) -> torch.Tensor:
     "Mean cross-entropy of `h @ weight.T` against `targets`, never holding more than `chunk` rows of logits."
     from torch.utils.checkpoint import checkpoint
-    if h.size(0) <= chunk: return _chunk_ce_sum(h, weight, targets) / (targets != -100).sum()  # one chunk: nothing to save, no recompute
-    total = sum(checkpoint(_chunk_ce_sum, h[i:i + chunk], weight, targets[i:i + chunk], use_reentrant=False)
-                for i in range(0, h.size(0), chunk))
-    return total / (targets != -100).sum()
+    n = (targets != -100).sum()
+    if h.size(0) <= chunk: return _chunk_ce_sum(h, weight, targets) / n  # one chunk: nothing to save, no recompute
+    ce = partial(checkpoint, _chunk_ce_sum, use_reentrant=False) if torch.is_grad_enabled() else _chunk_ce_sum  # no_grad: nothing to recompute
+    return sum(ce(h[i:i + chunk], weight, targets[i:i + chunk]) for i in range(0, h.size(0), chunk)) / n
 
 # %% ../nbs/01_model.ipynb #259ebdaa
 class SmolLM2(nn.Module):
@@ -182,7 +183,7 @@ class SmolLM2(nn.Module):
                 cache: KVCache | None = None,       # keys/values of earlier positions, advanced in place
                 attention_mask: torch.Tensor | None = None, # (B, past + T), 1 = token, 0 = padding
                 last_only: bool = False,            # LM head on the last position only (generation)
-                return_logits: bool | None = None,  # with targets: None = logits only when autograd is off (eval, parity checks)
+                return_logits: bool | None = None,  # with targets: None = full logits only when autograd is off; False = never (chunked loss)
                ):
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0

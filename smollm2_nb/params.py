@@ -12,8 +12,8 @@ from .model import CE_CHUNK
 from .precision import TRAIN_PRECISIONS, choose_precision
 
 # %% auto #0
-__all__ = ['BYTES', 'param_table', 'count_params', 'format_param_table', 'training_memory', 'max_batch_size', 'plot_budget',
-           'params_parser', 'cli_params']
+__all__ = ['BYTES', 'param_table', 'count_params', 'format_param_table', 'training_memory', 'max_batch_size', 'auto_batch',
+           'cuda_budget_gib', 'plot_budget', 'params_parser', 'cli_params']
 
 # %% ../nbs/02_params.ipynb #29ed2b69
 def param_table(config: SmolLM2Config) -> list[tuple[str, int]]:
@@ -71,6 +71,25 @@ def max_batch_size(config: SmolLM2Config, seq_len: int, precision: str = 'bf16',
     while training_memory(config, b + 1, seq_len, precision)['total'] <= budget_gib * 2**30: b += 1
     return b
 
+# %% ../nbs/02_params.ipynb #a7b1c0d2
+def auto_batch(config: SmolLM2Config, seq_len: int,
+               precision: str,      # 'fp32' | 'bf16' | 'fp16', as the trainer runs
+               budget_gib: float,   # memory to plan for
+               global_batch: int,   # sequences per optimizer step (micro-batch x grad accumulation)
+              ) -> tuple[int, int]:
+    "`(micro_batch, grad_accum)` with the largest micro-batch that divides `global_batch` and fits; `(0, 0)` when not even 1 fits."
+    fits = 0
+    while fits < global_batch and training_memory(config, fits + 1, seq_len, precision)['total'] <= budget_gib * 2**30: fits += 1
+    if fits < 1: return 0, 0
+    micro = max(b for b in range(1, fits + 1) if global_batch % b == 0)
+    return micro, global_batch // micro
+
+def cuda_budget_gib(device=None, safety: float = 0.85) -> float:
+    "GiB to plan training for on a CUDA device: `safety` x the memory free now (the rest: CUDA context, allocator slack, estimate error)."
+    free, _ = torch.cuda.mem_get_info(device)
+    return safety * free / 2**30
+
+
 # %% ../nbs/02_params.ipynb #4a449ac9
 def plot_budget(config: SmolLM2Config, batch_size: int = 8, seq_len: int = 1024, precision: str = 'fp16'):
     "Two pie charts: parameters by component, training memory by part. Returns the figure."
@@ -126,7 +145,7 @@ def cli_params(argv: list[str] | None = None) -> int:
         precision = choose_precision(device, cc, a.precision)
         if auto and a.gpu_mem_gib is None:
             if not torch.cuda.is_available(): raise ValueError("--batch-size auto needs --gpu-mem-gib N (no GPU here to measure)")
-            a.gpu_mem_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 - 1  # leave ~1 GiB for the CUDA context
+            a.gpu_mem_gib = cuda_budget_gib()  # what the trainer would plan for on this GPU now
     except ValueError as e:
         msg = str(e) if 'invalid literal' not in str(e) else f"--gpu-capability is MAJOR.MINOR, e.g. 7.5, got {a.gpu_capability!r}"
         print(f"smollm2 params: error: {msg}", file=sys.stderr); return 2
@@ -139,10 +158,9 @@ def cli_params(argv: list[str] | None = None) -> int:
     for k, v in mem.items(): print(f"  {k:<12}{v / 2**30:>8.2f} GiB")
     if a.gpu_mem_gib:
         fits = max_batch_size(config, seq, precision, a.gpu_mem_gib)
-        print(f"largest micro-batch at {seq} tokens in {a.gpu_mem_gib:g} GiB: {fits}")
-        if auto and fits < 1: print(f"--batch-size auto: even batch 1 x {seq} does not fit; use a shorter --seq-len")
-        elif auto:
-            glob = d.batch_size * d.grad_accum
-            mb = max(b for b in range(1, min(fits, glob) + 1) if glob % b == 0)
-            print(f"--batch-size auto: --batch-size {mb} --grad-accum {glob // mb} (global batch {glob} sequences, as smollm2 train's default)")
+        print(f"largest micro-batch at {seq} tokens in {a.gpu_mem_gib:.3g} GiB: {fits}")
+        glob = d.batch_size * d.grad_accum
+        mb, accum = auto_batch(config, seq, precision, a.gpu_mem_gib, glob) if auto else (0, 0)
+        if auto and mb < 1: print(f"--batch-size auto: even batch 1 x {seq} does not fit; use a shorter --seq-len")
+        elif auto: print(f"--batch-size auto: --batch-size {mb} --grad-accum {accum} (global batch {glob} sequences, as smollm2 train's default)")
     return 0
