@@ -1,12 +1,13 @@
 """Training throughput of smollm2_nb's SmolLM2 vs transformers' LlamaForCausalLM with the same config.
 
 Both models: same config (default: the full SmolLM2-135M), same batch, same precision, same AdamW, on the same device;
-steps are interleaved (ours, theirs, ours, ...) so a machine shared with other work slows both alike.
-    python benchmarks/bench_train.py                         # CPU, 135M, batch 4 x 256, fp32, 3 timed steps each
+steps are interleaved (ours, theirs, then theirs, ours, ...) so a machine shared with other work slows both alike, and
+the ratio is also given as the median over rounds of (their step time / our step time), the figure least moved by load.
+    python benchmarks/bench_train.py                         # CPU, 135M, batch 4 x 256, fp32, 5 timed steps each
     python benchmarks/bench_train.py --preset tiny --steps 5 # quick check
 """
 from __future__ import annotations
-import argparse, time
+import argparse, statistics, time
 import torch
 from smollm2_nb.config import get_config
 from smollm2_nb.model import SmolLM2
@@ -20,7 +21,7 @@ def hf_model(cfg):
 def step_fn(model, opt, x, y, ctx, ours: bool):
     def step():
         with ctx:
-            loss = model(x, y)[1] if ours else model(input_ids=x, labels=y).loss
+            loss = model(x, y)[1] if ours else model(input_ids=x, labels=y).loss  # HF shifts labels itself: it gets x
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
@@ -30,7 +31,7 @@ def step_fn(model, opt, x, y, ctx, ours: bool):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--preset', default='smollm2-135m'); p.add_argument('--batch-size', type=int, default=4)
-    p.add_argument('--seq-len', type=int, default=256); p.add_argument('--steps', type=int, default=3)
+    p.add_argument('--seq-len', type=int, default=256); p.add_argument('--steps', type=int, default=5)
     p.add_argument('--warmup', type=int, default=1); p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--precision', default='auto')
     a = p.parse_args()
@@ -50,7 +51,7 @@ def main():
              'transformers': step_fn(theirs, make_optimizer(theirs, 1e-4, 0.1, dev.type), x, x, ctx, False)}
     times, first_loss = {k: [] for k in steps}, {}
     for i in range(a.warmup + a.steps):
-        for name, f in steps.items():
+        for name, f in (list(steps.items()) if i % 2 == 0 else list(steps.items())[::-1]):  # alternate who goes first
             if dev.type == 'cuda': torch.cuda.synchronize(dev)
             t = time.perf_counter(); loss = f()
             first_loss.setdefault(name, loss)
@@ -66,6 +67,7 @@ def main():
         print(f"  {name:<13} {tps[name]:8.1f} tokens/s mean, {best[name]:8.1f} best step   first loss {first_loss[name]:.4f}  "
               f"(step times: {', '.join(f'{t:.2f}s' for t in ts)})")
     print(f"  ratio smollm2_nb / transformers = {tps['smollm2_nb'] / tps['transformers']:.2f} (mean), "
-          f"{best['smollm2_nb'] / best['transformers']:.2f} (best step; less sensitive to other load on the machine)")
+          f"{best['smollm2_nb'] / best['transformers']:.2f} (best step), "
+          f"{statistics.median(t / o for o, t in zip(times['smollm2_nb'], times['transformers'])):.2f} (median of the rounds' ratios)")
 
 if __name__ == '__main__': main()

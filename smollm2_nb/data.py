@@ -159,7 +159,7 @@ class BatchSampler:
 def get_batch(tokens: np.ndarray, offsets: np.ndarray, seq_len: int, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
     "Inputs `x` and targets `y` (both (B, seq_len) int64) from windows starting at `offsets`."
     w = torch.from_numpy(np.stack([np.asarray(tokens[o:o + seq_len + 1], dtype=np.int64) for o in offsets]))  # (B, T+1)
-    x, y = w[:, :-1], w[:, 1:]
-    if torch.device(device).type == 'cuda':
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+    cuda = torch.device(device).type == 'cuda'
+    if cuda: w = w.pin_memory()             # page-locked, so the copy below runs asynchronously
+    w = w.to(device, non_blocking=cuda)     # on a CPU: the same tensor, nothing copied
+    return w[:, :-1], w[:, 1:]              # x, y: views of one (B, T+1) block

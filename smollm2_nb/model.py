@@ -5,14 +5,15 @@
 # %% ../nbs/01_model.ipynb #966403e6
 from __future__ import annotations
 import math
+from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .config import SmolLM2Config, get_config
 
 # %% auto #0
-__all__ = ['RMSNorm', 'RotaryEmbedding', 'rotate_half', 'apply_rotary', 'KVCache', 'Attention', 'causal_mask', 'MLP', 'Block',
-           'SmolLM2']
+__all__ = ['CE_CHUNK', 'RMSNorm', 'RotaryEmbedding', 'rotate_half', 'apply_rotary', 'KVCache', 'Attention', 'causal_mask', 'MLP',
+           'Block', 'chunked_cross_entropy', 'SmolLM2']
 
 # %% ../nbs/01_model.ipynb #00cd515f
 class RMSNorm(nn.Module):
@@ -138,6 +139,25 @@ class Block(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+# %% ../nbs/01_model.ipynb #85eb53e4
+CE_CHUNK = 2048  # positions per chunk: 2048 x 49152 fp32 logits = 400 MB at a time, whatever the batch
+
+def _chunk_ce_sum(h, weight, targets):
+    logits = F.linear(h, weight)                                                   # (chunk, vocab), autocast dtype
+    return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction='sum')
+
+def chunked_cross_entropy(h: torch.Tensor,       # (N, d) final hidden states
+                          weight: torch.Tensor,  # (vocab, d) LM head
+                          targets: torch.Tensor, # (N,) next-token ids, -100 = ignore
+                          chunk: int = CE_CHUNK, # positions per chunk
+                         ) -> torch.Tensor:
+    "Mean cross-entropy of `h @ weight.T` against `targets`, never holding more than `chunk` rows of logits."
+    from torch.utils.checkpoint import checkpoint
+    n = (targets != -100).sum()
+    if h.size(0) <= chunk: return _chunk_ce_sum(h, weight, targets) / n  # one chunk: nothing to save, no recompute
+    ce = partial(checkpoint, _chunk_ce_sum, use_reentrant=False) if torch.is_grad_enabled() else _chunk_ce_sum  # no_grad: nothing to recompute
+    return sum(ce(h[i:i + chunk], weight, targets[i:i + chunk]) for i in range(0, h.size(0), chunk)) / n
+
 # %% ../nbs/01_model.ipynb #259ebdaa
 class SmolLM2(nn.Module):
     "The SmolLM2 language model: embeddings, the blocks, a final norm and the (tied) LM head."
@@ -150,6 +170,7 @@ class SmolLM2(nn.Module):
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings: self.lm_head.weight = self.embed_tokens.weight
+        self.ce_chunk = CE_CHUNK  # positions per chunk of the training loss (see `chunked_cross_entropy`)
         self.apply(self._init_weights)
 
     def _init_weights(self, m):
@@ -162,6 +183,7 @@ class SmolLM2(nn.Module):
                 cache: KVCache | None = None,       # keys/values of earlier positions, advanced in place
                 attention_mask: torch.Tensor | None = None, # (B, past + T), 1 = token, 0 = padding
                 last_only: bool = False,            # LM head on the last position only (generation)
+                return_logits: bool | None = None,  # with targets: None = full logits only when autograd is off; False = never (chunked loss)
                ):
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -183,6 +205,9 @@ class SmolLM2(nn.Module):
         if cache is not None: cache.length += T
         x = self.norm(x)
         if last_only: x = x[:, -1:]
+        if targets is not None and not ((not torch.is_grad_enabled()) if return_logits is None else return_logits):
+            # training: the loss over chunks of positions; the full (B*T, vocab) logits never exist
+            return None, chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1), self.ce_chunk)
         logits = self.lm_head(x)                                                             # (B, T, vocab)
         if targets is None: return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)

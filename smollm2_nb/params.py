@@ -8,11 +8,12 @@ import argparse
 import sys
 import torch
 from .config import SmolLM2Config, get_config, PRESETS
+from .model import CE_CHUNK
 from .precision import TRAIN_PRECISIONS, choose_precision
 
 # %% auto #0
-__all__ = ['BYTES', 'param_table', 'count_params', 'format_param_table', 'training_memory', 'max_batch_size', 'plot_budget',
-           'params_parser', 'cli_params']
+__all__ = ['BYTES', 'param_table', 'count_params', 'format_param_table', 'training_memory', 'max_batch_size', 'auto_batch',
+           'cuda_budget_gib', 'plot_budget', 'params_parser', 'cli_params']
 
 # %% ../nbs/02_params.ipynb #29ed2b69
 def param_table(config: SmolLM2Config) -> list[tuple[str, int]]:
@@ -59,7 +60,7 @@ def training_memory(config: SmolLM2Config,
     per_token_layer = 9 * c.hidden_size + 4 * kv + 4 * c.intermediate_size
     mem = dict(weights=4 * n + (2 * n if act == 2 else 0), gradients=4 * n, adamw=8 * n,
                activations=tokens * c.num_hidden_layers * per_token_layer * act + tokens * c.hidden_size * 4,
-               logits=tokens * c.vocab_size * (act + 4 + 4))
+               logits=min(tokens, CE_CHUNK) * c.vocab_size * (act + 4 + 4))  # chunked loss: one chunk of logits at a time
     mem['total'] = sum(mem.values())
     return mem
 
@@ -69,6 +70,25 @@ def max_batch_size(config: SmolLM2Config, seq_len: int, precision: str = 'bf16',
     b = 0
     while training_memory(config, b + 1, seq_len, precision)['total'] <= budget_gib * 2**30: b += 1
     return b
+
+# %% ../nbs/02_params.ipynb #a7b1c0d2
+def auto_batch(config: SmolLM2Config, seq_len: int,
+               precision: str,      # 'fp32' | 'bf16' | 'fp16', as the trainer runs
+               budget_gib: float,   # memory to plan for
+               global_batch: int,   # sequences per optimizer step (micro-batch x grad accumulation)
+              ) -> tuple[int, int]:
+    "`(micro_batch, grad_accum)` with the largest micro-batch that divides `global_batch` and fits; `(0, 0)` when not even 1 fits."
+    fits = 0
+    while fits < global_batch and training_memory(config, fits + 1, seq_len, precision)['total'] <= budget_gib * 2**30: fits += 1
+    if fits < 1: return 0, 0
+    micro = max(b for b in range(1, fits + 1) if global_batch % b == 0)
+    return micro, global_batch // micro
+
+def cuda_budget_gib(device=None, safety: float = 0.85) -> float:
+    "GiB to plan training for on a CUDA device: `safety` x the memory free now (the rest: CUDA context, allocator slack, estimate error)."
+    free, _ = torch.cuda.mem_get_info(device)
+    return safety * free / 2**30
+
 
 # %% ../nbs/02_params.ipynb #4a449ac9
 def plot_budget(config: SmolLM2Config, batch_size: int = 8, seq_len: int = 1024, precision: str = 'fp16'):
@@ -95,7 +115,8 @@ def params_parser() -> argparse.ArgumentParser:
                                  "shape and precision `smollm2 train` would use (its defaults unless given)")
     ap.add_argument('--preset', default='smollm2-135m', choices=sorted(PRESETS))
     ap.add_argument('--untied', action='store_true', help='count an untied LM head')
-    ap.add_argument('--batch-size', type=int, default=None, help="sequences per micro-batch (default: smollm2 train's)")
+    ap.add_argument('--batch-size', default=None, help="sequences per micro-batch (default: smollm2 train's), or 'auto': "
+                    "the largest that fits --gpu-mem-gib (or this GPU), with gradient accumulation keeping the global batch")
     ap.add_argument('--seq-len', type=int, default=None, help="tokens per sequence (default: smollm2 train's)")
     ap.add_argument('--precision', default='auto', choices=TRAIN_PRECISIONS,
                     help="as the trainer picks it (default: auto: this machine's GPU, or --gpu-capability; fp32 on CPU)")
@@ -107,10 +128,13 @@ def cli_params(argv: list[str] | None = None) -> int:
     "smollm2 params: print the parameter table and a training-memory estimate; bad values are one line and exit 2."
     from smollm2_nb.train import TrainConfig   # the trainer's defaults (imported here: params comes before train)
     a, d = params_parser().parse_args(argv), TrainConfig()
-    batch = d.batch_size if a.batch_size is None else a.batch_size
     seq = d.seq_len if a.seq_len is None else a.seq_len
     config = get_config(a.preset, tie_word_embeddings=not a.untied)
     try:
+        auto = a.batch_size == 'auto'
+        if a.batch_size not in (None, 'auto') and not a.batch_size.lstrip('-').isdigit():
+            raise ValueError(f"--batch-size is a whole number or 'auto', got {a.batch_size!r}")
+        batch = d.batch_size if a.batch_size is None or auto else int(a.batch_size)
         if batch < 1: raise ValueError(f"--batch-size must be at least 1, got {batch}")
         if not 1 <= seq <= config.max_position_embeddings:
             raise ValueError(f"--seq-len must be between 1 and the model's context ({config.max_position_embeddings}), got {seq}")
@@ -119,13 +143,24 @@ def cli_params(argv: list[str] | None = None) -> int:
         elif torch.cuda.is_available(): cc, device = torch.cuda.get_device_capability(), 'cuda'
         else: cc, device = None, 'cpu'
         precision = choose_precision(device, cc, a.precision)
+        if auto and a.gpu_mem_gib is None:
+            if not torch.cuda.is_available(): raise ValueError("--batch-size auto needs --gpu-mem-gib N (no GPU here to measure)")
+            a.gpu_mem_gib = cuda_budget_gib()  # what the trainer would plan for on this GPU now
     except ValueError as e:
         msg = str(e) if 'invalid literal' not in str(e) else f"--gpu-capability is MAJOR.MINOR, e.g. 7.5, got {a.gpu_capability!r}"
         print(f"smollm2 params: error: {msg}", file=sys.stderr); return 2
     print(format_param_table(config))
     where = f"sm_{cc[0]}{cc[1]} GPU" if cc else 'CPU'
     mem = training_memory(config, batch, seq, precision)
-    print(f"\ntraining memory estimate on a {where} ({precision}, batch {batch} x {seq}, AdamW):")
+    given = [n for n, v in (('batch', a.batch_size), ('seq len', a.seq_len)) if v is None]
+    print(f"\ntraining memory estimate on a {where} ({precision}, batch {batch} x {seq}, AdamW)"
+          + (f"; {' and '.join(given)} from smollm2 train's defaults, precision as the trainer picks it:" if given else ':'))
     for k, v in mem.items(): print(f"  {k:<12}{v / 2**30:>8.2f} GiB")
-    if a.gpu_mem_gib: print(f"largest micro-batch at {seq} tokens in {a.gpu_mem_gib:g} GiB: {max_batch_size(config, seq, precision, a.gpu_mem_gib)}")
+    if a.gpu_mem_gib:
+        fits = max_batch_size(config, seq, precision, a.gpu_mem_gib)
+        print(f"largest micro-batch at {seq} tokens in {a.gpu_mem_gib:.3g} GiB: {fits}")
+        glob = d.batch_size * d.grad_accum
+        mb, accum = auto_batch(config, seq, precision, a.gpu_mem_gib, glob) if auto else (0, 0)
+        if auto and mb < 1: print(f"--batch-size auto: even batch 1 x {seq} does not fit; use a shorter --seq-len")
+        elif auto: print(f"--batch-size auto: --batch-size {mb} --grad-accum {accum} (global batch {glob} sequences, as smollm2 train's default)")
     return 0

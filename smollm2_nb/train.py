@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from .config import PRESETS, get_config
 from .model import SmolLM2
+from .params import auto_batch, cuda_budget_gib
 from .precision import TRAIN_PRECISIONS, choose_precision, autocast_ctx, peak_flops, mfu, check_gpu_supported, UnsupportedGPU
 from .tokenizer import load_tokenizer
 from .rundir import atomic_write, write_json, read_json, append_jsonl, read_jsonl, finite_json, run_dir_of, RunLock, RunDirBusy
@@ -33,9 +34,9 @@ from .data import load_data, BatchSampler, get_batch
 # %% auto #0
 __all__ = ['SCHEDULES', 'DEFAULT_PROMPTS', 'CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'TrainConfig',
            'lr_at', 'evaluate', 'rng_state', 'set_rng_state', 'GracefulStop', 'resume_checkpoint',
-           'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank', 'pick_device', 'format_duration',
-           'ProgressPrinter', 'NonFiniteLoss', 'train', 'train_parser', 'config_from_args', 'cli_train', 'demo_config',
-           'demo_report', 'cli_demo', 'cli_stopped']
+           'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank', 'pick_device', 'resolve_batch_size',
+           'format_duration', 'ProgressPrinter', 'NonFiniteLoss', 'train', 'train_parser', 'config_from_args',
+           'cli_train', 'demo_config', 'demo_report', 'cli_demo', 'cli_stopped']
 
 # %% ../nbs/08_train.ipynb #46c9635e
 def forward_backward(model, batches, # the micro-batches of one step: [(x, y), ...]
@@ -52,11 +53,11 @@ def forward_backward(model, batches, # the micro-batches of one step: [(x, y), .
 
 # %% ../nbs/08_train.ipynb #4b0d166b
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1, device_type: str = 'cpu') -> torch.optim.AdamW:
-    "AdamW with decay on matrices/embeddings only (fused on CUDA)."
+    "AdamW with decay on matrices/embeddings only; the fused kernel (one pass over each tensor) on CUDA and CPU."
     params = [p for p in model.parameters() if p.requires_grad]
     decay, no_decay = [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
     groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=device_type == 'cuda')
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=device_type in ('cuda', 'cpu'))
 
 def optimizer_step(model, optimizer, loss: torch.Tensor, grad_clip: float = 1.0, scaler=None) -> tuple[float, float, bool]:
     "Clip, check and apply one update: `(loss, grad_norm, applied)`; a non-finite loss or gradient is never applied."
@@ -81,7 +82,7 @@ class TrainConfig:
     tokenizer: str | None = None      # hub id or folder; None = $SMOLLM2_TOKENIZER, shared/data, or HuggingFaceTB/SmolLM2-135M
     preset: str = 'smollm2-135m'      # model config: a name in `PRESETS`
     steps: int = 5000                 # total optimizer steps (a resumed run continues up to this)
-    batch_size: int = 8               # sequences per micro-batch, per process
+    batch_size: int | str = 8         # sequences per micro-batch, per process; 'auto': the most that fit the GPU (see below)
     seq_len: int = 256                # tokens per sequence
     grad_accum: int = 1               # micro-batches per optimizer step
     lr: float | None = None           # peak learning rate; None = the schedule's default
@@ -115,8 +116,10 @@ class TrainConfig:
         if self.schedule not in SCHEDULES: raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if self.precision not in TRAIN_PRECISIONS: raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(TRAIN_PRECISIONS)}")
         if self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if isinstance(self.batch_size, str) and self.batch_size != 'auto':
+            raise ValueError(f"--batch-size is a whole number or 'auto', got {self.batch_size!r}")
         for k in ('steps', 'batch_size', 'seq_len', 'grad_accum', 'ckpt_every', 'log_every', 'eval_batches', 'keep_last'):
-            if getattr(self, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(self, k)}")
+            if getattr(self, k) != 'auto' and getattr(self, k) < 1: raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {getattr(self, k)}")
         for k in ('sample_every', 'eval_every', 'sample_tokens'):
             if getattr(self, k) < 0: raise ValueError(f"--{k.replace('_', '-')} must be 0 or more, got {getattr(self, k)}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
@@ -157,7 +160,7 @@ def evaluate(model, tokens, cfg: TrainConfig, device, precision: str, rank: int 
     total = torch.zeros((), device=device)
     for i in range(cfg.eval_batches):
         x, y = get_batch(tokens, s.offsets(i), cfg.seq_len, device)
-        with autocast_ctx(torch.device(device).type, precision): total += model(x, y)[1].float()
+        with autocast_ctx(torch.device(device).type, precision): total += model(x, y, return_logits=False)[1].float()
     model.train(was_training)
     return _mean_across_ranks(total / cfg.eval_batches, world).item()
 
@@ -248,6 +251,25 @@ def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
     check_gpu_supported(device)
     return device
 
+def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, world: int = 1) -> tuple[TrainConfig, str | None]:
+    "`cfg` with `batch_size='auto'` made a number (and `grad_accum` to match), and a line saying what was chosen (None if not auto)."
+    if cfg.batch_size != 'auto': return cfg, None
+    default = TrainConfig.batch_size
+    glob = default * cfg.grad_accum  # sequences per step (per process) that auto keeps: the default micro-batch x --grad-accum
+    if device.type != 'cuda':
+        return replace(cfg, batch_size=default), (f"--batch-size auto: no GPU memory to measure on the {device.type}, so the default: "
+                                                    f"batch {default} x grad-accum {cfg.grad_accum}")
+    budget = cuda_budget_gib(device)
+    if world > 1:  # every rank runs the same shapes: plan for the one with the least free memory
+        t = torch.tensor(budget, device=device); dist.all_reduce(t, op=dist.ReduceOp.MIN); budget = t.item()
+    micro, accum = auto_batch(get_config(cfg.preset), cfg.seq_len, precision, budget, glob)
+    if micro < 1:
+        raise ValueError(f"--batch-size auto: not even 1 sequence of {cfg.seq_len} tokens fits in {budget:.1f} GiB ({precision}); "
+                         f"use a shorter --seq-len, or free the GPU")
+    return replace(cfg, batch_size=micro, grad_accum=accum), (
+        f"--batch-size auto: {budget:.1f} GiB to plan for on {torch.cuda.get_device_name(device)} -> batch {micro} x grad-accum {accum} "
+        f"= {glob} sequences per step{' per process' if world > 1 else ''} ({precision}, seq {cfg.seq_len})")
+
 def format_duration(s: float) -> str:
     "'42 s', '7 min 5 s', '3 h 12 min'."
     s = int(round(s))
@@ -318,6 +340,8 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
         if ckpt and given_cfg.schedule_steps is None and saved.get('schedule_steps'):  # the run's schedule, not one over the new total
             cfg = replace(given_cfg, schedule_steps=saved['schedule_steps'],
                           warmup_steps=saved.get('warmup_steps') if given_cfg.warmup_steps is None else given_cfg.warmup_steps).resolved()
+        cfg, batch_note = resolve_batch_size(cfg, device, precision, world)
+        if main and batch_note: tqdm.write(batch_note)
         tok, data, raw_model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world, ckpt)
         step, metrics, skipped, val_loss, best_val = 0, [], 0, None, None
         if ckpt:
@@ -452,6 +476,11 @@ def _duration(s: str) -> float:
     mult = {'s': 1, 'm': 60, 'h': 3600}.get(s[-1:].lower())
     return float(s[:-1]) * mult if mult else float(s)
 
+def _batch_size(s: str) -> int | str:
+    if s == 'auto': return s
+    try: return int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"a whole number or 'auto', got {s!r}") from None
+
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='smollm2 train', argument_default=argparse.SUPPRESS,
                                 description='Train SmolLM2 (default: the 135M model from scratch on Tiny Shakespeare, 5000 steps). '
@@ -459,11 +488,13 @@ def train_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     special = dict(lr="peak lr (default: the schedule's: " + ', '.join(f"{k} {v['lr']}" for k, v in SCHEDULES.items()) + ')',
                    warmup_steps="default: the schedule's (" + ', '.join(f"{k} {v['warmup_steps']}" for k, v in SCHEDULES.items()) +
-                                '), at most 10%% of the schedule')
+                                '), at most 10%% of the schedule',
+                   batch_size=f"sequences per micro-batch (default: {d.batch_size}), or 'auto': on a GPU the most that fit, "
+                              f"with --grad-accum raised to keep {d.batch_size} x --grad-accum sequences per step")
     p.add_argument('--data', help='text file or folder of text files (default: Tiny Shakespeare)')
     p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
     p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config (default: {d.preset})')
-    for name, typ in [('steps', int), ('batch_size', int), ('seq_len', int), ('grad_accum', int), ('lr', float),
+    for name, typ in [('steps', int), ('batch_size', _batch_size), ('seq_len', int), ('grad_accum', int), ('lr', float),
                       ('warmup_steps', int), ('schedule_steps', int), ('weight_decay', float), ('ckpt_every', int), ('sample_every', int),
                       ('eval_every', int), ('eval_batches', int), ('sample_tokens', int), ('log_every', int), ('keep_last', int),
                       ('val_fraction', float), ('seed', int)]:
@@ -491,6 +522,12 @@ def config_from_args(argv: list[str]) -> TrainConfig:
     if 'out' not in given: given['out'] = str(run_dir_of(ckpt_file))
     saved = ckpt.get('train_config', {})
     keep = {f.name for f in fields(TrainConfig)} - {'resume', 'out', 'device', 'progress', 'time_budget_s'}
+    if given.get('batch_size') == 'auto' and 'grad_accum' not in given and 'batch_size' in saved:  # keep the run's global batch
+        glob, default = saved['batch_size'] * saved['grad_accum'], TrainConfig.batch_size
+        if glob % default: raise ValueError(f"--batch-size auto keeps {default} x --grad-accum sequences per step; this run takes "
+                                            f"{saved['batch_size']} x {saved['grad_accum']} = {glob}. Resume with its --batch-size "
+                                            f"{saved['batch_size']} --grad-accum {saved['grad_accum']}")
+        given['grad_accum'] = glob // default
     cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in keep}, **given, 'resume': str(ckpt_file)})
     if replan and 'schedule_steps' not in given: cfg = replace(cfg, schedule_steps=cfg.steps, warmup_steps=given.get('warmup_steps'))
     return cfg
