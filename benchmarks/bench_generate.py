@@ -1,48 +1,65 @@
 #!/usr/bin/env python
-"""Decode speed of `smollm2_nb.generate` against `transformers`' `generate` on CPU (a benchmark, not a test).
+"""Decode speed of `smollm2_nb` against `transformers` and llama.cpp, batch 1 (a benchmark, not a test).
 
-Same random weights of the full SmolLM2-135M config in both, batch 1, a 16-token prompt, greedy, 128 new tokens.
-Each path is warmed up, then all paths are timed in turn, `--repeats` rounds (round robin, so a burst of load from
-other processes on a shared machine hits every path alike); the table shows the median and the best round. `weights MB` is what one decoding step reads, and `GB/s` the
-memory traffic that implies: batch-1 decoding is bound by memory bandwidth.
+The same random weights of the full SmolLM2-135M config everywhere: our model, `transformers`' `LlamaForCausalLM`,
+and llama.cpp (through `llama-cpp-python`, when it is installed) on our own GGUF export of them
+(`smollm2_nb.export.save_gguf`) in f32, f16 and q8_0. Greedy, a 16-token prompt, 128 new tokens. Each path is warmed
+up, then all paths are timed in turn for `--repeats` rounds (round robin, so a burst of load from other processes on a
+shared machine hits every path alike); the table shows the median and the best round, and each of our paths' ratio to
+llama.cpp in the same precision class (fp32 - f32, bf16 - f16, int8 - q8_0) and to `transformers`.
 
-    python benchmarks/bench_generate.py [--threads 2] [--new-tokens 128] [--repeats 3] [--paths fp32,bf16,int8]
+    ours            `prepare_for_inference`: the batch-1 decoder (the C++ step on CPU, CUDA graphs on GPU)
+    ours, torch ops the same model with `decoder=None`: PyTorch's operators step by step (the path before the decoder)
+
+Prefill (a long prompt, `--prefill-len` tokens, one forward pass) is timed too: the decoders leave it to the model.
+On a GPU, a second table compares our CUDA-graph decoding with `transformers`' eager `generate` on that GPU.
+
+    python benchmarks/bench_generate.py [--threads 2] [--new-tokens 128] [--repeats 5] [--paths fp32,bf16,int8]
 """
 from __future__ import annotations
-import argparse, copy, os, statistics, time, warnings
+import argparse, copy, os, statistics, tempfile, time
+from pathlib import Path
 import torch
-import torch.nn as nn
 
 
-def weight_bytes(model: nn.Module) -> int:
-    "Bytes of weights one decoding step reads: every weight once, the LM head included, the embedding table not (one row)."
-    tensors = list(model.parameters()) + list(model.buffers())
-    tensors += [m.weight() for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]  # torch.ao int8
-    embed = model.get_input_embeddings().weight if hasattr(model, 'get_input_embeddings') else model.embed_tokens.weight
-    head = getattr(model.lm_head, 'weight', None)
-    tied = isinstance(head, torch.Tensor) and head.data_ptr() == embed.data_ptr()
-    skip = set() if tied else {embed.data_ptr()}  # a separate LM head is what is read, not the table
-    seen, total = set(skip), 0
-    for t in tensors:
-        if t.data_ptr() in seen: continue
-        seen.add(t.data_ptr()); total += t.numel() * t.element_size()
-    return total
+def tokens_per_sec(fn, n: int) -> float:
+    t0 = time.perf_counter(); fn(n)
+    return n / (time.perf_counter() - t0)
 
 
-def tokens_per_sec(fn, n_new: int) -> float:
-    t0 = time.perf_counter(); fn(n_new)
-    return n_new / (time.perf_counter() - t0)
+def llama_cpp_runner(path, prompt: list[int], n_ctx: int):
+    "fn(n) generating n greedy tokens with llama.cpp on the GGUF file at `path`."
+    from smollm2_nb.export import llama_cpp_model
+    llm = llama_cpp_model(path, n_ctx)
+    def run(n):
+        out = 0
+        for _ in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+            out += 1
+            if out == n: break
+    return llm, run
+
+
+def table(tps: dict, title: str, ratios: dict) -> list[str]:
+    "Rows: median and best tokens/s, and the ratios named in `ratios` (path -> {label: reference path})."
+    lines = [title, f"{'path':28} {'median tok/s':>12} {'best tok/s':>10}  ratios (median / best)"]
+    for name, xs in tps.items():
+        med, best = statistics.median(xs), max(xs)
+        rs = [f"{label} {med / statistics.median(tps[ref]):.2f}x / {best / max(tps[ref]):.2f}x"
+              for label, ref in ratios.get(name, {}).items() if ref in tps]
+        lines.append(f"{name:28} {med:12.1f} {best:10.1f}  " + ', '.join(rs))
+    return lines
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default: 2, this machine)')
+    p.add_argument('--threads', type=int, default=2, help='torch (and llama.cpp) threads (default: 2, this machine)')
     p.add_argument('--new-tokens', type=int, default=128)
     p.add_argument('--prompt-len', type=int, default=16)
-    p.add_argument('--repeats', type=int, default=3)
-    p.add_argument('--paths', default='fp32,bf16,int8,int8-dynamic',
-                   help='ours: fp32, bf16, int8 (prepare_for_inference), int8-dynamic (torch.ao quantize_dynamic), '
-                        'compile-int8 (torch.compile on top of int8; slow to compile)')
+    p.add_argument('--prefill-len', type=int, default=512, help='prompt length of the prefill timing (0: skip it)')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--paths', default='fp32,bf16,int8', help='our precisions on CPU')
+    p.add_argument('--no-torch-ops', action='store_true', help='skip the "ours, torch ops" paths')
+    p.add_argument('--no-llama-cpp', action='store_true')
     p.add_argument('--no-transformers', action='store_true')
     args = p.parse_args(argv)
 
@@ -52,54 +69,113 @@ def main(argv=None):
     from smollm2_nb.model import SmolLM2
     from smollm2_nb.hf import to_hf_state_dict
     from smollm2_nb.generate import generate
-    from smollm2_nb.inference import prepare_for_inference
+    from smollm2_nb.inference import prepare_for_inference, cpu_decode_kernels
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()
     torch.manual_seed(0)
     cfg = SmolLM2Config()
     base = SmolLM2(cfg).eval().requires_grad_(False)
     prompt = torch.randint(1, cfg.vocab_size, (1, args.prompt_len))
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, prompt {args.prompt_len} tokens, '
-          f'{args.new_tokens} new tokens, greedy, batch 1, best and median of {args.repeats}')
+    long_prompt = torch.randint(1, cfg.vocab_size, (1, args.prefill_len)) if args.prefill_len else None
+    load0 = os.getloadavg()
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; C++ decoding step: '
+          f'{"yes" if cpu_decode_kernels() else "no (PyTorch ops)"}; batch 1, greedy, prompt {args.prompt_len} tokens, '
+          f'{args.new_tokens} new tokens, {args.repeats} interleaved rounds')
 
-    runners = {}  # name -> (weight bytes, fn(n) generating n tokens)
+    runners, prefill = {}, {}  # name -> fn(n) generating n tokens; name -> fn() running the long prompt once
+    hf = None
     if not args.no_transformers:
         hf = LlamaForCausalLM(LlamaConfig(**cfg.to_hf())).eval()
         hf.load_state_dict(to_hf_state_dict(base), strict=False)  # the tied head follows the embedding
-        runners['transformers fp32'] = (weight_bytes(hf), lambda n: hf.generate(
-            prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0))
-
+        runners['transformers fp32'] = lambda n: hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                                             pad_token_id=0)
+        if long_prompt is not None: prefill['transformers fp32'] = lambda: hf(long_prompt, logits_to_keep=1)
+    models = {}
     for path in args.paths.split(','):
-        if path in ('fp32', 'bf16', 'int8'): m = prepare_for_inference(copy.deepcopy(base), path)
-        elif path == 'int8-dynamic':
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')  # deprecated in torch 2.13; measured for comparison
-                from torch.ao.quantization import quantize_dynamic
-                m = quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
-        elif path == 'compile-int8':
-            m = prepare_for_inference(copy.deepcopy(base), 'int8')
-            m.forward = torch.compile(m.forward, dynamic=True)
-            t0 = time.perf_counter(); generate(m, prompt, 4, temperature=0)
-            print(f'compile-int8: compiled in {time.perf_counter() - t0:.0f}s')
-        else: raise SystemExit(f'unknown path {path!r}')
-        runners[f'ours {path}'] = (weight_bytes(m), lambda n, m=m: generate(m, prompt, n, temperature=0))
+        m = models[path] = prepare_for_inference(copy.deepcopy(base), path)
+        runners[f'ours {path}'] = lambda n, m=m: generate(m, prompt, n, temperature=0)
+        if long_prompt is not None: prefill[f'ours {path}'] = lambda m=m: generate(m, long_prompt, 1, temperature=0)
+        if not args.no_torch_ops and m.decoder is not None:
+            plain = copy.copy(m); plain.decoder = None  # same weights, PyTorch's operators for every step
+            runners[f'ours {path}, torch ops'] = lambda n, m=plain: generate(m, prompt, n, temperature=0)
 
-    for _, fn in runners.values(): fn(8)  # warmup: allocations, kernel choice
+    llms, tmp = {}, tempfile.TemporaryDirectory()
+    if not args.no_llama_cpp:
+        try:
+            import llama_cpp  # noqa: F401
+            from smollm2_nb.export import save_gguf
+            from smollm2_nb.tokenizer import load_tokenizer
+            tok = load_tokenizer()
+        except Exception as e:
+            print(f'llama.cpp: not measured ({e.__class__.__name__}: {e}); pip install llama-cpp-python')
+        else:
+            if args.threads != 2: print('note: llama.cpp runs with 2 threads (smollm2_nb.export.llama_cpp_model)')
+            for dtype in ('f32', 'f16', 'q8_0'):
+                f = save_gguf(base, tok, Path(tmp.name) / f'smollm2-{dtype}.gguf', dtype)
+                llm, run = llama_cpp_runner(f, prompt[0].tolist(), args.prompt_len + args.new_tokens + 8)
+                llms[dtype] = llm; runners[f'llama.cpp {dtype}'] = run
+                if long_prompt is not None:
+                    big = llama_cpp_model_for_prefill(f, args.prefill_len)
+                    prefill[f'llama.cpp {dtype}'] = lambda big=big: (big.reset(), big.eval(long_prompt[0].tolist()))
+
+    for fn in runners.values(): fn(8)  # warmup: allocations, kernel choice
     tps = {name: [] for name in runners}
     for _ in range(args.repeats):
-        for name, (_, fn) in runners.items(): tps[name].append(tokens_per_sec(fn, args.new_tokens))
-    rows = [(name, nbytes, tps[name]) for name, (nbytes, _) in runners.items()]
+        for name, fn in runners.items(): tps[name].append(tokens_per_sec(fn, args.new_tokens))
+    pre = {name: [] for name in prefill}
+    for _ in range(2 if prefill else 0):
+        for name, fn in prefill.items():
+            t0 = time.perf_counter(); fn(); pre[name].append(args.prefill_len / (time.perf_counter() - t0))
+    print(f'load average before: {load0}, after: {os.getloadavg()} (other processes share the CPUs)')
 
-    ref = statistics.median(rows[0][2]) if not args.no_transformers else None
-    ref_best = max(rows[0][2]) if not args.no_transformers else None
-    print(f"load average before: {load0}, after: {os.getloadavg()} (other processes share the CPUs)")
-    print(f"{'path':20} {'weights MB':>10} {'median tok/s':>12} {'best tok/s':>10} {'x median':>8} {'x best':>7} {'GB/s':>5}")
-    for name, nbytes, tps in rows:
-        med, best = statistics.median(tps), max(tps)
-        ratio = f'{med / ref:8.2f} {best / ref_best:7.2f}' if ref else f"{'':8} {'':7}"
-        print(f'{name:20} {nbytes / 1e6:10.0f} {med:12.1f} {best:10.1f} {ratio} {nbytes * best / 1e9:5.1f}')
+    twin = {'fp32': 'llama.cpp f32', 'bf16': 'llama.cpp f16', 'int8': 'llama.cpp q8_0'}
+    ratios = {}
+    for path in args.paths.split(','):
+        for name in (f'ours {path}', f'ours {path}, torch ops'):
+            ratios[name] = {'vs llama.cpp': twin.get(path), 'vs transformers': 'transformers fp32'}
+    for dtype in ('f32', 'f16', 'q8_0'): ratios[f'llama.cpp {dtype}'] = {'vs transformers': 'transformers fp32'}
+    print('\n'.join(table(tps, f'\nCPU decode, {args.new_tokens} new tokens after a {args.prompt_len}-token prompt:', ratios)))
+    if pre:
+        print('\n'.join(table(pre, f'\nCPU prefill, one {args.prefill_len}-token prompt (prompt tokens/s, 2 rounds):',
+                              {n: {'vs transformers': 'transformers fp32'} for n in pre})))
+    if torch.cuda.is_available(): gpu_section(base, prompt, args)
+    else: print('\nGPU decode: not measured (no CUDA device here)')
+
+
+def llama_cpp_model_for_prefill(path, n_ctx):
+    from smollm2_nb.export import llama_cpp_model
+    return llama_cpp_model(path, n_ctx + 8)
+
+
+def gpu_section(base, prompt, args):
+    "Our CUDA-graph decoding vs transformers' eager generate on this GPU: fp32 (greedy tokens compared) and the GPU's half format."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from smollm2_nb.hf import to_hf_state_dict
+    from smollm2_nb.generate import generate
+    from smollm2_nb.inference import prepare_for_inference
+    from smollm2_nb.precision import inference_precision
+    half = inference_precision('auto', 'cuda')
+    hf = LlamaForCausalLM(LlamaConfig(**base.config.to_hf())).eval()
+    hf.load_state_dict(to_hf_state_dict(base), strict=False)
+    x = prompt.cuda()
+    runners, same = {}, {}
+    for prec in ('fp32', half):
+        dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[prec]
+        h = copy.deepcopy(hf).to('cuda', dtype)
+        m = prepare_for_inference(copy.deepcopy(base).cuda(), prec)
+        theirs = h.generate(x, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+        same[prec] = torch.equal(generate(m, x, args.new_tokens, temperature=0), theirs)
+        def sync(f): return lambda n: (f(n), torch.cuda.synchronize())
+        runners[f'transformers {prec}'] = sync(lambda n, h=h: h.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0))
+        runners[f'ours {prec} (CUDA graph)'] = sync(lambda n, m=m: generate(m, x, n, temperature=0))
+    for fn in runners.values(): fn(8)
+    tps = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, fn in runners.items(): tps[name].append(tokens_per_sec(fn, args.new_tokens))
+    ratios = {f'ours {p} (CUDA graph)': {'vs transformers eager': f'transformers {p}'} for p in ('fp32', half)}
+    print('\n'.join(table(tps, f'\nGPU decode on {torch.cuda.get_device_name()}, {args.new_tokens} new tokens:', ratios)))
+    print(f'greedy tokens equal to transformers: {same}')
 
 
 if __name__ == '__main__':

@@ -124,13 +124,16 @@ def decode_tokens(model: SmolLM2,
     device = model.embed_tokens.weight.device
     input_ids = input_ids.to(device)
     if seed is not None and generator is None: generator = torch.Generator(device).manual_seed(seed)
-    cache = KVCache(model.config, B, T + max_new_tokens, device=device, dtype=_model_dtype(model))
+    decoder = getattr(model, 'decoder', None) if B == 1 and attention_mask is None else None  # batch-1 fast path
     sample = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                   generator=generator)
     seen = token_mask(input_ids, model.config.vocab_size, attention_mask) if repetition_penalty != 1.0 else None
     eos = None if eos_token_id is None else torch.tensor(eos_token_id, device=device).flatten()
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    logits = model(input_ids, cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]  # prefill
+    if decoder is not None: logits, step = decoder.start(input_ids, T + max_new_tokens)             # prefill
+    else:
+        cache = KVCache(model.config, B, T + max_new_tokens, device=device, dtype=_model_dtype(model))
+        logits = model(input_ids, cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]  # prefill
     for i in range(max_new_tokens):
         tokens = next_token(logits, seen, **sample)                                # (B,)
         if eos is not None:
@@ -140,7 +143,8 @@ def decode_tokens(model: SmolLM2,
         if i == max_new_tokens - 1 or (eos is not None and finished.all()): return
         if seen is not None: seen[torch.arange(B, device=device), tokens] = True
         if attention_mask is not None: attention_mask = F.pad(attention_mask, (0, 1), value=1)
-        logits = model(tokens[:, None], cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]
+        if decoder is not None: logits = step(tokens)
+        else: logits = model(tokens[:, None], cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]
 
 def generate(model: SmolLM2,
              input_ids: torch.LongTensor,       # (B, T) or (T,) prompt tokens, left-padded if lengths differ

@@ -5,18 +5,23 @@
 # %% ../nbs/11_inference.ipynb #cd013894
 from __future__ import annotations
 import argparse
+import os
+import shutil
 import sys
+import threading
+import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .model import SmolLM2
-from .precision import INFERENCE_PRECISIONS, inference_precision
+from .model import SmolLM2, KVCache, apply_rotary
+from .precision import INFERENCE_PRECISIONS, inference_precision, cpu_bf16_native
 from .checkpoint import load_model, warn_skip
 from .tokenizer import load_tokenizer
 from .generate import generate, stream, generate_text, SAMPLING_DEFAULTS
 
 # %% auto #0
-__all__ = ['Int8Linear', 'TransposedLinear', 'prepare_for_inference', 'load_for_inference', 'cli_generate']
+__all__ = ['Int8Linear', 'TransposedLinear', 'cpu_decode_kernels', 'CPUDecoder', 'GraphDecoder', 'prepare_for_inference',
+           'load_for_inference', 'cli_generate']
 
 # %% ../nbs/11_inference.ipynb #c5d4139e
 class Int8Linear(nn.Module):
@@ -62,20 +67,331 @@ def _replace_linears(model: nn.Module, make) -> None:
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear): setattr(module, name, make(child))
 
-# %% ../nbs/11_inference.ipynb #aab011cd
+# %% ../nbs/11_inference.ipynb #dac551cc
+_CPU_DECODE_CPP = r'''
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <cmath>
+#include <cstring>
+#include <vector>
+#if !defined(__AVX512F__) || !defined(__AVX512BF16__) || !defined(__AVX512VNNI__)
+#error "the CPU decoding step needs AVX-512 with BF16 and VNNI"
+#endif
+
+// Weights W (out, in) row-major, out % 4 == 0, in % 64 == 0; x and y fp32. Four rows share each load of x.
+static float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const float* w = W + r * in;
+    for (int64_t i = 0; i < in; i += 16) {
+      __m512 xv = _mm512_loadu_ps(x + i);
+      for (int k = 0; k < 4; k++) a[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * in + i), xv, a[k]);
+    }
+    for (int k = 0; k < 4; k++) y[r + k] = hsum(a[k]);
+  }
+}
+
+// bf16 weights: x rounded to bf16 once, then 32 products per dpbf16ps; two chains per row hide its latency
+static void rows_bf16(const uint16_t* W, const __m512bh* xb, float* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[8]; for (int k = 0; k < 8; k++) a[k] = _mm512_setzero_ps();
+    const uint16_t* w = W + r * in;
+    for (int64_t i = 0; i < in; i += 64) {
+      __m512bh x0 = xb[i / 32], x1 = xb[i / 32 + 1];
+      for (int k = 0; k < 4; k++) {
+        a[2 * k] = _mm512_dpbf16_ps(a[2 * k], (__m512bh)_mm512_loadu_si512(w + k * in + i), x0);
+        a[2 * k + 1] = _mm512_dpbf16_ps(a[2 * k + 1], (__m512bh)_mm512_loadu_si512(w + k * in + i + 32), x1);
+      }
+    }
+    for (int k = 0; k < 4; k++) y[r + k] = hsum(_mm512_add_ps(a[2 * k], a[2 * k + 1]));
+  }
+}
+
+// int8 weights: x rounded to int8 per block of 64 (one scale each), stored as |x| (u8) and a sign mask;
+// vpdpbusd multiplies |x| by the weights with x's sign moved onto them: 64 products per instruction
+struct QuantX { std::vector<__m512i> ax; std::vector<__mmask64> neg; std::vector<__m512> sx; };
+
+static QuantX quantize_x(const float* x, int64_t in) {
+  QuantX q; int64_t nb = in / 64; q.ax.resize(nb); q.neg.resize(nb); q.sx.resize(nb);
+  for (int64_t b = 0; b < nb; b++) {
+    const float* xb = x + 64 * b; float amax = 0;
+    for (int64_t i = 0; i < 64; i++) amax = std::max(amax, std::fabs(xb[i]));
+    float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    alignas(64) uint8_t a[64]; uint64_t neg = 0;
+    for (int64_t i = 0; i < 64; i++) {
+      int v = (int)std::nearbyint(xb[i] * inv);
+      a[i] = (uint8_t)std::abs(v); if (v < 0) neg |= (1ull << i);
+    }
+    q.ax[b] = _mm512_load_si512(a); q.neg[b] = neg; q.sx[b] = _mm512_set1_ps(amax / 127.0f);
+  }
+  return q;
+}
+
+static void rows_int8(const int8_t* W, const float* scale, const QuantX& q, float* y, int64_t r0, int64_t r1, int64_t in) {
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int8_t* w = W + r * in;
+    for (int64_t b = 0; b < in / 64; b++) {
+      for (int k = 0; k < 4; k++) {
+        __m512i wv = _mm512_loadu_si512(w + k * in + 64 * b);
+        __m512i dot = _mm512_dpbusd_epi32(zero, q.ax[b], _mm512_mask_sub_epi8(wv, q.neg[b], zero, wv));  // (16,) int32
+        a[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), q.sx[b], a[k]);
+      }
+    }
+    for (int k = 0; k < 4; k++) y[r + k] = hsum(a[k]) * scale[r + k];
+  }
+}
+
+// y = W x, rows split among torch's threads (one parallel region per product)
+static void matvec(const at::Tensor& W, const at::Tensor& scale, const float* x, float* y) {
+  int64_t out = W.size(0), in = W.size(1);
+  auto split = [&](auto rows) { at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) { rows(4 * b0, 4 * b1); }); };
+  if (W.scalar_type() == at::kBFloat16) {
+    std::vector<__m512bh> xb(in / 32);
+    for (int64_t i = 0; i < in; i += 32) xb[i / 32] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    const uint16_t* w = (const uint16_t*)W.data_ptr();
+    split([&](int64_t r0, int64_t r1) { rows_bf16(w, xb.data(), y, r0, r1, in); });
+  } else if (W.scalar_type() == at::kChar) {
+    QuantX q = quantize_x(x, in);
+    const int8_t* w = W.data_ptr<int8_t>(); const float* s = scale.data_ptr<float>();
+    split([&](int64_t r0, int64_t r1) { rows_int8(w, s, q, y, r0, r1, in); });
+  } else {
+    const float* w = W.data_ptr<float>();
+    split([&](int64_t r0, int64_t r1) { rows_f32(w, x, y, r0, r1, in); });
+  }
+}
+
+static void rmsnorm(const float* x, const float* w, float* out, int64_t d, float eps) {
+  float ss = 0; for (int64_t i = 0; i < d; i++) ss += x[i] * x[i];
+  float r = 1.0f / std::sqrt(ss / d + eps);
+  for (int64_t i = 0; i < d; i++) out[i] = w[i] * (x[i] * r);
+}
+
+static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  // rotate_half: pairs (i, i + hd/2)
+  for (int64_t i = 0; i < hd / 2; i++) {
+    float a = v[i], b = v[i + hd / 2];
+    v[i] = a * cos[i] - b * sin[i]; v[i + hd / 2] = b * cos[i] + a * sin[i];
+  }
+}
+
+// One new token through every layer: the same steps as SmolLM2.forward, for batch 1, with fp32 activations.
+// mats per layer: [q;k;v], o, [gate;up], down, then the LM head; scales (fp32, per row) for int8 matrices.
+at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
+                       std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
+                       int64_t nh, int64_t inter, double eps) {
+  int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = embed.size(1);
+  TORCH_CHECK(pos < S, "position ", pos, " is past the KV cache of ", S, " positions");
+  std::vector<float> x(d), h(mats[0].size(1)), qkv(mats[0].size(0)), att(mats[1].size(1)), tmp(mats[1].size(0)),
+                     gu(mats[2].size(0)), act(mats[3].size(1)), sc(pos + 1);        // padding columns stay 0
+  if (embed.scalar_type() == at::kBFloat16) {
+    const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
+    for (int64_t i = 0; i < d; i++) { uint32_t u = uint32_t(e[i]) << 16; std::memcpy(&x[i], &u, 4); }
+  } else std::memcpy(x.data(), embed.data_ptr<float>() + token * d, d * 4);
+  const float *nw = norms.data_ptr<float>(), *c = cos.data_ptr<float>() + pos * (hd / 2), *s = sin.data_ptr<float>() + pos * (hd / 2);
+  float *K = kc.data_ptr<float>(), *V = vc.data_ptr<float>();
+  float inv_sqrt = 1.0f / std::sqrt((float)hd);
+  for (int64_t l = 0; l < L; l++) {
+    rmsnorm(x.data(), nw + 2 * l * d, h.data(), d, eps);
+    matvec(mats[4 * l], scales[4 * l], h.data(), qkv.data());
+    float *q = qkv.data(), *k = q + nh * hd, *v = k + nkv * hd;
+    for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
+    for (int64_t j = 0; j < nkv; j++) {                       // this position's keys/values into the cache
+      rope(k + j * hd, c, s, hd);
+      std::memcpy(K + ((l * nkv + j) * S + pos) * hd, k + j * hd, hd * 4);
+      std::memcpy(V + ((l * nkv + j) * S + pos) * hd, v + j * hd, hd * 4);
+    }
+    for (int64_t j = 0; j < nh; j++) {                        // query head j attends to positions 0..pos of its KV head
+      const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
+      const float* qj = q + j * hd; float m = -INFINITY, z = 0;
+      for (int64_t t = 0; t <= pos; t++) {
+        float a = 0; for (int64_t i = 0; i < hd; i++) a += qj[i] * Kj[t * hd + i];
+        sc[t] = a * inv_sqrt; m = std::max(m, sc[t]);
+      }
+      for (int64_t t = 0; t <= pos; t++) { sc[t] = std::exp(sc[t] - m); z += sc[t]; }
+      float* o = att.data() + j * hd; std::fill(o, o + hd, 0.0f);
+      for (int64_t t = 0; t <= pos; t++) { float p = sc[t] / z; for (int64_t i = 0; i < hd; i++) o[i] += p * Vj[t * hd + i]; }
+    }
+    matvec(mats[4 * l + 1], scales[4 * l + 1], att.data(), tmp.data());
+    for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    rmsnorm(x.data(), nw + (2 * l + 1) * d, h.data(), d, eps);
+    matvec(mats[4 * l + 2], scales[4 * l + 2], h.data(), gu.data());
+    for (int64_t i = 0; i < inter; i++) act[i] = gu[i] / (1.0f + std::exp(-gu[i])) * gu[inter + i];   // silu(gate) * up
+    matvec(mats[4 * l + 3], scales[4 * l + 3], act.data(), tmp.data());
+    for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+  }
+  rmsnorm(x.data(), nw + 2 * L * d, h.data(), d, eps);
+  at::Tensor logits = at::empty({mats.back().size(0)}, at::kFloat);
+  matvec(mats.back(), scales.back(), h.data(), logits.data_ptr<float>());
+  return logits;
+}
+'''
+
+# %% ../nbs/11_inference.ipynb #ea5c704c
+_kernels = None
+
+def cpu_decode_kernels():
+    "The compiled CPU decoding step (built with the C++ compiler on first use, then cached by torch), or None where it cannot run."
+    global _kernels
+    if _kernels is None:
+        _kernels = False  # tried once per process
+        if os.environ.get('SMOLLM2_CPU_KERNELS', '1') == '0' or not cpu_bf16_native(): return None  # off, or no AVX-512 BF16
+        if not shutil.which(os.environ.get('CXX', 'c++')): return None
+        from torch.utils.cpp_extension import load_inline
+        try:
+            _kernels = load_inline('smollm2_cpu_decode', cpp_sources=_CPU_DECODE_CPP, functions=['decode_step'],
+                                   extra_cflags=['-O3', '-march=native', '-fopenmp'], extra_ldflags=['-fopenmp'])
+        except Exception as e:  # a compiler that cannot build it: decode with PyTorch ops instead
+            warnings.warn(f'the CPU decoding step did not compile ({e.__class__.__name__}); decoding uses PyTorch ops')
+    return _kernels or None
+
+# %% ../nbs/11_inference.ipynb #97373f0d
+def _padded(W: torch.Tensor, scale: torch.Tensor):
+    "`W` (out, in) with zero rows/columns up to out % 4 == 0 and in % 64 == 0, as the C++ step needs (a copy only if padding)."
+    pad_out, pad_in = -W.shape[0] % 4, -W.shape[1] % 64
+    if pad_out or pad_in:
+        W = F.pad(W, (0, pad_in, 0, pad_out))
+        if scale.numel(): scale = F.pad(scale, (0, pad_out), value=1.0)
+    return W.contiguous(), scale
+
+def _fuse(layers: list[nn.Module]):
+    "One (out, in) weight for layers that read the same input (q/k/v, gate/up) and its fp32 row scales (int8; else empty); the layers keep views of it."
+    ws = [l.weight for l in layers]
+    W = ws[0] if len(ws) == 1 else torch.cat(ws)                          # (sum of outs, in)
+    scale = torch.cat([l.scale.float() for l in layers]) if isinstance(layers[0], Int8Linear) else torch.empty(0)
+    start = 0
+    for l, w in zip(layers, ws):                                          # no second copy of the weights
+        view = W[start:start + w.shape[0]]; start += w.shape[0]
+        if isinstance(l, nn.Linear): l.weight = nn.Parameter(view, requires_grad=False)
+        else: l.weight = view
+    return _padded(W, scale)
+
+class CPUDecoder:
+    "Batch-1 decoding on a CPU: the prompt through the model (prefill), then each new token through the compiled C++ step."
+    def __init__(self, model: SmolLM2): # prepared with `prepare_for_inference` ('fp32', 'bf16' or 'int8')
+        self.model = model
+        self.mats, self.scales = [], []
+        for layer in model.layers:
+            a, m = layer.self_attn, layer.mlp
+            for group in ([a.q_proj, a.k_proj, a.v_proj], [a.o_proj], [m.gate_proj, m.up_proj], [m.down_proj]):
+                W, s = _fuse(group); self.mats.append(W); self.scales.append(s)
+        W, s = _fuse([model.lm_head]); self.mats.append(W); self.scales.append(s)   # the tied embedding, or its int8 copy
+        norms = [w for l in model.layers for w in (l.input_layernorm.weight, l.post_attention_layernorm.weight)]
+        self.norms = torch.stack(norms + [model.norm.weight]).float()            # (2L + 1, d)
+        self.embed = model.embed_tokens.weight.detach().contiguous()             # (vocab, d), fp32 or bf16
+
+    def start(self, input_ids: torch.LongTensor, # (1, T) the prompt
+              max_len: int):                     # prompt + new tokens
+        "Prefill: `(logits (1, vocab) of the prompt's last position, step)`; `step(tokens (1,))` gives the next logits."
+        m, c, T = self.model, self.model.config, input_ids.shape[1]
+        cache = KVCache(c, 1, T, dtype=self.embed.dtype)
+        logits = m(input_ids, cache=cache, last_only=True)[:, -1]                 # (1, vocab)
+        shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
+        k, v = torch.zeros(shape), torch.zeros(shape)                             # the static KV cache, fp32
+        k[:, :, :T], v[:, :, :T] = torch.stack(cache.k)[:, 0], torch.stack(cache.v)[:, 0]
+        cos, sin = (t[:, :c.head_dim // 2].contiguous() for t in m.rotary(torch.arange(max_len)))  # (max_len, hd/2)
+        pos = T
+        def step(tokens):
+            nonlocal pos
+            out = cpu_decode_kernels().decode_step(int(tokens[0]), pos, self.embed, self.norms, self.mats, self.scales, cos, sin,
+                                           k, v, c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)
+            pos += 1
+            return out[None, :c.vocab_size]                                      # (1, vocab)
+        return logits.float(), step
+
+# %% ../nbs/11_inference.ipynb #a56c7f1c
+class GraphDecoder:
+    "Batch-1 decoding with a static KV cache: each step has the same shapes, so on a GPU one captured CUDA graph replays it."
+    def __init__(self, model: SmolLM2,
+                 cuda_graphs: bool | None = None): # None: on a GPU. False runs the same step eagerly (the CPU smoke mode)
+        self.model = model
+        self.cuda_graphs = model.embed_tokens.weight.is_cuda if cuda_graphs is None else cuda_graphs
+        self._local = threading.local()   # each thread (the app's concurrent users) gets its own cache and graph
+
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_local'}  # copy.deepcopy of a model
+    def __setstate__(self, state): self.__dict__.update(state); self._local = threading.local()
+
+    def _buffers(self, max_len: int) -> dict:
+        b = getattr(self._local, 'b', None)
+        if b is None or b['size'] < max_len:   # rounded up, so later calls reuse the cache and the captured graph
+            c, w = self.model.config, self.model.embed_tokens.weight
+            S = min(-(-max_len // 256) * 256, c.max_position_embeddings)
+            shape = (c.num_hidden_layers, 1, c.num_key_value_heads, S, c.head_dim)
+            positions = torch.arange(S, device=w.device)
+            cos, sin = self.model.rotary(positions)                                           # (S, hd)
+            b = dict(size=S, k=torch.zeros(shape, device=w.device, dtype=w.dtype), v=torch.zeros(shape, device=w.device, dtype=w.dtype),
+                     token=torch.zeros(1, 1, dtype=torch.long, device=w.device), pos=torch.zeros(1, dtype=torch.long, device=w.device),
+                     positions=positions, cos=cos, sin=sin, graph=None, logits=None)
+            self._local.b = b
+        return b
+
+    def _step(self, b: dict) -> torch.Tensor:
+        "The token in `b['token']` at position `b['pos']` through the model: (1, vocab) logits; fixed shapes throughout."
+        m = self.model
+        x = m.embed_tokens(b['token'])                                     # (1, 1, d)
+        cos, sin = b['cos'][b['pos']], b['sin'][b['pos']]                   # (1, hd)
+        mask = (b['positions'] <= b['pos'])[None]                           # (1, S) the filled part of the cache
+        for i, layer in enumerate(m.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(1, 1, a.n_head, a.hd).transpose(1, 2)     # (1, nh, 1, hd)
+            k = a.k_proj(h).view(1, 1, a.n_kv, a.hd).transpose(1, 2)       # (1, n_kv, 1, hd)
+            v = a.v_proj(h).view(1, 1, a.n_kv, a.hd).transpose(1, 2)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            b['k'][i].index_copy_(2, b['pos'], k); b['v'][i].index_copy_(2, b['pos'], v)   # write at pos, in place
+            y = F.scaled_dot_product_attention(q, b['k'][i], b['v'][i], attn_mask=mask, enable_gqa=a.n_kv != a.n_head)
+            x = x + a.o_proj(y.transpose(1, 2).reshape(1, 1, a.n_head * a.hd))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return m.lm_head(m.norm(x))[:, -1]                                 # (1, vocab)
+
+    def _capture(self, b: dict):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2): self._step(b)                                # warm up (writes at pos, rewritten later)
+        torch.cuda.current_stream().wait_stream(stream)
+        b['graph'] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(b['graph']): b['logits'] = self._step(b)
+
+    def start(self, input_ids: torch.LongTensor, # (1, T) the prompt
+              max_len: int):                     # prompt + new tokens
+        "Prefill: `(logits (1, vocab) of the prompt's last position, step)`; `step(tokens (1,))` gives the next logits."
+        m, T = self.model, input_ids.shape[1]
+        b = self._buffers(max_len)
+        cache = KVCache(m.config, 1, T, device=input_ids.device, dtype=b['k'].dtype)
+        logits = m(input_ids, cache=cache, last_only=True)[:, -1]          # (1, vocab)
+        for i in range(m.config.num_hidden_layers): b['k'][i][:, :, :T], b['v'][i][:, :, :T] = cache.k[i], cache.v[i]
+        b['pos'].fill_(T)
+        if self.cuda_graphs and b['graph'] is None: self._capture(b)
+        def step(tokens):
+            b['token'].copy_(tokens.view(1, 1))
+            if b['graph'] is not None: b['graph'].replay(); out = b['logits']
+            else: out = self._step(b)
+            b['pos'] += 1
+            return out
+        return logits, step
+
+# %% ../nbs/11_inference.ipynb #19deeacc
 def prepare_for_inference(model: SmolLM2,
                           mode: str = 'auto', # one of `precision.INFERENCE_PRECISIONS`; see `precision.inference_precision`
                          ) -> SmolLM2:
-    "Convert `model` in place for fast decoding (eval mode, no grads, the chosen precision) and return it."
+    "Convert `model` in place for fast decoding (eval mode, no grads, the chosen precision, a batch-1 `decoder`) and return it."
     device = model.embed_tokens.weight.device
     mode = inference_precision(mode, device)
     dtype = {'fp32': torch.float32, 'fp16': torch.float16}.get(mode, torch.bfloat16)
     model.eval().requires_grad_(False).to(dtype)
     if mode == 'int8': _replace_linears(model, Int8Linear.from_linear)
-    elif mode == 'fp32' and device.type == 'cpu': _replace_linears(model, TransposedLinear.from_linear)
+    kernels = cpu_decode_kernels() if device.type == 'cpu' and mode in ('fp32', 'bf16', 'int8') else None
+    if mode == 'fp32' and device.type == 'cpu' and kernels is None: _replace_linears(model, TransposedLinear.from_linear)
+    # the batch-1 fast path `generate.decode_tokens` uses: the C++ step on CPU, a CUDA graph on GPU, else none
+    model.decoder = CPUDecoder(model) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
     model.precision = mode  # what was chosen, for display
     return model
 
+# %% ../nbs/11_inference.ipynb #f06abb4b
 def load_for_inference(source,                # checkpoint file | run dir | Hugging Face folder | hub id
                        precision: str = 'auto', # see `prepare_for_inference`
                        device=None,             # default: cuda if available
