@@ -81,6 +81,22 @@ def test_graph_decoder_eager_matches_model(tiny):
     assert rel_err(step_logits(m.decoder, ref, x.shape[1]), ref_logits) < 1e-4
     assert torch.equal(generate(m, prompt(tiny, 300), 5, temperature=0), generate(tiny, prompt(tiny, 300), 5, temperature=0))  # a bigger cache
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_graph_decoder_eager_half_precision(tiny, dtype):
+    """The GPU decoder's step in the half formats a GPU decodes in (fp16 on a T4, bf16 on sm_80+), run eagerly here: it agrees
+    with the model's own forward in that dtype, and is no further from fp32 than that forward is."""
+    x = prompt(tiny)
+    ref = generate(tiny, x, 16, temperature=0)
+    with torch.no_grad(): ref32 = tiny(ref)[0, x.shape[1] - 1:-1]
+    m = copy.deepcopy(tiny).to(dtype)
+    with torch.no_grad(): model_half = m(ref)[0, x.shape[1] - 1:-1].float()
+    m.decoder = GraphDecoder(m, cuda_graphs=False)
+    ours = step_logits(m.decoder, ref, x.shape[1])
+    assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
+    assert rel_err(ours, model_half) < 0.1, rel_err(ours, model_half)          # same dtype: rounding differences only
+    assert rel_err(ours, ref32) < max(2 * rel_err(model_half, ref32), 0.05)    # no further from fp32 than the model's forward
+    assert generate(m, x, 16, temperature=0).shape == (1, x.shape[1] + 16)
+
 def test_no_kernels_falls_back_to_torch_ops(tiny, monkeypatch):
     "A CPU without AVX-512 BF16 (simulated): no C++ step, PyTorch's ops, the same tokens."
     x = prompt(tiny)
