@@ -240,7 +240,10 @@ def cpu_decode_kernels():
         _kernels = False  # tried once per process
         if os.environ.get('SMOLLM2_CPU_KERNELS', '1') == '0' or not cpu_bf16_native(): return None  # off, or no AVX-512 BF16
         if not shutil.which(os.environ.get('CXX', 'c++')): return None
-        from torch.utils.cpp_extension import load_inline
+        from torch.utils.cpp_extension import load_inline, is_ninja_available
+        if not is_ninja_available():  # torch builds extensions with ninja
+            warnings.warn('the faster CPU decoding step needs the ninja build tool (`pip install ninja`); decoding uses PyTorch ops')
+            return None
         try:
             _kernels = load_inline('smollm2_cpu_decode', cpp_sources=_CPU_DECODE_CPP, functions=['decode_step'],
                                    extra_cflags=['-O3', '-march=native', '-fopenmp'], extra_ldflags=['-fopenmp'])

@@ -112,6 +112,17 @@ def test_no_kernels_falls_back_to_torch_ops(tiny, monkeypatch):
     assert any(isinstance(c, TransposedLinear) for c in m.modules())   # the faster layout for PyTorch's batch-1 product
     assert torch.equal(generate(m, x, 16, temperature=0), generate(tiny, x, 16, temperature=0))
 
+def test_no_ninja_says_how_to_get_the_fast_step(tiny, monkeypatch):
+    "Without the ninja build tool torch cannot build the C++ step: one warning naming the fix, then PyTorch's ops."
+    import torch.utils.cpp_extension as cpp_extension
+    monkeypatch.setattr(cpp_extension, 'is_ninja_available', lambda: False)
+    monkeypatch.setattr(inference, '_kernels', None)
+    monkeypatch.setattr(inference, 'cpu_bf16_native', lambda: True)   # past the CPU check, on any machine
+    monkeypatch.setattr(inference.shutil, 'which', lambda name: '/usr/bin/' + name)   # and past the compiler check
+    with pytest.warns(UserWarning, match='pip install ninja'): m = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
+    assert m.decoder is None
+    assert torch.equal(generate(m, prompt(tiny), 8, temperature=0), generate(tiny, prompt(tiny), 8, temperature=0))
+
 class Spy:
     "Wraps a decoder and counts its `start` calls."
     def __init__(self, decoder): self.decoder, self.starts = decoder, 0
