@@ -17,9 +17,15 @@ def test_bench_smoke_writes_json_and_table(tmp_path):
     assert set(res['loss_curves']['max_abs_diff_vs_fp32']) == {'fp16'}
     assert all(len(c) == res['loss_curves']['steps'] for c in res['loss_curves']['curves'].values())
     assert res['attention_kernels']['fp32']['MATH (gqa)'] is True
-    assert res['ddp']['ran'] is False and res['classic_demo']['ran'] is False
+    assert res['classic_demo']['ran'] is False
+    ddp = res['ddp']   # 2 gloo processes at batch B against 1 at 2B, through the real trainer command
+    assert ddp['ran'] and ddp['world_sizes'] == [1, 2] and ddp['max_abs_loss_diff'] < 1e-4 and ddp['scaling'] > 0, ddp
+    (dec,) = res['decode']['rows']
+    assert dec['precision'] == 'fp32' and dec['greedy_equal'] is True and dec['ours_tokens_per_sec'] > 0 and dec['ratio'] > 0, dec
     md = (out / 'bench.md').read_text()
     header = md.splitlines()[2]
     assert 'ratio ours/transformers' in header
     assert sum(l.startswith('| smollm2_nb |') for l in md.splitlines()) == len(rows) // 2
     assert sum(l.startswith('| transformers |') for l in md.splitlines()) == len(rows) // 2
+    assert '## DDP: 1 process vs N' in md and 'scaling x' in md
+    assert '| fp32 | ' + dec['decoder'] + ' |' in md
