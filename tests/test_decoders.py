@@ -156,3 +156,17 @@ def test_batches_and_padding_skip_decoder(tiny):
     assert spy.starts == 0
     generate(m, prompt(tiny), 8, temperature=0, attention_mask=torch.ones(1, 8, dtype=torch.long))  # no padding: batch 1
     assert spy.starts == 1
+
+def test_int8_linear_prompt_path_matches_decode_path():
+    "An `Int8Linear` runs few rows through the fused int8 kernel and a prompt's many rows through a bf16 GEMM on the widened weights: the two agree."
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(576, 1536, bias=False)
+    q = inference.Int8Linear.from_linear(lin)
+    x = torch.randn(64, 576)
+    with torch.no_grad():
+        many = q(x).float()                                          # 64 rows: one product
+        few = torch.cat([q(x[i:i + 4]) for i in range(0, 64, 4)]).float()   # 4 rows at a time
+        ref = lin(x)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()
+    assert rel(many, ref) < 0.01 and rel(few, ref) < 0.01, (rel(many, ref), rel(few, ref))   # quantization error: ~5e-3
+    assert rel(many, few) < 5e-3, rel(many, few)                      # bf16 rounding apart, measured ~2e-3
