@@ -26,6 +26,7 @@ __all__ = ['Int8Linear', 'TransposedLinear', 'cpu_decode_kernels', 'CPUDecoder',
 # %% ../nbs/11_inference.ipynb #c5d4139e
 class Int8Linear(nn.Module):
     "A bias-free linear layer with int8 weights and one scale per output channel."
+    fused_max_rows = 15  # up to this many rows (decoding) the fused int8 kernel wins; above, a bf16 GEMM (crossover ~16 here)
     def __init__(self, weight: torch.Tensor, dtype=torch.bfloat16):
         super().__init__()
         w = weight.detach().float()
@@ -41,9 +42,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x):
         shape, x = x.shape, x.reshape(-1, x.shape[-1]).to(self.scale.dtype)
-        if hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] < 16:
+        if hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows:
             y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scale)  # fused: x @ (w * scale).T
-        else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # many rows (a prompt): a 16-bit GEMM is ~8x faster
+        else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's many rows: ~8x faster than the fused kernel
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, int8'

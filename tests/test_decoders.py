@@ -162,10 +162,11 @@ def test_int8_linear_prompt_path_matches_decode_path():
     torch.manual_seed(0)
     lin = torch.nn.Linear(576, 1536, bias=False)
     q = inference.Int8Linear.from_linear(lin)
+    assert 4 <= q.fused_max_rows < 64
     x = torch.randn(64, 576)
     with torch.no_grad():
-        many = q(x).float()                                          # 64 rows: one product
-        few = torch.cat([q(x[i:i + 4]) for i in range(0, 64, 4)]).float()   # 4 rows at a time
+        many = q(x).float()                                          # 64 rows: one bf16 GEMM
+        few = torch.cat([q(x[i:i + 4]) for i in range(0, 64, 4)]).float()   # 4 rows at a time: the fused kernel
         ref = lin(x)
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()
     assert rel(many, ref) < 0.01 and rel(few, ref) < 0.01, (rel(many, ref), rel(few, ref))   # quantization error: ~5e-3
