@@ -5,7 +5,7 @@ __all__ = ['demo']
 
 # %% ../nbs/12_app.ipynb #cc5fc052
 import os
-from smollm2_nb.app import build_app, MODEL_ENV
+from smollm2_nb.serve.app import build_app, MODEL_ENV
 
 demo = build_app(os.environ.get(MODEL_ENV))  # public on a Space: a load control only with $SMOLLM2_ALLOWED_MODELS
 

@@ -3,7 +3,7 @@
 
 The same random weights of the full SmolLM2-135M config everywhere: our model, `transformers`' `LlamaForCausalLM`,
 and llama.cpp (through `llama-cpp-python`, when it is installed) on our own GGUF export of them
-(`smollm2_nb.export.save_gguf`) in f32, f16 and q8_0. Greedy, a 16-token prompt, 128 new tokens. Each path is warmed
+(`smollm2_nb.ship.export.save_gguf`) in f32, f16 and q8_0. Greedy, a 16-token prompt, 128 new tokens. Each path is warmed
 up, then all paths are timed in turn for `--repeats` rounds (round robin, so a burst of load from other processes on a
 shared machine hits every path alike); the table shows the median and the best round, and each of our paths' ratio to
 llama.cpp in the same precision class (fp32 - f32, bf16 - f16, int8 - q8_0) and to `transformers`.
@@ -29,7 +29,7 @@ def tokens_per_sec(fn, n: int) -> float:
 
 def llama_cpp_runner(path, prompt: list[int], n_ctx: int):
     "fn(n) generating n greedy tokens with llama.cpp on the GGUF file at `path`."
-    from smollm2_nb.export import llama_cpp_model
+    from smollm2_nb.ship.export import llama_cpp_model
     llm = llama_cpp_model(path, n_ctx)
     def run(n):
         out = 0
@@ -65,11 +65,11 @@ def main(argv=None):
 
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
-    from smollm2_nb.config import SmolLM2Config
-    from smollm2_nb.model import SmolLM2
-    from smollm2_nb.hf import to_hf_state_dict
-    from smollm2_nb.generate import generate
-    from smollm2_nb.inference import prepare_for_inference, cpu_decode_kernels
+    from smollm2_nb.model.config import SmolLM2Config
+    from smollm2_nb.model.arch import SmolLM2
+    from smollm2_nb.model.hf import to_hf_state_dict
+    from smollm2_nb.serve.generate import generate
+    from smollm2_nb.serve.decoders import prepare_for_inference, cpu_decode_kernels
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
@@ -104,13 +104,13 @@ def main(argv=None):
     if not args.no_llama_cpp:
         try:
             import llama_cpp  # noqa: F401
-            from smollm2_nb.export import save_gguf
-            from smollm2_nb.tokenizer import load_tokenizer
+            from smollm2_nb.ship.export import save_gguf
+            from smollm2_nb.run.tokenizer import load_tokenizer
             tok = load_tokenizer()
         except Exception as e:
             print(f'llama.cpp: not measured ({e.__class__.__name__}: {e}); pip install llama-cpp-python')
         else:
-            if args.threads != 2: print('note: llama.cpp runs with 2 threads (smollm2_nb.export.llama_cpp_model)')
+            if args.threads != 2: print('note: llama.cpp runs with 2 threads (smollm2_nb.ship.export.llama_cpp_model)')
             for dtype in ('f32', 'f16', 'q8_0'):
                 f = save_gguf(base, tok, Path(tmp.name) / f'smollm2-{dtype}.gguf', dtype)
                 llm, run = llama_cpp_runner(f, prompt[0].tolist(), args.prompt_len + args.new_tokens + 8)
@@ -144,17 +144,17 @@ def main(argv=None):
 
 
 def llama_cpp_model_for_prefill(path, n_ctx):
-    from smollm2_nb.export import llama_cpp_model
+    from smollm2_nb.ship.export import llama_cpp_model
     return llama_cpp_model(path, n_ctx + 8)
 
 
 def gpu_section(base, prompt, args):
     "Our CUDA-graph decoding vs transformers' eager generate on this GPU: fp32 (greedy tokens compared) and the GPU's half format."
     from transformers import LlamaConfig, LlamaForCausalLM
-    from smollm2_nb.hf import to_hf_state_dict
-    from smollm2_nb.generate import generate
-    from smollm2_nb.inference import prepare_for_inference
-    from smollm2_nb.precision import inference_precision
+    from smollm2_nb.model.hf import to_hf_state_dict
+    from smollm2_nb.serve.generate import generate
+    from smollm2_nb.serve.decoders import prepare_for_inference
+    from smollm2_nb.model.precision import inference_precision
     half = inference_precision('auto', 'cuda')
     hf = LlamaForCausalLM(LlamaConfig(**base.config.to_hf())).eval()
     hf.load_state_dict(to_hf_state_dict(base), strict=False)

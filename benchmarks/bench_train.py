@@ -9,9 +9,9 @@ the ratio is also given as the median over rounds of (their step time / our step
 from __future__ import annotations
 import argparse, statistics, time
 import torch
-from smollm2_nb.config import get_config
-from smollm2_nb.model import SmolLM2
-from smollm2_nb.train import make_optimizer, autocast_ctx, choose_precision
+from smollm2_nb.model.config import get_config
+from smollm2_nb.model.arch import SmolLM2
+from smollm2_nb.train.loop import make_optimizer; from smollm2_nb.model.precision import autocast_ctx, choose_precision
 
 def hf_model(cfg):
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -13,16 +13,16 @@ __all__ = ['COMMANDS', 'usage', 'main']
 
 # %% ../nbs/13_cli.ipynb #983415e0
 COMMANDS = {
-    'params':   ('smollm2_nb.params', 'cli_params', 'parameter table and training-memory estimate'),
-    'generate': ('smollm2_nb.inference', 'cli_generate', 'generate text from a checkpoint, HF folder or hub id'),
-    'demo':     ('smollm2_nb.train', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
-    'train':    ('smollm2_nb.train', 'cli_train', 'train (or --resume) on a text corpus'),
-    'app':      ('smollm2_nb.app', 'cli_app', 'launch the Gradio app locally'),
-    'export':   ('smollm2_nb.export', 'cli_export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file'),
-    'hub':      ('smollm2_nb.hub', 'cli_hub', 'push a model to the Hugging Face Hub with a model card from its run'),
-    'space':    ('smollm2_nb.hub', 'cli_space', 'push the app as a Hugging Face Space serving a hub model'),
-    'kaggle':   ('smollm2_nb.kaggle', 'cli_kaggle', 'push / status / output of the Kaggle kernel'),
-    'bench':    ('smollm2_nb.bench', 'cli_bench', 'GPU training suite: ours vs transformers, precisions, memory (--smoke on CPU)'),
+    'params':   ('smollm2_nb.model.params', 'cli_params', 'parameter table and training-memory estimate'),
+    'generate': ('smollm2_nb.serve.load', 'cli_generate', 'generate text from a checkpoint, HF folder or hub id'),
+    'demo':     ('smollm2_nb.train.loop', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
+    'train':    ('smollm2_nb.train.loop', 'cli_train', 'train (or --resume) on a text corpus'),
+    'app':      ('smollm2_nb.serve.app', 'cli_app', 'launch the Gradio app locally'),
+    'export':   ('smollm2_nb.ship.export', 'cli_export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file'),
+    'hub':      ('smollm2_nb.ship.hub', 'cli_hub', 'push a model to the Hugging Face Hub with a model card from its run'),
+    'space':    ('smollm2_nb.ship.hub', 'cli_space', 'push the app as a Hugging Face Space serving a hub model'),
+    'kaggle':   ('smollm2_nb.ship.kaggle_client', 'cli_kaggle', 'push / status / output of the Kaggle kernel'),
+    'bench':    ('smollm2_nb.train.bench', 'cli_bench', 'GPU training suite: ours vs transformers, precisions, memory (--smoke on CPU)'),
 }
 
 def usage() -> str:

@@ -35,10 +35,10 @@ def wait_until_up(url: str, proc: subprocess.Popen | None = None, timeout: float
 def tiny_model(tmp_path_factory) -> Path:
     "A tiny random SmolLM2 saved as a Hugging Face folder with the SmolLM2 tokenizer."
     import torch
-    from smollm2_nb.config import get_config
-    from smollm2_nb.model import SmolLM2
-    from smollm2_nb.hf import save_pretrained
-    from smollm2_nb.tokenizer import load_tokenizer
+    from smollm2_nb.model.config import get_config
+    from smollm2_nb.model.arch import SmolLM2
+    from smollm2_nb.model.hf import save_pretrained
+    from smollm2_nb.run.tokenizer import load_tokenizer
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp('model') / 'tiny'
     save_pretrained(SmolLM2(get_config('tiny')), out, tokenizer=load_tokenizer())
@@ -115,7 +115,7 @@ def test_stream_endpoint_yields_token_by_token(client):
 
 
 def test_no_model_says_how_to_load_one(monkeypatch):
-    from smollm2_nb.app import build_app, MODEL_ENV
+    from smollm2_nb.serve.app import build_app, MODEL_ENV
     monkeypatch.delenv(MODEL_ENV, raising=False)
     demo = build_app()
     _, url, _ = demo.launch(server_name='127.0.0.1', server_port=free_port(), prevent_thread_lock=True, quiet=True)
@@ -128,9 +128,9 @@ def test_no_model_says_how_to_load_one(monkeypatch):
 def test_load_model_control_loads_a_training_run(client, tiny_model, tmp_path):
     "'Load model' on a trainer run dir swaps the model and fills the model card; a bad source is an error, not a crash."
     import torch
-    from smollm2_nb.config import get_config
-    from smollm2_nb.model import SmolLM2
-    from smollm2_nb.checkpoint import save_checkpoint
+    from smollm2_nb.model.config import get_config
+    from smollm2_nb.model.arch import SmolLM2
+    from smollm2_nb.run.checkpoint import save_checkpoint
     torch.manual_seed(1)
     model = SmolLM2(get_config('tiny'))
     save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict(), 'val_loss': 4.25,
@@ -173,7 +173,7 @@ def _error(job) -> str:
 
 def test_public_app_offers_no_load_endpoint_and_no_paths(tiny_model, tmp_path, monkeypatch):
     "Public (a Space, a non-local address): no load control or endpoint; a broken model is reported without path or content."
-    from smollm2_nb.app import build_app
+    from smollm2_nb.serve.app import build_app
     monkeypatch.delenv('SMOLLM2_ALLOWED_MODELS', raising=False)
     secret = tmp_path / 'secret.pt'
     secret.write_text('root:x:0:0:the first bytes of a private file')
@@ -190,7 +190,7 @@ def test_public_app_offers_no_load_endpoint_and_no_paths(tiny_model, tmp_path, m
 
 def test_public_app_loads_only_allowlisted_sources(tiny_model, tmp_path):
     "With an allowlist, a public app loads those sources and refuses anything else without echoing it."
-    from smollm2_nb.app import build_app
+    from smollm2_nb.serve.app import build_app
     demo = build_app(str(tiny_model), public=True, allowed=[str(tiny_model)])
     url = _launch(demo)
     try:
@@ -205,10 +205,10 @@ def test_public_app_loads_only_allowlisted_sources(tiny_model, tmp_path):
 def test_new_pages_show_the_model_served_now(tiny_model, tmp_path):
     "After 'Load model', a page opened later shows the new model's card, not the one the app started with."
     import torch
-    from smollm2_nb.app import build_app
-    from smollm2_nb.checkpoint import save_checkpoint
-    from smollm2_nb.config import get_config
-    from smollm2_nb.model import SmolLM2
+    from smollm2_nb.serve.app import build_app
+    from smollm2_nb.run.checkpoint import save_checkpoint
+    from smollm2_nb.model.config import get_config
+    from smollm2_nb.model.arch import SmolLM2
     model = SmolLM2(get_config('tiny'))
     save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict(), 'val_loss': 3.5,
                      'tokenizer': os.environ.get('SMOLLM2_TOKENIZER')}, tmp_path / 'run', step=11)

@@ -3,7 +3,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
-from smollm2_nb.train import TrainConfig, train, read_jsonl
+from smollm2_nb.train.config import TrainConfig; from smollm2_nb.train.loop import train; from smollm2_nb.run.layout import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(preset='tiny', steps=4, seq_len=32, grad_accum=2, lr=3e-3, warmup_steps=1, eval_every=2, eval_batches=2,
@@ -15,7 +15,7 @@ def _flags(d: dict) -> list[str]:
 def test_ddp_matches_single_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK')}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', TOKENIZERS_PARALLELISM='false')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'smollm2_nb.train',
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'smollm2_nb.train.loop',
            *_flags(dict(ARGS, batch_size=2, out=tmp_path / 'ddp', device='cpu')), '--no-progress']
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -1,12 +1,12 @@
-"The batch-1 decoders of `smollm2_nb.inference` against the plain model: the C++ step on CPU, the static-cache step (eager)."
+"The batch-1 decoders of `smollm2_nb.serve.decoders` against the plain model: the C++ step on CPU, the static-cache step (eager)."
 import copy
 import pytest
 import torch
-from smollm2_nb import inference
-from smollm2_nb.config import get_config
-from smollm2_nb.model import SmolLM2
-from smollm2_nb.generate import generate
-from smollm2_nb.inference import prepare_for_inference, cpu_decode_kernels, CPUDecoder, GraphDecoder, TransposedLinear
+from smollm2_nb.serve import decoders as inference
+from smollm2_nb.model.config import get_config
+from smollm2_nb.model.arch import SmolLM2
+from smollm2_nb.serve.generate import generate
+from smollm2_nb.serve.decoders import prepare_for_inference, cpu_decode_kernels, CPUDecoder, GraphDecoder, TransposedLinear
 
 needs_kernels = pytest.mark.skipif(not cpu_decode_kernels(), reason='no C++ decoding step here (needs AVX-512 BF16/VNNI and a compiler)')
 

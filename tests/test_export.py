@@ -4,13 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from smollm2_nb.config import get_config
-from smollm2_nb.model import SmolLM2
-from smollm2_nb.checkpoint import save_checkpoint
-from smollm2_nb.tokenizer import load_tokenizer
+from smollm2_nb.model.config import get_config
+from smollm2_nb.model.arch import SmolLM2
+from smollm2_nb.run.checkpoint import save_checkpoint
+from smollm2_nb.run.tokenizer import load_tokenizer
 
 gguf = pytest.importorskip('gguf')
-from smollm2_nb.export import save_gguf, rope_pairs, llama_cpp_logits, llama_cpp_greedy
+from smollm2_nb.ship.export import save_gguf, rope_pairs, llama_cpp_logits, llama_cpp_greedy
 
 @pytest.fixture(scope='module')
 def tiny():
@@ -49,7 +49,7 @@ def test_cli_exports_a_run_as_a_folder_transformers_loads(tiny, tmp_path):
 
 def test_llama_cpp_reads_our_gguf_with_our_logits(tiny, tmp_path):
     pytest.importorskip('llama_cpp')
-    from smollm2_nb.generate import generate
+    from smollm2_nb.serve.generate import generate
     model, tok = tiny
     ids = tok('ROMEO:\nBut soft, what light through yonder window breaks?')['input_ids']
     with torch.no_grad(): ours = model(torch.tensor([ids]))[0].numpy()

@@ -8,9 +8,9 @@ import torch
 from huggingface_hub import ModelCard
 
 from hub_fake import committed_files, no_hf_token, offline_hub
-from smollm2_nb.hub import cli_hub, cli_space, model_folder, run_facts
-from smollm2_nb.rundir import read_json, read_jsonl
-from smollm2_nb.train import TrainConfig, train
+from smollm2_nb.ship.hub import cli_hub, cli_space, model_folder, run_facts
+from smollm2_nb.run.layout import read_json, read_jsonl
+from smollm2_nb.train.config import TrainConfig; from smollm2_nb.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_run_facts_come_from_the_run_files(run):
 def test_uploaded_folder_loads_in_transformers_with_a_card_from_the_run(run, recorder, monkeypatch, tmp_path):
     "Push, then rebuild the folder from the recorded commit: what from_pretrained would download."
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from smollm2_nb.checkpoint import load_model
+    from smollm2_nb.serve.load import load_model
     monkeypatch.setenv('HF_TOKEN', 'hf_recorded')
     assert cli_hub(['push', str(run), '--repo', 'alice/tiny']) == 0
     files = committed_files(recorder.commit())

@@ -36,7 +36,7 @@ def kernel_env(tmp_path_factory) -> Path:
 
 def pushed_notebook(tmp_path: Path, name: str, **replies) -> tuple[Path, dict]:
     "Push the working tree through the recorded client; returns the notebook as sent and what push_kernel reported."
-    from smollm2_nb.kaggle import kaggle_api, push_kernel
+    from smollm2_nb.ship.kaggle_client import kaggle_api, push_kernel
     with offline_kaggle(SaveKernel=SAVED, **replies) as rec:
         meta, resp, pushed = push_kernel(kaggle_api(), src=ROOT)
     body = rec.json('SaveKernel')
@@ -74,7 +74,7 @@ def output_listing(working: Path) -> dict:
 
 
 def test_pushed_kernel_trains_resumes_and_refuses_to_restart(kernel_env, tmp_path):
-    from smollm2_nb.checkpoint import list_checkpoints, load_checkpoint, load_model
+    from smollm2_nb.run.checkpoint import list_checkpoints, load_checkpoint; from smollm2_nb.serve.load import load_model
 
     # version 1: a kernel that never ran, so nothing to resume
     nb1, pushed1 = pushed_notebook(tmp_path, 'v1', GetKernelSessionStatus={'code': 404, 'message': 'Notebook not found'})
@@ -133,9 +133,9 @@ def kernel_parameters() -> dict:
 
 
 def test_kernel_defaults_fit_a_t4_and_install_nothing_from_git():
-    from smollm2_nb.config import get_config
-    from smollm2_nb.params import training_memory
-    from smollm2_nb.train import choose_precision
+    from smollm2_nb.model.config import get_config
+    from smollm2_nb.model.params import training_memory
+    from smollm2_nb.model.precision import choose_precision
     p = kernel_parameters()
     precision = choose_precision('cuda', (7, 5))  # what a T4 gets
     mem = training_memory(get_config(p['PRESET']), p['BATCH_SIZE'], p['SEQ_LEN'], precision)['total']

@@ -36,7 +36,7 @@ def scratch_checkout(dest: Path) -> Path:
 
 
 def test_push_ships_the_working_tree_with_a_local_edit(tmp_path):
-    from smollm2_nb.kaggle import kaggle_api, push_kernel
+    from smollm2_nb.ship.kaggle_client import kaggle_api, push_kernel
     src = scratch_checkout(tmp_path / 'src')
     head = subprocess.run(['git', '-C', str(src), 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
     marker = '# local edit 7c1e: this line must reach the kernel\n'
@@ -62,7 +62,7 @@ def test_push_ships_the_working_tree_with_a_local_edit(tmp_path):
 
 @pytest.mark.parametrize('status', ['RUNNING', 'QUEUED', 'ERROR'])
 def test_push_refuses_to_chain_onto_a_running_or_failed_version(status):
-    from smollm2_nb.kaggle import PushRefused, kaggle_api, push_kernel
+    from smollm2_nb.ship.kaggle_client import PushRefused, kaggle_api, push_kernel
     with offline_kaggle(GetKernelSessionStatus={'status': status}) as rec:
         with pytest.raises(PushRefused, match='--no-resume'):
             push_kernel(kaggle_api())
@@ -70,7 +70,7 @@ def test_push_refuses_to_chain_onto_a_running_or_failed_version(status):
 
 
 def test_output_fetches_newest_checkpoint_and_small_files_streamed_keeping_local_files(tmp_path, capsys):
-    from smollm2_nb.kaggle import cli_kaggle
+    from smollm2_nb.ship.kaggle_client import cli_kaggle
     files = {'run/run.json': b'{"status": "stopped"}', 'run/metrics.jsonl': b'{"step": 1000, "loss": 3.0}\n',
              'run/samples.jsonl': b'{"step": 1000, "text": "ROMEO:"}\n', 'run/dashboard.png': b'\x89PNG',
              'run/best/model.safetensors': b'w' * 4096, 'run/best/config.json': b'{}',
@@ -95,7 +95,7 @@ def test_output_fetches_newest_checkpoint_and_small_files_streamed_keeping_local
 
 
 def test_output_of_a_running_version_says_so(tmp_path, capsys):
-    from smollm2_nb.kaggle import cli_kaggle
+    from smollm2_nb.ship.kaggle_client import cli_kaggle
     with offline_kaggle(GetKernelSessionStatus={'status': 'RUNNING'}):
         assert cli_kaggle(['output', '--out', str(tmp_path / 'o')]) == 1
     err = capsys.readouterr().err
@@ -103,7 +103,7 @@ def test_output_of_a_running_version_says_so(tmp_path, capsys):
 
 
 def test_logs_follow_prints_the_kernels_progress_lines(capsys):
-    from smollm2_nb.kaggle import cli_kaggle
+    from smollm2_nb.ship.kaggle_client import cli_kaggle
     events = [{'stream_name': 'stdout', 'time': 1.0, 'data': 'step 50/5000 | loss 6.1234 | 61,000 tok/s | MFU 31.0% | ETA 2 h\n'},
               {'stream_name': 'stdout', 'time': 2.0, 'data': "sample @ 500: 'ROMEO: hark'\n"}]
     with offline_kaggle(**{'https://api.kaggle.com/v1/kernels/logs/stream/ada/smollm2-train': json.dumps(events).encode()}) as rec:

@@ -10,7 +10,7 @@ import pytest
 
 
 def test_hung_first_step_retries_without_p2p_then_falls_back_to_one_process(tmp_path, monkeypatch):
-    from smollm2_nb.kaggle import HANG_ENV, kaggle_paths, kernel_config, run_training
+    from smollm2_nb.train.launch import HANG_ENV, run_training; from smollm2_nb.ship.kaggle_kernel import kaggle_paths, kernel_config
     monkeypatch.setenv(HANG_ENV, 'always')
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     paths = kaggle_paths(tmp_path)

@@ -6,12 +6,12 @@ import smollm2_nb
 ROOT = Path(__file__).resolve().parents[1]
 
 # modules whose optional extras (gradio, kaggle) may be absent in a minimal install
-OPTIONAL = {'smollm2_nb.app', 'smollm2_nb.kaggle'}
+OPTIONAL = {'smollm2_nb.serve.app', 'smollm2_nb.ship.kaggle_client'}
 
 def test_library_imports_without_nbdev_or_fastcore():
     "Every module imports with nbdev, fastcore and execnb made unimportable."
-    mods = [m.name for m in pkgutil.iter_modules(smollm2_nb.__path__, 'smollm2_nb.') if m.name not in OPTIONAL]
-    assert 'smollm2_nb.model' in mods and 'smollm2_nb.hf' in mods
+    mods = [m.name for m in pkgutil.walk_packages(smollm2_nb.__path__, 'smollm2_nb.') if m.name not in OPTIONAL]
+    assert 'smollm2_nb.model.arch' in mods and 'smollm2_nb.model.hf' in mods
     code = ("import sys\nfor m in ('nbdev', 'fastcore', 'execnb'): sys.modules[m] = None\n"
             f"import importlib\nfor m in {mods!r}: importlib.import_module(m)\nprint('ok')")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)

@@ -4,7 +4,7 @@ import json, os, resource, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
-from smollm2_nb.checkpoint import list_checkpoints, read_checkpoint, nonfinite_tensors
+from smollm2_nb.run.checkpoint import list_checkpoints, read_checkpoint, nonfinite_tensors
 
 TINY = ['--preset', 'tiny', '--batch-size', '2', '--seq-len', '32', '--lr', '3e-3', '--warmup-steps', '2',
         '--eval-every', '0', '--sample-every', '0', '--no-progress']

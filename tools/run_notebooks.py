@@ -1,7 +1,7 @@
 """Execute the notebooks the way Jupyter's Run All does: a fresh kernel each, top to bottom, blind to nbdev's `#|` flags.
 
     python tools/run_notebooks.py                 # execute every notebook and store its outputs (then nbdev_clean)
-    python tools/run_notebooks.py nbs/08_train.ipynb
+    python tools/run_notebooks.py nbs/train/08_train.ipynb
     python tools/run_notebooks.py --check         # CI: execute into memory; fail on an error, or on a cell that
                                                   # displays something but has no stored output in the repository
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_NB = ROOT / 'kaggle' / 'smollm2-train.ipynb'
 
 def notebooks() -> list[Path]:
-    return sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')) + ([KAGGLE_NB] if KAGGLE_NB.exists() else [])
+    return sorted(p for p in (ROOT / 'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts) + ([KAGGLE_NB] if KAGGLE_NB.exists() else [])
 
 def execute(path: Path, timeout: int) -> tuple[nbformat.NotebookNode, float]:
     "The notebook at `path` executed in a fresh kernel, in its own folder (raises CellExecutionError on an error)."

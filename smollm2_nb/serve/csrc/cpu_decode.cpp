@@ -1,0 +1,172 @@
+// The batch-1 decoding step of SmolLM2 on a CPU: every layer of one token, from its embedding to the logits.
+// Built by smollm2_nb.serve.decoders (torch.utils.cpp_extension.load) on first use; see nbs/serve/11_inference.ipynb.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+#if !defined(__AVX512F__) || !defined(__AVX512BF16__) || !defined(__AVX512VNNI__)
+#error "the CPU decoding step needs AVX-512 with BF16 and VNNI"
+#endif
+
+// The packed weight matrices, in this order for each layer, then the LM head last. The Python side packs them by
+// asking `layout()` for these names, so the order is written here once.
+enum Mat : int64_t { QKV = 0, O = 1, GATE_UP = 2, DOWN = 3, PER_LAYER = 4 };
+std::vector<std::string> layout() { return {"qkv", "o", "gate_up", "down"}; }
+
+// Weights W (out, in) row-major, out % 4 == 0, in % 64 == 0; x and y fp32. Four rows share each load of x.
+static float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const float* w = W + r * in;
+    for (int64_t i = 0; i < in; i += 16) {
+      __m512 xv = _mm512_loadu_ps(x + i);
+      for (int k = 0; k < 4; k++) a[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * in + i), xv, a[k]);
+    }
+    for (int k = 0; k < 4; k++) y[r + k] = hsum(a[k]);
+  }
+}
+
+// bf16 weights: x rounded to bf16 once, then 32 products per dpbf16ps; two chains per row hide its latency
+static void rows_bf16(const uint16_t* W, const __m512bh* xb, float* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[8]; for (int k = 0; k < 8; k++) a[k] = _mm512_setzero_ps();
+    const uint16_t* w = W + r * in;
+    for (int64_t i = 0; i < in; i += 64) {
+      __m512bh x0 = xb[i / 32], x1 = xb[i / 32 + 1];
+      for (int k = 0; k < 4; k++) {
+        a[2 * k] = _mm512_dpbf16_ps(a[2 * k], (__m512bh)_mm512_loadu_si512(w + k * in + i), x0);
+        a[2 * k + 1] = _mm512_dpbf16_ps(a[2 * k + 1], (__m512bh)_mm512_loadu_si512(w + k * in + i + 32), x1);
+      }
+    }
+    for (int k = 0; k < 4; k++) y[r + k] = hsum(_mm512_add_ps(a[2 * k], a[2 * k + 1]));
+  }
+}
+
+// int8 weights: x rounded to int8 per block of 64 (one scale each), stored as |x| (u8) and a sign mask;
+// vpdpbusd multiplies |x| by the weights with x's sign moved onto them: 64 products per instruction
+struct QuantX { std::vector<__m512i> ax; std::vector<__mmask64> neg; std::vector<__m512> sx; };
+
+static QuantX quantize_x(const float* x, int64_t in) {
+  QuantX q; int64_t nb = in / 64; q.ax.resize(nb); q.neg.resize(nb); q.sx.resize(nb);
+  for (int64_t b = 0; b < nb; b++) {
+    const float* xb = x + 64 * b; float amax = 0;
+    for (int64_t i = 0; i < 64; i++) amax = std::max(amax, std::fabs(xb[i]));
+    float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    alignas(64) uint8_t a[64]; uint64_t neg = 0;
+    for (int64_t i = 0; i < 64; i++) {
+      int v = (int)std::nearbyint(xb[i] * inv);
+      a[i] = (uint8_t)std::abs(v); if (v < 0) neg |= (1ull << i);
+    }
+    q.ax[b] = _mm512_load_si512(a); q.neg[b] = neg; q.sx[b] = _mm512_set1_ps(amax / 127.0f);
+  }
+  return q;
+}
+
+static void rows_int8(const int8_t* W, const float* scale, const QuantX& q, float* y, int64_t r0, int64_t r1, int64_t in) {
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int8_t* w = W + r * in;
+    for (int64_t b = 0; b < in / 64; b++) {
+      for (int k = 0; k < 4; k++) {
+        __m512i wv = _mm512_loadu_si512(w + k * in + 64 * b);
+        __m512i dot = _mm512_dpbusd_epi32(zero, q.ax[b], _mm512_mask_sub_epi8(wv, q.neg[b], zero, wv));  // (16,) int32
+        a[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), q.sx[b], a[k]);
+      }
+    }
+    for (int k = 0; k < 4; k++) y[r + k] = hsum(a[k]) * scale[r + k];
+  }
+}
+
+// y = W x, rows split among torch's threads (one parallel region per product)
+static void matvec(const at::Tensor& W, const at::Tensor& scale, const float* x, float* y) {
+  int64_t out = W.size(0), in = W.size(1);
+  auto split = [&](auto rows) { at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) { rows(4 * b0, 4 * b1); }); };
+  if (W.scalar_type() == at::kBFloat16) {
+    std::vector<__m512bh> xb(in / 32);
+    for (int64_t i = 0; i < in; i += 32) xb[i / 32] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
+    const uint16_t* w = (const uint16_t*)W.data_ptr();
+    split([&](int64_t r0, int64_t r1) { rows_bf16(w, xb.data(), y, r0, r1, in); });
+  } else if (W.scalar_type() == at::kChar) {
+    QuantX q = quantize_x(x, in);
+    const int8_t* w = W.data_ptr<int8_t>(); const float* s = scale.data_ptr<float>();
+    split([&](int64_t r0, int64_t r1) { rows_int8(w, s, q, y, r0, r1, in); });
+  } else {
+    const float* w = W.data_ptr<float>();
+    split([&](int64_t r0, int64_t r1) { rows_f32(w, x, y, r0, r1, in); });
+  }
+}
+
+static void rmsnorm(const float* x, const float* w, float* out, int64_t d, float eps) {
+  float ss = 0; for (int64_t i = 0; i < d; i++) ss += x[i] * x[i];
+  float r = 1.0f / std::sqrt(ss / d + eps);
+  for (int64_t i = 0; i < d; i++) out[i] = w[i] * (x[i] * r);
+}
+
+static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  // rotate_half: pairs (i, i + hd/2)
+  for (int64_t i = 0; i < hd / 2; i++) {
+    float a = v[i], b = v[i + hd / 2];
+    v[i] = a * cos[i] - b * sin[i]; v[i + hd / 2] = b * cos[i] + a * sin[i];
+  }
+}
+
+// One new token through every layer: the same steps as SmolLM2.forward, for batch 1, with fp32 activations.
+// mats per layer: [q;k;v], o, [gate;up], down, then the LM head; scales (fp32, per row) for int8 matrices.
+at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
+                       std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
+                       int64_t nh, int64_t inter, double eps) {
+  int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = embed.size(1);
+  TORCH_CHECK(pos < S, "position ", pos, " is past the KV cache of ", S, " positions");
+  std::vector<float> x(d), h(mats[QKV].size(1)), qkv(mats[QKV].size(0)), att(mats[O].size(1)), tmp(mats[O].size(0)),
+                     gu(mats[GATE_UP].size(0)), act(mats[DOWN].size(1)), sc(pos + 1);        // padding columns stay 0
+  if (embed.scalar_type() == at::kBFloat16) {
+    const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
+    for (int64_t i = 0; i < d; i++) { uint32_t u = uint32_t(e[i]) << 16; std::memcpy(&x[i], &u, 4); }
+  } else std::memcpy(x.data(), embed.data_ptr<float>() + token * d, d * 4);
+  const float *nw = norms.data_ptr<float>(), *c = cos.data_ptr<float>() + pos * (hd / 2), *s = sin.data_ptr<float>() + pos * (hd / 2);
+  float *K = kc.data_ptr<float>(), *V = vc.data_ptr<float>();
+  float inv_sqrt = 1.0f / std::sqrt((float)hd);
+  for (int64_t l = 0; l < L; l++) {
+    rmsnorm(x.data(), nw + 2 * l * d, h.data(), d, eps);
+    matvec(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data());
+    float *q = qkv.data(), *k = q + nh * hd, *v = k + nkv * hd;
+    for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
+    for (int64_t j = 0; j < nkv; j++) {                       // this position's keys/values into the cache
+      rope(k + j * hd, c, s, hd);
+      std::memcpy(K + ((l * nkv + j) * S + pos) * hd, k + j * hd, hd * 4);
+      std::memcpy(V + ((l * nkv + j) * S + pos) * hd, v + j * hd, hd * 4);
+    }
+    for (int64_t j = 0; j < nh; j++) {                        // query head j attends to positions 0..pos of its KV head
+      const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
+      const float* qj = q + j * hd; float m = -INFINITY, z = 0;
+      for (int64_t t = 0; t <= pos; t++) {
+        float a = 0; for (int64_t i = 0; i < hd; i++) a += qj[i] * Kj[t * hd + i];
+        sc[t] = a * inv_sqrt; m = std::max(m, sc[t]);
+      }
+      for (int64_t t = 0; t <= pos; t++) { sc[t] = std::exp(sc[t] - m); z += sc[t]; }
+      float* o = att.data() + j * hd; std::fill(o, o + hd, 0.0f);
+      for (int64_t t = 0; t <= pos; t++) { float p = sc[t] / z; for (int64_t i = 0; i < hd; i++) o[i] += p * Vj[t * hd + i]; }
+    }
+    matvec(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data());
+    for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    rmsnorm(x.data(), nw + (2 * l + 1) * d, h.data(), d, eps);
+    matvec(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data());
+    for (int64_t i = 0; i < inter; i++) act[i] = gu[i] / (1.0f + std::exp(-gu[i])) * gu[inter + i];   // silu(gate) * up
+    matvec(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data());
+    for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+  }
+  rmsnorm(x.data(), nw + 2 * L * d, h.data(), d, eps);
+  at::Tensor logits = at::empty({mats.back().size(0)}, at::kFloat);
+  matvec(mats.back(), scales.back(), h.data(), logits.data_ptr<float>());
+  return logits;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("decode_step", &decode_step, "one token through every layer: the logits (vocab,)");
+  m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
+}
