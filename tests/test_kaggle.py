@@ -1,20 +1,22 @@
-"""The Kaggle kernel as pushed, executed headless (papermill, as Kaggle does) on CPU in smoke mode.
+"""A chain of Kaggle versions, each pushed and then executed headless (papermill, as Kaggle does) on CPU in smoke mode.
 
-Each run starts from what `smollm2 kaggle push` really sends: the push goes through the kaggle package's own client
-with only the HTTP transport recorded (tests/kaggle_fake.py), and the notebook is taken from the recorded request.
-It runs in a fresh virtual environment that has the test environment's packages (as Kaggle's image has torch) but
-not smollm2_nb: the kernel must install the wheel embedded in the push. /kaggle is redirected to a temp folder.
+Each push goes through the kaggle package's own client to the Kaggle of tests/kaggle_fake.py, which keeps what was
+pushed; the test then plays Kaggle's runner: it mounts what the version attached under /kaggle/input (redirected to a
+temp folder), runs the notebook taken from the push, and stores /kaggle/working as the version's output. The notebook
+runs in a fresh virtual environment that has the test environment's packages (as Kaggle's image has torch) but not
+smollm2_nb, no tokenizer or corpus of its own and no package index: the kernel must install the embedded wheel and
+read the data from the attached dataset.
 """
-import json, os, shutil, subprocess, sysconfig, venv
+import io, json, os, subprocess, sysconfig, venv
 from pathlib import Path
 
 import pytest
 
-from kaggle_fake import offline_kaggle
+from kaggle_fake import FakeKaggle
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip('papermill'); pytest.importorskip('kaggle')
-SAVED = {'ref': '/code/ada/smollm2-train', 'url': 'https://www.kaggle.com/code/ada/smollm2-train', 'versionNumber': 1}
+KID = 'ada/smollm2-train'
 
 
 @pytest.fixture(scope='module')
@@ -34,24 +36,14 @@ def kernel_env(tmp_path_factory) -> Path:
     return py
 
 
-def pushed_notebook(tmp_path: Path, name: str, **replies) -> tuple[Path, dict]:
-    "Push the working tree through the recorded client; returns the notebook as sent and what push_kernel reported."
-    from smollm2_nb.ship.kaggle_client import kaggle_api, push_kernel
-    with offline_kaggle(SaveKernel=SAVED, **replies) as rec:
-        meta, resp, pushed = push_kernel(kaggle_api(), src=ROOT)
-    body = rec.json('SaveKernel')
-    path = tmp_path / f'{name}.ipynb'
-    path.write_text(body['text'])
-    return path, {**pushed, 'meta': meta, 'body': body}
-
-
-def run_kernel(py: Path, nb: Path, root: Path, steps: int, tmp_path: Path, nproc: int = 1, launcher: str = 'auto'):
+def run_kernel(py: Path, nb: Path, root: Path, steps: int, tmp_path: Path, nproc: int = 1, launcher: str = 'auto',
+               interactive: bool = False):
     "Execute `nb` with the kernel venv's python and /kaggle at `root`; returns (returncode, executed notebook, stderr)."
-    (root / 'working').mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV', 'SMOLLM2_TOKENIZER', 'SMOLLM2_SHAKESPEARE')}
     env.update(SMOLLM2_KAGGLE_SMOKE='1', SMOLLM2_KAGGLE_ROOT=str(root), SMOLLM2_KAGGLE_STEPS=str(steps),
                SMOLLM2_KAGGLE_NPROC=str(nproc), SMOLLM2_KAGGLE_LAUNCHER=launcher, MPLBACKEND='Agg', OMP_NUM_THREADS='1',
-               PATH=f"{py.parent}{os.pathsep}{os.environ['PATH']}", PIP_NO_INDEX='1')
+               PATH=f"{py.parent}{os.pathsep}{os.environ['PATH']}", PIP_NO_INDEX='1',
+               KAGGLE_KERNEL_RUN_TYPE='Interactive' if interactive else 'Batch')
     out = tmp_path / f'executed-{root.name}.ipynb'
     r = subprocess.run([py, '-m', 'papermill', str(nb), str(out), '-k', 'python3', '--cwd', str(root / 'working'),
                         '--no-progress-bar', '--execution-timeout', '600'], env=env, capture_output=True, text=True)
@@ -67,59 +59,79 @@ def metrics(run_dir: Path) -> list:
     return [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines() if l.strip()]
 
 
-def output_listing(working: Path) -> dict:
-    "The kernel output as Kaggle lists it (file name relative to /kaggle/working -> URL)."
-    return {'files': [{'fileName': p.relative_to(working).as_posix(), 'url': f'https://fake/{p.name}'}
-                      for p in sorted(working.rglob('*')) if p.is_file()]}
+def outputs_with(nb: dict, mime: str) -> list:
+    return [o for c in nb['cells'] for o in c.get('outputs', []) if mime in o.get('data', {})]
 
 
-def test_pushed_kernel_trains_resumes_and_refuses_to_restart(kernel_env, tmp_path):
-    from smollm2_nb.run.checkpoint import list_checkpoints, load_checkpoint; from smollm2_nb.serve.load import load_model
+def push_and_run(fake, kernel_env, wheel, tmp_path, steps, **run):
+    "`smollm2 kaggle push --bundle-data` (through the client), then run that version as Kaggle would; returns what happened."
+    from smollm2_nb.ship.kaggle_client import kaggle_api, push_kernel
+    with fake.installed():
+        meta, resp, pushed = push_kernel(kaggle_api(), src=ROOT, wheel=wheel, bundle_data=True, poll_s=0, out=io.StringIO())
+    v = fake.version(f'{KID}/{resp.version_number}')
+    root = tmp_path / f'kaggle-v{v.number}'
+    fake.start_version(KID, root, v.number)  # /kaggle/input holds what this version attached (and Kaggle mounted)
+    nb = tmp_path / f'pushed-v{v.number}.ipynb'
+    nb.write_text(v.request['text'])
+    code, executed, err = run_kernel(kernel_env, nb, root, steps, tmp_path, **run)
+    fake.finish_version(v, root / 'working', code == 0, text(executed) if executed else err)
+    return dict(pushed=pushed, version=v, code=code, nb=executed, err=err, out=text(executed) if executed else '', run=root / 'working' / 'run')
 
-    # version 1: a kernel that never ran, so nothing to resume
-    nb1, pushed1 = pushed_notebook(tmp_path, 'v1', GetKernelSessionStatus={'code': 404, 'message': 'Notebook not found'})
-    assert 'git+' not in nb1.read_text() and pushed1['resume_from'] is None
-    first = tmp_path / 'kaggle1'
-    code, ex1, err = run_kernel(kernel_env, nb1, first, 8, tmp_path)
-    assert code == 0, err[-3000:]
-    out1 = text(ex1)
-    assert 'as pushed' in out1 and str(kernel_env.parent.parent) in out1, 'the kernel runs the installed wheel, in its own venv'
-    assert 'starting from step 0' in out1
-    run1 = first / 'working' / 'run'
-    assert [c.name for c in list_checkpoints(run1)] == ['step_0000008.pt'], 'only the newest checkpoint is kept'
-    assert {'run.json', 'metrics.jsonl', 'samples.jsonl', 'dashboard.png'} <= {p.name for p in run1.iterdir()}
-    weights = run1 / ('best' if (run1 / 'best').exists() else 'model')
+
+def test_chain_trains_resumes_survives_a_failed_resume_and_resumes_from_the_last_checkpoint(kernel_env, tmp_path):
+    from smollm2_nb.run.checkpoint import list_checkpoints, load_checkpoint
+    from smollm2_nb.serve.load import load_model
+    from smollm2_nb.ship.kaggle_client import build_wheel
+    wheel = build_wheel(ROOT, tmp_path / 'dist')
+    fake = FakeKaggle()
+
+    # v1: the first push (Kaggle answers 403 for the unknown kernel and the unknown data dataset); trains from step 0,
+    # reading the tokenizer and corpus from the attached dataset, installing nothing else
+    v1 = push_and_run(fake, kernel_env, wheel, tmp_path, 8)
+    assert v1['code'] == 0, v1['err'][-3000:]
+    assert v1['pushed']['resume_from'] is None and 'starting from step 0' in v1['out']
+    assert 'as pushed' in v1['out'] and str(kernel_env.parent.parent) in v1['out'], 'the kernel runs the installed wheel, in its own venv'
+    assert 'all requirements present: nothing else installed' in v1['out']
+    assert f'data from the dataset {KID}-data' in v1['out']
+    assert '/datasets/ada/smollm2-train-data' in json.loads((v1['run'] / 'run.json').read_text())['tokenizer']
+    assert [c.name for c in list_checkpoints(v1['run'])] == ['step_0000008.pt'], 'only the newest checkpoint is kept'
+    assert {'run.json', 'metrics.jsonl', 'samples.jsonl', 'dashboard.png'} <= {p.name for p in v1['run'].iterdir()}
+    weights = v1['run'] / ('best' if (v1['run'] / 'best').exists() else 'model')
     assert (weights / 'model.safetensors').exists() and load_model(weights)[0] is not None
-    assert json.loads((run1 / 'run.json').read_text())['status'] == 'finished'
-    assert 'step 8/8 | loss' in out1 and 'sample @ 8' in out1, 'progress lines and samples reach stdout'
-    images = [o for c in ex1['cells'] for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
-    assert images, 'the saved notebook keeps the final loss plot'
-    assert not any('application/vnd.jupyter.widget-view+json' in o.get('data', {}) for c in ex1['cells'] for o in c.get('outputs', []))
+    assert 'step 8/8 | loss' in v1['out'] and 'sample @ 8' in v1['out'], 'progress lines and samples reach stdout'
+    assert outputs_with(v1['nb'], 'image/png'), 'the saved notebook keeps the final loss plot'
+    assert not outputs_with(v1['nb'], 'application/vnd.jupyter.widget-view+json'), 'a batch run leaves no widget stubs'
 
-    # version 2: the push asks Kaggle about version 1 and names it, at step 8; its output is mounted in the new layout;
-    # this time the trainer runs as on two GPUs: 2 torchrun processes (gloo on CPU)
-    nb2, pushed2 = pushed_notebook(tmp_path, 'v2', GetKernelSessionStatus={'status': 'COMPLETE'},
-                                   ListKernelSessionOutput=output_listing(first / 'working'))
-    assert (pushed2['resume_from'], pushed2['resume_step']) == ('ada/smollm2-train', 8)
-    assert pushed2['body']['kernelDataSources'] == ['ada/smollm2-train']
-    second = tmp_path / 'kaggle2'
-    shutil.copytree(first / 'working', second / 'input' / 'notebooks' / 'ada' / 'smollm2-train')
-    code, ex2, err = run_kernel(kernel_env, nb2, second, 12, tmp_path, nproc=2, launcher='torchrun')
-    assert code == 0, err[-3000:]
-    assert 'resuming from' in text(ex2) and 'step_0000008' in text(ex2)
-    run2 = second / 'working' / 'run'
-    assert [c.name for c in list_checkpoints(run2)] == ['step_0000012.pt']
-    assert load_checkpoint(run2)['step'] == 12
-    steps = [m['step'] for m in metrics(run2)]
+    # v2: pinned to version 1 at step 8, mounted; trains as on two GPUs (2 torchrun processes, gloo on CPU)
+    v2 = push_and_run(fake, kernel_env, wheel, tmp_path, 12, nproc=2, launcher='torchrun')
+    assert (v2['pushed']['resume_from'], v2['pushed']['resume_step']) == (f'{KID}/1', 8)
+    assert v2['version'].request['kernelDataSources'] == [f'{KID}/1']
+    assert v2['code'] == 0, v2['err'][-3000:]
+    assert 'resuming from' in v2['out'] and 'step_0000008' in v2['out']
+    assert load_checkpoint(v2['run'])['step'] == 12 and json.loads((v2['run'] / 'run.json').read_text())['world_size'] == 2
+    steps = [m['step'] for m in metrics(v2['run'])]
     assert min(steps) <= 8 < max(steps) == 12, "the resumed run continues the first run's curve"
-    assert json.loads((run2 / 'run.json').read_text())['world_size'] == 2
 
-    # version 3 told to resume, with nothing mounted: it stops with the reason instead of starting at step 0
-    third = tmp_path / 'kaggle3'
-    code, ex3, err = run_kernel(kernel_env, nb2, third, 12, tmp_path)
-    assert code != 0
-    assert 'STOP: told to resume from ada/smollm2-train (step 8)' in text(ex3), text(ex3)[-2000:]
-    assert not (third / 'working' / 'run' / 'checkpoints').exists(), 'nothing was trained'
+    # v3: pinned to version 2 at step 12, but Kaggle mounts nothing: it stops at its resume check, leaving the record
+    fake.mount_kernel_sources = False
+    v3 = push_and_run(fake, kernel_env, wheel, tmp_path, 16)
+    assert (v3['pushed']['resume_from'], v3['pushed']['resume_step']) == (f'{KID}/2', 12)
+    assert v3['code'] != 0 and v3['version'].status == 'ERROR'
+    assert f'STOP: told to resume from {KID}/2 (step 12)' in v3['out'], v3['out'][-2000:]
+    assert 'resume_failed.json' in v3['version'].output and not any('checkpoints/' in n for n in v3['version'].output)
+
+    # v4: the failed v3 does not block it; the push finds v2's checkpoint and, since v3 found the kernel output
+    # unmounted, carries it as a dataset; run interactively, the live dashboard follows the training
+    v4 = push_and_run(fake, kernel_env, wheel, tmp_path, 16, interactive=True)
+    assert (v4['pushed']['resume_from'], v4['pushed']['resume_step']) == (f'dataset:{KID}-resume', 12)
+    assert v4['version'].request['datasetDataSources'] == [f'{KID}-resume', f'{KID}-data']
+    assert v4['code'] == 0, v4['err'][-3000:]
+    assert load_checkpoint(v4['run'])['step'] == 16
+    steps = [m['step'] for m in metrics(v4['run'])]
+    assert min(steps) <= 8 and 12 in steps and max(steps) == 16, "v4 continues v2's curve (v1's steps included), not v3's"
+    assert outputs_with(v4['nb'], 'application/vnd.jupyter.widget-view+json'), 'the interactive run shows the live dashboard'
+    assert outputs_with(v4['nb'], 'image/png'), 'and ends with the static figure'
+    assert fake.calls().count('SaveKernel') == 4
 
 
 def kernel_parameters() -> dict:
@@ -141,4 +153,4 @@ def test_kernel_defaults_fit_a_t4_and_install_nothing_from_git():
     mem = training_memory(get_config(p['PRESET']), p['BATCH_SIZE'], p['SEQ_LEN'], precision)['total']
     assert mem < 14 * 2**30, f"{p['BATCH_SIZE']}x{p['SEQ_LEN']} needs ~{mem / 2**30:.1f} GiB; a T4 has 15 GiB"
     assert p['TIME_BUDGET_H'] <= 11.5, 'Kaggle stops GPU sessions at 12 h and then saves nothing'
-    assert (p['SMOLLM2_NB_SPEC'], p['CODE_PAYLOAD'], p['RESUME_FROM']) == ('', '', ''), 'push fills these in'
+    assert (p['SMOLLM2_NB_SPEC'], p['CODE_PAYLOAD'], p['RESUME_FROM'], p['DATA_SOURCE']) == ('', '', '', ''), 'push fills these in'

@@ -7,54 +7,39 @@ from __future__ import annotations
 import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, zipfile
 from pathlib import Path
 from ..run.layout import RunDir
-from .kaggle_kernel import MARGIN_S
+from .kaggle_kernel import DATA_CORPUS, MARGIN_S, RESUME_FAILED
 
 # %% auto #0
-__all__ = ['CREDENTIALS_HELP', 'GIT_URL', 'PUSH_VARS', 'MIN_TIMEOUT_S', 'RUNNING', 'FAILED', 'KAGGLE_RANGE', 'KaggleSetupError',
-           'kaggle_credentials', 'kaggle_api', 'code_stamp', 'working_tree_files', 'build_wheel', 'code_hash',
-           'wheel_code_hash', 'package_dir', 'installed_code_hash', 'CodeMismatch', 'check_code_stamp', 'make_payload',
-           'bundle_data_files', 'PushRefused', 'kaggle_folder', 'set_notebook_vars', 'kernel_status', 'output_files',
-           'newest_checkpoints', 'plan_resume', 'prepare_push', 'push_kernel', 'upload_resume_dataset', 'wanted_files',
-           'stream_to', 'download_output', 'check_kaggle_client', 'log_lines', 'cli_kaggle']
+__all__ = ['CREDENTIALS_HELP', 'GIT_URL', 'PUSH_VARS', 'MIN_TIMEOUT_S', 'SOURCE_LIMIT', 'SEARCH_VERSIONS', 'RUNNING', 'FAILED',
+           'RUN_LOGS', 'STAGING', 'KAGGLE_RANGE', 'KaggleSetupError', 'kaggle_api', 'code_stamp', 'working_tree_files',
+           'build_wheel', 'code_hash', 'wheel_code_hash', 'package_dir', 'installed_code_hash', 'CodeMismatch',
+           'check_code_stamp', 'make_payload', 'PushRefused', 'kaggle_folder', 'set_notebook_vars', 'kernel_ref',
+           'kernel_status', 'latest_version', 'output_names', 'newest_checkpoints', 'ResumePlan',
+           'find_checkpoint_version', 'plan_resume', 'prepare_push', 'check_source_size', 'push_kernel',
+           'wait_dataset_ready', 'upload_dataset', 'data_files', 'data_manifest_name', 'upload_data_dataset',
+           'upload_resume_dataset', 'carry_version', 'wanted_files', 'download_output', 'check_kaggle_client',
+           'log_lines', 'cli_kaggle']
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k033
-CREDENTIALS_HELP = """No Kaggle credentials found. Set up one of:
-  - an API token: create one at https://www.kaggle.com/settings/api ("Generate New Token"), then
-      export KAGGLE_API_TOKEN=<token>        (or save it to ~/.kaggle/access_token)
-  - a legacy API key: download kaggle.json from the same page to ~/.kaggle/kaggle.json (chmod 600), or
-      export KAGGLE_USERNAME=<user> KAGGLE_KEY=<key>
-  - an OAuth login: run `kaggle auth login`
-then run the command again."""
+CREDENTIALS_HELP = ("no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api (\"Generate New Token\"), "
+                    "then `export KAGGLE_API_TOKEN=<token>` (or save it to ~/.kaggle/access_token, or run `kaggle auth login`) "
+                    "and run the command again")
 
 class KaggleSetupError(RuntimeError): "Kaggle credentials or package missing; the message says what to do."
 
-def kaggle_credentials(env=None, home: str | os.PathLike | None = None) -> str | None:
-    "Where the kaggle package will find credentials (checked offline), or None."
-    env = os.environ if env is None else env
-    home = Path(home or Path('~').expanduser())
-    if env.get('KAGGLE_API_TOKEN'): return '$KAGGLE_API_TOKEN'
-    for f in (home/'.kaggle'/'access_token', home/'.kaggle'/'access_token.txt'):
-        if f.is_file() and f.read_text().strip(): return str(f)
-    if env.get('KAGGLE_USERNAME') and env.get('KAGGLE_KEY'): return '$KAGGLE_USERNAME/$KAGGLE_KEY'
-    xdg = Path(env.get('XDG_CONFIG_HOME') or home/'.config')
-    for d in (env.get('KAGGLE_CONFIG_DIR'), home/'.kaggle', xdg/'kaggle'):
-        if d and (Path(d)/'kaggle.json').is_file(): return str(Path(d)/'kaggle.json')
-    if (home/'.kaggle'/'credentials.json').is_file(): return 'OAuth (~/.kaggle/credentials.json)'
-    return None
-
 def kaggle_api():
-    "An authenticated `KaggleApi`, or `KaggleSetupError` saying how to install / log in."
-    if kaggle_credentials() is None: raise KaggleSetupError(CREDENTIALS_HELP)
+    "An authenticated `KaggleApi` (the kaggle package finds the credentials), or `KaggleSetupError` saying how to log in."
     quiet = io.StringIO()
     try:
-        with contextlib.redirect_stdout(quiet):  # `import kaggle` authenticates and may print its help
+        with contextlib.redirect_stdout(quiet):  # `import kaggle` authenticates at import and prints its help if it cannot
             from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError as e:
-        raise KaggleSetupError(f"the kaggle package is missing ({e}); pip install 'smollm2_nb[kaggle]' or pip install kaggle") from e
+        raise KaggleSetupError(f"the kaggle package is missing ({e}); pip install 'smollm2_nb[kaggle]'") from e
     api = KaggleApi()
-    try:
+    try:  # the client's own search: $KAGGLE_API_TOKEN, ~/.kaggle/access_token, kaggle.json, $KAGGLE_USERNAME/KEY, OAuth
         with contextlib.redirect_stdout(quiet): api.authenticate()
-    except SystemExit: raise KaggleSetupError(CREDENTIALS_HELP) from None
+    except (SystemExit, NameError):  # it prints its help and calls the `exit` builtin (undefined where `site` did not add it)
+        raise KaggleSetupError(CREDENTIALS_HELP) from None
     return api
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k036
@@ -122,28 +107,20 @@ def check_code_stamp(pushed: dict, pkg_dir=None) -> str: # pushed: the notebook'
                            f"installed wheel. Restart the session (Run -> Restart) and run all, or push again")
     return f"smollm2_nb from {pkg}: {what}, code {here[:12]}, as pushed"
 
-def make_payload(wheel: str | os.PathLike, stamp: dict,
-                 data: dict | None = None) -> str: # {name in the bundle: local file} (tokenizer files, the corpus)
-    "The wheel, its stamp and optional data files as one zip, base64 text for the notebook's `CODE_PAYLOAD` cell."
+def make_payload(wheel: str | os.PathLike, stamp: dict) -> str:
+    "The wheel and its stamp as one zip, base64 text for the notebook's `CODE_PAYLOAD` cell (data travels as a dataset)."
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         z.write(wheel, Path(wheel).name)
         z.writestr('stamp.json', json.dumps(stamp))
-        for name, path in (data or {}).items(): z.write(path, name)
     return base64.b64encode(buf.getvalue()).decode()
-
-def bundle_data_files() -> dict:
-    "The local tokenizer files and Tiny Shakespeare, by bundle name; `ValueError` if the tokenizer is not a local folder."
-    from smollm2_nb.run.tokenizer import resolve_tokenizer
-    from smollm2_nb.run.data import shakespeare_path
-    tok = Path(resolve_tokenizer())
-    if not tok.is_dir(): raise ValueError(f"--bundle-data needs a local tokenizer folder; {tok} is not one. Set $SMOLLM2_TOKENIZER")
-    return {**{f'tokenizer/{p.name}': p for p in sorted(tok.iterdir()) if p.is_file()}, 'tinyshakespeare.txt': shakespeare_path()}
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k040
 GIT_URL = 'https://github.com/smollm2-nb/smollm2_nb'
-PUSH_VARS = ('CODE_PAYLOAD', 'PUSHED_STAMP', 'SMOLLM2_NB_SPEC', 'RESUME_FROM', 'RESUME_STEP', 'SESSION_TIMEOUT_S')
+PUSH_VARS = ('CODE_PAYLOAD', 'PUSHED_STAMP', 'SMOLLM2_NB_SPEC', 'RESUME_FROM', 'RESUME_STEP', 'SESSION_TIMEOUT_S', 'DATA_SOURCE')
 MIN_TIMEOUT_S = MARGIN_S + 15 * 60  # the margin plus install and a few steps
+SOURCE_LIMIT = 1_000_000  # Kaggle answers 400 "The kernel source must be less than 1 megabytes in size" at or above this
+SEARCH_VERSIONS = 30      # how many versions back a push looks for one whose output holds a checkpoint
 
 class PushRefused(RuntimeError): "The push would start a version that cannot do what was asked; the message says why."
 
@@ -165,30 +142,56 @@ def set_notebook_vars(nb: dict, **values) -> dict:
         if not hits: raise ValueError(f"the kernel notebook has no `{name} = ...` line to fill in")
     return nb
 
+def kernel_ref(api, kernel: str | None = None, folder=None) -> str:
+    "`owner/slug` or `owner/slug/N` for `kernel` (`slug`, `owner/slug`, `owner/slug/N`; default: yours), as the client parses it."
+    kernel = kernel or json.loads((Path(folder or kaggle_folder())/'kernel-metadata.json').read_text())['id'].split('/')[-1]
+    return '/'.join(x for x in api.parse_kernel_string(kernel) if x)  # ValueError saying what is wrong with it
+
 def _status_name(r) -> str: return str(getattr(r.status, 'name', r.status)).upper()
 
-def kernel_status(api, kid: str) -> tuple[str | None, str | None]:
-    "(status name, failure message) of a kernel's latest version; (None, None) if it does not exist yet."
+def kernel_status(api, ref: str) -> tuple[str | None, str | None]:
+    "(status name, failure message) of a version (`owner/slug`: the latest); (None, None) if Kaggle does not know it."
     import requests
-    try: r = api.kernels_status(kid)
+    try: r = api.kernels_status(ref)
+    except ValueError: return None, None  # the client's answer to 401/403, which Kaggle gives for an unknown kernel (kaggle-cli PR #951)
     except requests.HTTPError as e:
         if e.response is not None and e.response.status_code == 404: return None, None
         raise
     return _status_name(r), getattr(r, 'failure_message', None) or None
 
-def output_files(api, kid: str) -> list[tuple[str, str]]:
-    "(file name, download URL) of every file in a kernel's latest output, all pages."
+def _unknown(e) -> bool:  # how Kaggle says "no such kernel/dataset (visible to you)": 403, 401 or 404
+    return getattr(e, 'response', None) is not None and e.response.status_code in (401, 403, 404)
+
+def latest_version(api, kid: str) -> int:
+    "The number of a kernel's newest version; 0 if Kaggle does not know the kernel."
+    import requests
+    from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelRequest
+    req = ApiGetKernelRequest(); req.user_name, req.kernel_slug = kid.split('/')[:2]
+    try:
+        with api.build_kaggle_client() as kaggle: r = kaggle.kernels.kernels_api_client.get_kernel(req)
+    except requests.HTTPError as e:
+        if _unknown(e): return 0
+        raise
+    return (r.metadata.current_version_number if r.metadata else 0) or 0
+
+def output_names(api, ref: str) -> list[str]:
+    "The file names in a version's output (`owner/slug`: the latest version), all pages; [] if Kaggle shows none."
+    import requests
     from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
-    owner, slug = kid.split('/')
-    files, token = [], None
+    owner, slug, version = api.parse_kernel_string(ref)
+    names, token = [], None
     with api.build_kaggle_client() as kaggle:
         while True:
             req = ApiListKernelSessionOutputRequest(); req.user_name, req.kernel_slug, req.page_size = owner, slug, 100
+            if version: req.version_label = api._kernel_version_label(version)  # the client's spelling of a version (`v3`)
             if token: req.page_token = token
-            resp = kaggle.kernels.kernels_api_client.list_kernel_session_output(req)
-            files += [(f.file_name, f.url) for f in resp.files or []]
+            try: resp = kaggle.kernels.kernels_api_client.list_kernel_session_output(req)
+            except requests.HTTPError as e:
+                if _unknown(e): return []
+                raise
+            names += [f.file_name for f in resp.files or []]
             token = resp.next_page_token
-            if not token: return files
+            if not token: return names
 
 def newest_checkpoints(names: list[str]) -> dict:
     "{run folder: newest checkpoint name} among output file names like `run/checkpoints/step_0000500.pt`."
@@ -202,39 +205,62 @@ def newest_checkpoints(names: list[str]) -> dict:
 
 RUNNING, FAILED = ('QUEUED', 'RUNNING', 'NEW_SCRIPT', 'CANCEL_REQUESTED'), ('ERROR', 'CANCEL_ACKNOWLEDGED')
 
+@dataclasses.dataclass
+class ResumePlan:
+    "What a new version resumes from."
+    source: str | None        # 'owner/slug/N' (a version's output, pinned), 'dataset:owner/slug', or None (step 0)
+    step: int                 # the step that source holds
+    note: str                 # one line for the user
+    carry: str | None = None  # a version whose checkpoint must travel as a dataset first (Kaggle did not mount it)
+
+def find_checkpoint_version(api, kid: str, newest: int, limit: int = SEARCH_VERSIONS) -> tuple[int | None, int, list[int]]:
+    "(version, step) of the newest version from `newest` down whose output holds a checkpoint, and the newer ones that failed their resume check."
+    failed = []
+    for v in range(newest, max(newest - limit, 0), -1):
+        names = output_names(api, f'{kid}/{v}')
+        if ckpts := newest_checkpoints(names): return v, max(RunDir.step_of(c) for c in ckpts.values()), failed
+        if RESUME_FAILED in names: failed.append(v)
+    return None, 0, failed
+
 def plan_resume(api, kid: str,                # the kernel being pushed, owner/slug
                 resume: bool = True,          # False: start from step 0
-                resume_from: str | None = None) -> tuple[str | None, int, str]: # another kernel, or 'dataset:owner/slug'
-    "(source, expected step, one-line explanation) of the output the new version resumes from."
-    if not resume: return None, 0, 'starting from step 0 (--no-resume)'
-    source = resume_from or kid
-    if source.startswith('dataset:'): return source, 0, f'resuming from the newest checkpoint in {source}'
-    status, why = kernel_status(api, source)
+                resume_from: str | None = None) -> ResumePlan: # another kernel (owner/slug[/N]), or 'dataset:owner/slug'
+    "What the new version resumes from: the newest version (of `kid` or `resume_from`) whose output holds a checkpoint, pinned."
+    if not resume: return ResumePlan(None, 0, 'starting from step 0 (--no-resume)')
+    if resume_from and resume_from.startswith('dataset:'): return ResumePlan(resume_from, 0, f'resuming from the newest checkpoint in {resume_from}')
+    owner, slug, pinned = api.parse_kernel_string(resume_from or kid)
+    base = f'{owner}/{slug}'
+    status, why = kernel_status(api, base)
     if status is None:
-        if resume_from: raise PushRefused(f"{source} does not exist (or is not visible to you): nothing to resume from")
-        return None, 0, f'first version of {kid}: starting from step 0'
-    if status in RUNNING:
-        raise PushRefused(f"{source} is still {status}: a new version would not find its checkpoint. Wait until "
+        if resume_from: raise PushRefused(f"{resume_from} does not exist (or is not visible to you): nothing to resume from")
+        return ResumePlan(None, 0, f'first version of {kid}: starting from step 0')
+    if status in RUNNING and not pinned:
+        raise PushRefused(f"{base} is still {status}: a new version would not find its checkpoint. Wait until "
                           f"`smollm2 kaggle status` says COMPLETE, or push with --no-resume to start over")
-    if status in FAILED:
-        raise PushRefused(f"{source}'s latest version ended {status}" + (f" ({why})" if why else '') +
-                          ": its output may hold no usable checkpoint. See `smollm2 kaggle logs`, then push with --no-resume "
-                          "(start over) or --resume-from another output")
-    ckpts = newest_checkpoints([n for n, _ in output_files(api, source)])
-    if not ckpts: raise PushRefused(f"{source}'s latest version is {status} but its output holds no checkpoint; push with --no-resume")
-    step = max(RunDir.step_of(c) for c in ckpts.values())
-    return source, step, f'resuming from {source} at step {step}'
+    newest = int(pinned) if pinned else latest_version(api, base)
+    v, step, failed = find_checkpoint_version(api, base, newest, 1 if pinned else SEARCH_VERSIONS)
+    if v is None:
+        raise PushRefused(f"no version of {base} from {newest} back" + (f" (of the last {SEARCH_VERSIONS})" if newest > SEARCH_VERSIONS else '') +
+                          " holds a checkpoint in its output: push with --no-resume to start over")
+    source = f'{base}/{v}'
+    if failed:  # a newer version was told to resume from a kernel output and found nothing mounted: carry it instead
+        return ResumePlan(f'dataset:{kid}-resume', step, f"resuming from {source} at step {step}, carried as the dataset {kid}-resume "
+                          f"(version {', '.join(map(str, failed))} stopped at its resume check: Kaggle did not mount the kernel output)", carry=source)
+    later = f" (versions {v + 1}..{newest} hold no checkpoint; the latest ended {status}{f': {why}' if why else ''})" if v < newest else ''
+    return ResumePlan(source, step, f'resuming from {source} at step {step}{later}')
 
 def prepare_push(folder: str | os.PathLike, dest: str | os.PathLike, username: str,
                  values: dict | None = None,        # notebook variables to fill in (`PUSH_VARS`)
                  resume_from: str | None = None,    # the output the kernel mounts and resumes from
-                 accelerator: str | None = None) -> dict: # machine_shape, e.g. NvidiaTeslaT4
+                 accelerator: str | None = None,    # machine_shape, e.g. NvidiaTeslaT4 (sent once: in the metadata)
+                 data_source: str | None = None) -> dict: # the dataset holding the tokenizer and corpus
     "Copy the kernel folder to `dest` for `username`, with its inputs and notebook variables filled in; returns the metadata."
     folder, dest = Path(folder), Path(dest)
     meta = json.loads((folder/'kernel-metadata.json').read_text())
     meta['id'] = f"{username}/{meta['id'].split('/')[1]}"
-    meta['kernel_sources'] = [resume_from] if resume_from and not resume_from.startswith('dataset:') else []
-    meta['dataset_sources'] = [resume_from.removeprefix('dataset:')] if resume_from and resume_from.startswith('dataset:') else []
+    kernel_input = resume_from and not resume_from.startswith('dataset:')
+    meta['kernel_sources'] = [resume_from] if kernel_input else []
+    meta['dataset_sources'] = ([] if kernel_input or not resume_from else [resume_from.removeprefix('dataset:')]) + ([data_source] if data_source else [])
     if accelerator: meta['machine_shape'] = accelerator
     dest.mkdir(parents=True, exist_ok=True)
     nb = set_notebook_vars(json.loads((folder/meta['code_file']).read_text()), **(values or {}))
@@ -242,46 +268,127 @@ def prepare_push(folder: str | os.PathLike, dest: str | os.PathLike, username: s
     (dest/'kernel-metadata.json').write_text(json.dumps(meta, indent=2))
     return meta
 
+def check_source_size(notebook: str | os.PathLike, payload_bytes: int) -> int:
+    "The pushed notebook's size in bytes (an upper bound of what the client sends); `PushRefused` at Kaggle's 1 MB limit."
+    size = Path(notebook).stat().st_size
+    if size >= SOURCE_LIMIT:
+        raise PushRefused(f"the kernel notebook would be {size / 1e6:.2f} MB and Kaggle refuses a kernel source of 1 MB or more; "
+                          f"{payload_bytes / 1e6:.2f} MB of it is the embedded wheel of smollm2_nb. Keep large files out of "
+                          f"smollm2_nb/ (data travels as a dataset with --bundle-data), or push with --git-spec")
+    return size
+
 def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (default: the repository's kaggle/)
                 src: str | os.PathLike | None = None,         # the project whose working tree is shipped (default: kaggle/'s parent)
                 accelerator: str | None = None, resume: bool = True, resume_from: str | None = None,
                 timeout: int | None = None,                    # session timeout, seconds; the kernel's time budget follows it
-                bundle_data: bool = False,                     # ship the tokenizer and Tiny Shakespeare too
+                bundle_data: bool = False,                     # attach the tokenizer and Tiny Shakespeare as the dataset <you>/<slug>-data
                 git_spec: str | None = None,                   # opt-in: pip-install this spec instead of the wheel
-                carry: str | os.PathLike | None = None) -> tuple[dict, object, dict]: # a local run dir to resume from, sent as a dataset
-    "Build and embed the wheel, decide the resume source, push; returns (metadata, response, what was pushed)."
-    folder = Path(folder or kaggle_folder())
+                carry: str | os.PathLike | None = None,        # a local run dir to resume from, sent as a dataset
+                wheel: str | os.PathLike | None = None,        # a wheel already built from `src` (default: build one)
+                poll_s: float = 15., out=None) -> tuple[dict, object, dict]:
+    "Attach data and the resume point, embed the wheel, push; returns (metadata, response, what was pushed)."
+    out, folder = out or sys.stdout, Path(folder or kaggle_folder())
     if timeout is not None and timeout < MIN_TIMEOUT_S:
         raise PushRefused(f"--timeout {timeout} leaves no time to train: the kernel keeps {MARGIN_S//60} min to save its output; "
                           f"use at least {MIN_TIMEOUT_S} s")
     username = api.get_config_value(api.CONFIG_NAME_USER)
-    if not username: raise KaggleSetupError("could not tell your Kaggle user name from the credentials.\n" + CREDENTIALS_HELP)
+    if not username: raise KaggleSetupError("could not tell your Kaggle user name from the credentials; " + CREDENTIALS_HELP)
     kid = f"{username}/{json.loads((folder/'kernel-metadata.json').read_text())['id'].split('/')[1]}"
+    data_source = upload_data_dataset(api, f'{kid}-data', data_files(), poll_s=poll_s, out=out) if bundle_data else ''
     if carry:
-        ref = f"{kid}-resume"
-        step = upload_resume_dataset(api, carry, ref)
-        source, why = f'dataset:{ref}', f'resuming from {carry} at step {step}, carried as the dataset {ref}'
-    else: source, step, why = plan_resume(api, kid, resume, resume_from)
+        step = upload_resume_dataset(api, carry, f'{kid}-resume', poll_s=poll_s, out=out)
+        plan = ResumePlan(f'dataset:{kid}-resume', step, f'resuming from {carry} at step {step}, carried as the dataset {kid}-resume')
+    else: plan = plan_resume(api, kid, resume, resume_from)
+    if plan.carry: carry_version(api, plan.carry, f'{kid}-resume', poll_s=poll_s, out=out)
     with tempfile.TemporaryDirectory() as d:
         if git_spec: payload, stamp = '', {'spec': git_spec}
         else:
             root = Path(src or folder.parent)
-            whl = build_wheel(root, Path(d)/'dist')
+            whl = Path(wheel) if wheel else build_wheel(root, Path(d)/'dist')
             stamp = {**code_stamp(root), 'code_hash': wheel_code_hash(whl), 'wheel': whl.name}
-            payload = make_payload(whl, stamp, bundle_data_files() if bundle_data else None)
-        values = dict(CODE_PAYLOAD=payload, PUSHED_STAMP=stamp, SMOLLM2_NB_SPEC=git_spec or '', RESUME_FROM=source or '',
-                      RESUME_STEP=step, SESSION_TIMEOUT_S=timeout)
-        meta = prepare_push(folder, Path(d)/'kernel', username, values, source, accelerator)
-        resp = api.kernels_push(str(Path(d)/'kernel'), timeout=str(timeout) if timeout else None, acc=accelerator)
-    return meta, resp, dict(stamp=stamp, resume_from=source, resume_step=step, resume_note=why, payload_bytes=len(payload))
+            payload = make_payload(whl, stamp)
+        def send(plan):
+            values = dict(CODE_PAYLOAD=payload, PUSHED_STAMP=stamp, SMOLLM2_NB_SPEC=git_spec or '', RESUME_FROM=plan.source or '',
+                          RESUME_STEP=plan.step, SESSION_TIMEOUT_S=timeout, DATA_SOURCE=data_source)
+            meta = prepare_push(folder, Path(d)/'kernel', username, values, plan.source, accelerator, data_source)
+            size = check_source_size(Path(d)/'kernel'/meta['code_file'], len(payload))
+            return meta, api.kernels_push(str(Path(d)/'kernel'), timeout=str(timeout) if timeout else None), size
+        meta, resp, size = send(plan)
+        if plan.source and plan.source in (getattr(resp, 'invalid_kernel_sources', None) or []):
+            print(f"Kaggle did not accept {plan.source} as an input of version {resp.version_number}, which will stop at its "
+                  f"resume check: carrying that checkpoint as the dataset {kid}-resume and pushing again", file=out, flush=True)
+            carry_version(api, plan.source, f'{kid}-resume', poll_s=poll_s, out=out)
+            plan = ResumePlan(f'dataset:{kid}-resume', plan.step, f'{plan.note}, carried as the dataset {kid}-resume', carry=plan.source)
+            meta, resp, size = send(plan)
+    return meta, resp, dict(stamp=stamp, resume_from=plan.source, resume_step=plan.step, resume_note=plan.note,
+                            payload_bytes=len(payload), source_bytes=size, data_source=data_source)
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #kc02
 def _dataset_exists(api, ref: str) -> bool:
     import requests
     try: api.dataset_status(ref); return True
     except requests.HTTPError as e:
-        if e.response is not None and e.response.status_code == 404: return False
+        if _unknown(e): return False  # Kaggle answers 403 for a dataset it does not know (kaggle-cli PR #951)
         raise
+
+def wait_dataset_ready(api, ref: str, wait_s: float = 3600, poll_s: float = 15.) -> None:
+    "Poll `ref`'s status until Kaggle has processed its newest version; `PushRefused` if it fails or takes longer than `wait_s`."
+    import requests
+    t0 = time.time()
+    while True:
+        try: status = api.dataset_status(ref)
+        except requests.HTTPError as e:
+            if not _unknown(e): raise
+            status = 'not visible yet'  # just after it is created the status call can still answer 403 (issue #22)
+        if status == 'ready': return
+        if status in ('failed', 'deleted'): raise PushRefused(f"Kaggle could not process the dataset {ref} ({status}); push again")
+        if time.time() - t0 > wait_s: raise PushRefused(f"the dataset {ref} is still {status} after {wait_s / 60:.0f} min; push again later")
+        time.sleep(poll_s)
+
+def upload_dataset(api, files: dict,  # {name in the dataset: local file}
+                   ref: str, notes: str, wait_s: float = 3600, poll_s: float = 15.) -> None:
+    "Upload `files` as a new version of the private dataset `ref` (created on first use) and wait until Kaggle has processed it."
+    if not files: raise ValueError(f"nothing to upload to {ref}")
+    with tempfile.TemporaryDirectory() as d:
+        for name, f in files.items():
+            try: os.link(f, Path(d)/name)  # a 1.6 GB checkpoint is not copied when the file system allows a hard link
+            except OSError: shutil.copy2(f, Path(d)/name)
+        (Path(d)/'dataset-metadata.json').write_text(json.dumps({'title': ref.split('/')[1], 'id': ref, 'licenses': [{'name': 'CC0-1.0'}]}))
+        if _dataset_exists(api, ref): resp = api.dataset_create_version(d, notes, quiet=True)
+        else: resp = api.dataset_create_new(d, public=False, quiet=True)
+    if getattr(resp, 'error', None): raise PushRefused(f"Kaggle refused the dataset {ref}: {resp.error}")
+    wait_dataset_ready(api, ref, wait_s, poll_s)
+
+def data_files() -> dict:
+    "The local tokenizer files and Tiny Shakespeare, flat, by their name in the data dataset; `ValueError` if the tokenizer is not a local folder."
+    from smollm2_nb.run.tokenizer import resolve_tokenizer
+    from smollm2_nb.run.data import shakespeare_path
+    tok = Path(resolve_tokenizer())
+    if not tok.is_dir(): raise ValueError(f"--bundle-data needs a local tokenizer folder; {tok} is not one. Set $SMOLLM2_TOKENIZER")
+    return {**{p.name: p for p in sorted(tok.iterdir()) if p.is_file()}, DATA_CORPUS: Path(shakespeare_path())}
+
+def data_manifest_name(files: dict) -> str:
+    "`data-<sha256 of the files, 12 hex>.json`: its presence in the dataset's file list says that exact data is already there."
+    h = hashlib.sha256()
+    for name in sorted(files): h.update(name.encode() + b'\0' + Path(files[name]).read_bytes() + b'\0')
+    return f'data-{h.hexdigest()[:12]}.json'
+
+def upload_data_dataset(api, ref: str, files: dict, wait_s: float = 3600, poll_s: float = 15., out=None) -> str:
+    "Make the private dataset `ref` hold `files` (a new version only when they changed); returns `ref` for `dataset_sources`."
+    import requests
+    out, manifest = out or sys.stdout, data_manifest_name(files)
+    try: listed = {f.name for f in api.dataset_list_files(ref).dataset_files or []}
+    except requests.HTTPError as e:
+        if not _unknown(e): raise
+        listed = set()
+    if manifest in listed:
+        print(f"data: the dataset {ref} already holds this tokenizer and corpus ({manifest})", file=out, flush=True); return ref
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d)/manifest).write_text(json.dumps({n: hashlib.sha256(Path(p).read_bytes()).hexdigest() for n, p in files.items()}, indent=1))
+        print(f"data: uploading {', '.join(files)} ({sum(Path(p).stat().st_size for p in files.values()) / 1e6:.1f} MB) "
+              f"to the dataset {ref}", file=out, flush=True)
+        upload_dataset(api, {**files, manifest: Path(d)/manifest}, ref, f'data {manifest}', wait_s, poll_s)
+    return ref
 
 def upload_resume_dataset(api, run_dir: str | os.PathLike, # a local run directory (e.g. what `smollm2 kaggle output` fetched)
                           ref: str,                         # the private dataset, owner/slug
@@ -292,74 +399,64 @@ def upload_resume_dataset(api, run_dir: str | os.PathLike, # a local run directo
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None: raise PushRefused(f"no checkpoint in {run_dir} to carry; fetch one with `smollm2 kaggle output --out {run_dir}`")
     step = RunDir.step_of(ckpt)
-    files = [ckpt] + [run_dir/n for n in ('run.json', 'metrics.jsonl', 'samples.jsonl') if (run_dir/n).is_file()]
-    with tempfile.TemporaryDirectory(dir=run_dir) as d:
-        for f in files:
-            try: os.link(f, Path(d)/f.name)
-            except OSError: shutil.copy2(f, Path(d)/f.name)
-        title = ref.split('/')[1]
-        (Path(d)/'dataset-metadata.json').write_text(json.dumps({'title': title, 'id': ref, 'licenses': [{'name': 'CC0-1.0'}]}))
-        print(f"uploading {ckpt.name} ({ckpt.stat().st_size / 2**30:.2f} GiB) and the run's logs to the dataset {ref}", file=out, flush=True)
-        if _dataset_exists(api, ref): resp = api.dataset_create_version(d, f'resume point: step {step}', quiet=True)
-        else: resp = api.dataset_create_new(d, public=False, quiet=True)
-    if getattr(resp, 'error', None): raise PushRefused(f"Kaggle refused the dataset {ref}: {resp.error}")
-    t0 = time.time()
-    while (status := api.dataset_status(ref)) != 'ready':
-        if status in ('failed', 'deleted'): raise PushRefused(f"Kaggle could not process the dataset {ref} ({status}); try the push again")
-        if time.time() - t0 > wait_s:
-            raise PushRefused(f"the dataset {ref} is still {status} after {wait_s / 60:.0f} min; push later with "
-                              f"--resume-from dataset:{ref} (it holds step {step})")
-        time.sleep(poll_s)
+    files = {ckpt.name: ckpt, **{n: run_dir/n for n in RUN_LOGS if (run_dir/n).is_file()}}
+    print(f"uploading {ckpt.name} ({ckpt.stat().st_size / 2**30:.2f} GiB) and the run's logs to the dataset {ref}", file=out, flush=True)
+    upload_dataset(api, files, ref, f'resume point: step {step}', wait_s, poll_s)
     return step
 
+def carry_version(api, ref: str,    # a kernel version, owner/slug/N, whose output holds a checkpoint
+                  dataset: str, poll_s: float = 15., out=None) -> int:
+    "Download `ref`'s newest checkpoint and logs (the client's download) and upload them as the dataset `dataset`; returns the step."
+    with tempfile.TemporaryDirectory() as d:
+        download_output(api, ref, d, carry_only=True)
+        return upload_resume_dataset(api, d, dataset, poll_s=poll_s, out=out)
+
 # %% ../../nbs/ship/10a_kaggle.ipynb #k050
-def wanted_files(names: list[str]) -> list[str]:
-    "The output files worth downloading: everything except checkpoints older than their run's newest."
+RUN_LOGS = ('run.json', 'metrics.jsonl', 'samples.jsonl')  # what a carried resume point takes along with its checkpoint
+STAGING = '.kaggle-download'  # inside --out: the client downloads here (and resumes a cut download from here next time)
+
+def wanted_files(names: list[str], carry_only: bool = False) -> list[str]:
+    "The output files worth downloading: everything but checkpoints older than their run's newest (`carry_only`: that checkpoint and the logs)."
     newest = set(newest_checkpoints(names).values())
+    if carry_only: return [n for n in names if n in newest or Path(n).name in RUN_LOGS]
     return [n for n in names if not (re.fullmatch(r'step_\d+\.pt', Path(n).name) and n not in newest)]
 
-def stream_to(url: str, dest: Path, chunk: int = 1 << 20) -> int:
-    "Stream `url` to `dest` through `dest.part` (renamed when complete); returns the bytes written."
-    import requests
-    part, n = dest.with_name(dest.name + '.part'), 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with requests.Session() as s, s.get(url, stream=True, timeout=60) as r:
-        r.raise_for_status()
-        with open(part, 'wb') as f:
-            for block in r.iter_content(chunk):
-                f.write(block); n += len(block)
-    os.replace(part, dest)
-    return n
-
-def download_output(api, kid: str, out: str | os.PathLike) -> dict:
-    "Download a version's newest checkpoint and small files into `out` (its run folder's files at the top); returns what happened."
-    out, got = Path(out), {'downloaded': [], 'kept': [], 'skipped': []}
-    files = dict(output_files(api, kid))
-    runs = sorted({Path(n).parent.as_posix() for n in files if Path(n).name == 'run.json'})
-    prefix = runs[0] + '/' if runs else ''
-    wanted = set(wanted_files(list(files)))
-    for name, url in files.items():
-        if name not in wanted: got['skipped'].append(name); continue
-        dest = out/name.removeprefix(prefix) if name.startswith(prefix) else out/'kaggle_output'/name
+def download_output(api, ref: str, out: str | os.PathLike, carry_only: bool = False) -> dict:
+    "Download a version's wanted output files into `out` through the client (its path guard, streaming, resume, length check); returns what happened."
+    out = Path(out); staging = out/STAGING
+    names = output_names(api, ref)
+    todo = wanted_files(names, carry_only)
+    got = {'downloaded': [], 'kept': [], 'skipped': [n for n in names if n not in todo], 'refused': []}
+    while todo:
+        try:
+            api.kernels_output(ref, str(staging), file_pattern='^(?:' + '|'.join(map(re.escape, todo)) + ')$', quiet=True)
+            break
+        except ValueError as e:  # the client refuses a listed name that resolves outside the folder, before writing it
+            bad = re.search(r"Refusing to download '(.*)': resolves outside", str(e))
+            if not bad or bad[1] not in todo: raise
+            got['refused'].append(bad[1])
+            done = {p.relative_to(staging).as_posix() for p in staging.rglob('*') if p.is_file()}
+            todo = [n for n in todo if n != bad[1] and n not in done]
+    runs = sorted(p.parent for p in staging.rglob(RunDir(staging).run_json.name))  # the run folder's files go to the top of `out`
+    for p in sorted(staging.rglob('*')):
+        if not p.is_file() or p.name.endswith('.kaggle-partial'): continue
+        dest = out/(p.relative_to(runs[0]) if runs and p.is_relative_to(runs[0]) else Path('kaggle_output')/p.relative_to(staging))
         if dest.exists(): got['kept'].append(str(dest)); continue
-        stream_to(url, dest); got['downloaded'].append(str(dest))
+        dest.parent.mkdir(parents=True, exist_ok=True); os.replace(p, dest); got['downloaded'].append(str(dest))
+    shutil.rmtree(staging, ignore_errors=True)
     return got
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k052
 KAGGLE_RANGE = '>=2.2,<2.3'  # the kaggle package versions this module is tested with (pyproject's `kaggle` extra)
 
 def check_kaggle_client(api) -> None:
-    "`KaggleSetupError` when the installed kaggle package lacks what push/logs use."
+    "`KaggleSetupError` when the installed kaggle package lacks what push/logs/output use."
     import inspect
-    if 'acc' not in inspect.signature(api.kernels_push).parameters or not hasattr(api, 'kernels_logs'):
+    needs = (('kernels_logs_cli', 'follow'), ('kernels_output', 'file_pattern'), ('kernels_push', 'acc'))
+    if not all(hasattr(api, f) and p in inspect.signature(getattr(api, f)).parameters for f, p in needs):
         import kaggle
         raise KaggleSetupError(f"kaggle {getattr(kaggle, '__version__', '?')} is too old for smollm2 kaggle: "
                                f"pip install 'kaggle{KAGGLE_RANGE}' (or pip install 'smollm2_nb[kaggle]')")
-
-def _kernel_id(api, kernel: str | None, folder=None) -> str:
-    if kernel: return kernel if '/' in kernel else f"{api.get_config_value(api.CONFIG_NAME_USER)}/{kernel}"
-    slug = json.loads((Path(folder or kaggle_folder())/'kernel-metadata.json').read_text())['id'].split('/')[1]
-    return f"{api.get_config_value(api.CONFIG_NAME_USER)}/{slug}"
 
 def log_lines(events) -> list[str]:
     "The text of log events (`{'data': ...}` dicts, a JSON list of them, or plain text)."
@@ -369,6 +466,13 @@ def log_lines(events) -> list[str]:
     if isinstance(events, dict): events = [events]
     return [str(e.get('data', '')).rstrip('\n') for e in events if isinstance(e, dict)]
 
+def _print_push(meta, resp, pushed, git_spec=None):
+    st = pushed['stamp']
+    print(f"pushed {meta['id']} version {resp.version_number}: {resp.url}\n  code: " +
+          (f"{st.get('wheel')} from commit {(st.get('commit') or '?')[:12]}{' + uncommitted changes' if st.get('dirty') else ''}"
+           if not git_spec else git_spec) + f" ({pushed['source_bytes'] / 1e3:.0f} KB notebook)\n  {pushed['resume_note']}" +
+          (f"\n  data: the dataset {pushed['data_source']}" if pushed['data_source'] else ''))
+
 def cli_kaggle(argv: list[str] | None = None) -> int:
     "`smollm2 kaggle push | status | logs | output`."
     ap = argparse.ArgumentParser(prog='smollm2 kaggle', description='Train on Kaggle: push the kernel, follow it, fetch its output.')
@@ -376,19 +480,19 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
     p = sub.add_parser('push', help='push your working tree as a new kernel version (it starts running)')
     p.add_argument('--path', help='kernel folder (default: the repository kaggle/)')
     p.add_argument('--accelerator', help='machine shape, e.g. NvidiaTeslaT4 (default, 2x T4), NvidiaL4, NvidiaTeslaA100')
-    p.add_argument('--no-resume', action='store_true', help='start from step 0 instead of the previous version')
-    p.add_argument('--resume-from', help="resume from another kernel's output (owner/slug) or a dataset (dataset:owner/slug)")
+    p.add_argument('--no-resume', action='store_true', help='start from step 0 instead of the newest version holding a checkpoint')
+    p.add_argument('--resume-from', help="resume from another output (owner/slug or a pinned version owner/slug/N) or a dataset (dataset:owner/slug)")
     p.add_argument('--timeout', type=int, help='session timeout in seconds; the trainer stops with a checkpoint 15 min before')
-    p.add_argument('--bundle-data', action='store_true', help='ship the tokenizer and Tiny Shakespeare (train with the internet off)')
+    p.add_argument('--bundle-data', action='store_true', help='attach the tokenizer and Tiny Shakespeare as the dataset <you>/<slug>-data (train with the internet off)')
     p.add_argument('--carry', metavar='RUN_DIR', help="resume from a local run's newest checkpoint, uploaded as the dataset <you>/<slug>-resume")
     p.add_argument('--git-spec', help=f'install this pip spec instead of your working tree, e.g. "smollm2_nb @ git+{GIT_URL}@<tag>"')
-    s = sub.add_parser('status', help="status of the kernel's latest version")
-    s.add_argument('kernel', nargs='?', help='owner/slug (default: yours, from kernel-metadata.json)')
-    lg = sub.add_parser('logs', help="the latest version's log (what the notebook printed)")
-    lg.add_argument('kernel', nargs='?', help='owner/slug (default: yours)')
-    lg.add_argument('--follow', '-f', action='store_true', help='stream the log while the version runs')
-    o = sub.add_parser('output', help="download the newest checkpoint, weights-only model and small files of the latest version")
-    o.add_argument('kernel', nargs='?', help='owner/slug (default: yours)')
+    s = sub.add_parser('status', help="status of a version (default: the latest)")
+    s.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours, from kernel-metadata.json)')
+    lg = sub.add_parser('logs', help="a version's log (what the notebook printed)")
+    lg.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours)')
+    lg.add_argument('--follow', '-f', action='store_true', help='stream the log while the version runs (reconnects when the stream is cut)')
+    o = sub.add_parser('output', help="download the newest checkpoint, weights-only model and small files of a version")
+    o.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours, latest version)')
     o.add_argument('--out', default='runs/kaggle', help='local run directory (default: runs/kaggle); existing files are kept')
     a = ap.parse_args(argv)
     try:
@@ -396,38 +500,31 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
         check_kaggle_client(api)
         if a.cmd == 'push':
             meta, resp, pushed = push_kernel(api, a.path, accelerator=a.accelerator, resume=not a.no_resume, resume_from=a.resume_from,
-                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec,
-                                             carry=a.carry)
+                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec, carry=a.carry)
             if getattr(resp, 'error', None): print(f"push failed: {resp.error}", file=sys.stderr); return 1
-            st = pushed['stamp']
-            print(f"pushed {meta['id']} version {resp.version_number}: {resp.url}\n  code: " +
-                  (f"{st.get('wheel')} from commit {(st.get('commit') or '?')[:12]}{' + uncommitted changes' if st.get('dirty') else ''}"
-                   if not a.git_spec else a.git_spec) + f"\n  {pushed['resume_note']}")
-            bad = getattr(resp, 'invalid_kernel_sources', None) or getattr(resp, 'invalid_dataset_sources', None)
-            if bad and pushed['resume_from']:
-                print(f"Kaggle did not attach {bad}: this version will stop at its resume check. Fetch the run with "
-                      f"`smollm2 kaggle output --out runs/kaggle` once it ends, then push with --carry runs/kaggle", file=sys.stderr); return 1
-        elif a.cmd == 'status':
-            kid = _kernel_id(api, a.kernel)
-            status, why = kernel_status(api, kid)
-            print(f"{kid}: {status or 'no such kernel'}" + (f" ({why})" if why else ''))
+            _print_push(meta, resp, pushed, a.git_spec)
+            return 0
+        try: ref = kernel_ref(api, a.kernel)
+        except ValueError as e: print(f"smollm2 kaggle {a.cmd}: {e}", file=sys.stderr); return 2
+        if a.cmd == 'status':
+            status, why = kernel_status(api, ref)
+            if status is None: print(f"{ref}: no such kernel or version (or not visible to you)", file=sys.stderr); return 1
+            print(f"{ref}: {status}" + (f" ({why})" if why else ''))
         elif a.cmd == 'logs':
-            kid = _kernel_id(api, a.kernel)
-            if a.follow:
-                for ev in api.kernels_logs_stream(kid): print(*log_lines(ev), sep='\n', flush=True)
-            else: print('\n'.join(log_lines(api.kernels_logs(kid))))
+            if a.follow: api.kernels_logs_cli(ref, follow=True)  # the client reconnects after a cut and skips the replayed lines
+            else: print('\n'.join(log_lines(api.kernels_logs(ref))))
         else:
-            kid = _kernel_id(api, a.kernel)
-            status, why = kernel_status(api, kid)
+            status, why = kernel_status(api, ref)
             if status in RUNNING:
-                print(f"{kid} is still {status}: its output appears when it finishes. Follow it with `smollm2 kaggle logs -f`", file=sys.stderr); return 1
-            if status is None: print(f"{kid} does not exist (or is not visible to you)", file=sys.stderr); return 1
-            if status in FAILED: print(f"warning: {kid}'s latest version ended {status}" + (f" ({why})" if why else '') + "; downloading what it saved", file=sys.stderr)
-            got = download_output(api, kid, a.out)
+                print(f"{ref} is still {status}: its output appears when it finishes. Follow it with `smollm2 kaggle logs -f`", file=sys.stderr); return 1
+            if status is None: print(f"{ref} does not exist (or is not visible to you)", file=sys.stderr); return 1
+            if status in FAILED: print(f"warning: {ref} ended {status}" + (f" ({why})" if why else '') + "; downloading what it saved", file=sys.stderr)
+            got = download_output(api, ref, a.out)
             for f in got['kept']: print(f"kept your local {f} (not overwritten; use an empty --out for the version's copy)")
+            for n in got['refused']: print(f"refused {n!r}: it resolves outside {a.out}; nothing was written for it", file=sys.stderr)
             print(f"downloaded {len(got['downloaded'])} files to {a.out} (skipped {len(got['skipped'])} older checkpoints); "
                   f"resume locally with: smollm2 train --out {a.out} --resume")
-            if not got['downloaded'] and not got['kept']: return 1
+            if got['refused'] or not (got['downloaded'] or got['kept']): return 1
     except KaggleSetupError as e:
         print(e, file=sys.stderr); return 2
     except (PushRefused, ValueError, OSError, RuntimeError) as e:  # refused pushes, bad metadata, HTTP errors (requests' are OSErrors)

@@ -9,11 +9,12 @@ from pathlib import Path
 from ..run.layout import RunDir
 
 # %% auto #0
-__all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'NO_GPU_HELP', 'SMOKE_OVERRIDES', 'MARGIN_S', 'KagglePaths', 'kaggle_paths',
-           'smoke_mode', 'gpu_report', 'describe_gpus', 'KaggleSessionError', 'check_accelerator', 'has_internet',
-           'check_data_reachable', 'find_resume_checkpoint', 'ResumeNotFound', 'source_mounts', 'find_resume',
-           'prepare_resume', 'session_seconds', 'remaining_budget_s', 'kernel_config', 'finalize_output',
-           'final_report']
+__all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'NO_GPU_HELP', 'DATA_CORPUS', 'RESUME_FAILED', 'SMOKE_OVERRIDES', 'MARGIN_S',
+           'RUN_TYPE_ENV', 'KagglePaths', 'kaggle_paths', 'smoke_mode', 'gpu_report', 'describe_gpus',
+           'KaggleSessionError', 'check_accelerator', 'has_internet', 'check_data_reachable', 'attach_data',
+           'requirements_to_install', 'find_resume_checkpoint', 'ResumeNotFound', 'source_mounts', 'find_resume',
+           'prepare_resume', 'record_resume_failure', 'session_seconds', 'remaining_budget_s', 'kernel_config',
+           'finalize_output', 'final_report', 'interactive_session', 'run_training_live']
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k005
 ROOT_ENV, SMOKE_ENV, STEPS_ENV = 'SMOLLM2_KAGGLE_ROOT', 'SMOLLM2_KAGGLE_SMOKE', 'SMOLLM2_KAGGLE_STEPS'
@@ -92,6 +93,42 @@ def check_data_reachable(online=None) -> str: # online: a callable returning boo
                                  f"(Settings -> Internet, needs a phone-verified account) or push with --bundle-data so they travel with the code")
     return f"tokenizer {tok}; data: {os.environ.get(SHAKESPEARE_ENV) or 'Tiny Shakespeare (download)'}"
 
+# %% ../../nbs/ship/10_kaggle_kernel.ipynb #kkd02
+DATA_CORPUS = 'tinyshakespeare.txt'  # the corpus's name in the data dataset, beside the tokenizer's files
+
+def attach_data(paths: KagglePaths, source: str) -> str: # source: the data dataset the push attached, owner/slug
+    "Point `$SMOLLM2_TOKENIZER` and `$SMOLLM2_SHAKESPEARE` at the mounted data dataset; `KaggleSessionError` if it is not mounted."
+    from smollm2_nb.run.tokenizer import TOKENIZER_ENV
+    from smollm2_nb.run.data import SHAKESPEARE_ENV
+    for m in source_mounts(paths.input, f'dataset:{source}'):
+        if (m/'tokenizer.json').is_file() and (m/DATA_CORPUS).is_file():
+            os.environ[TOKENIZER_ENV], os.environ[SHAKESPEARE_ENV] = str(m), str(m/DATA_CORPUS)
+            return f"data from the dataset {source} at {m}"
+    raise KaggleSessionError(f"the push attached the dataset {source} (tokenizer and Tiny Shakespeare) but it is not mounted under "
+                             f"{paths.input}: push again once `kaggle datasets status {source}` says ready")
+
+# %% ../../nbs/ship/10_kaggle_kernel.ipynb #kki02
+def requirements_to_install(requires: list[str] | None = None, # default: the installed smollm2_nb's `Requires-Dist`
+                            installed: dict | None = None          # {name: version}; default: what importlib.metadata finds
+                           ) -> tuple[list[str], list[str]]:
+    "(requirements pip must install: missing or below the minimum, notes on those kept above the tested range)."
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    need, notes = [], []
+    for r in map(Requirement, metadata.requires('smollm2_nb') if requires is None else requires):
+        if r.marker is not None and not r.marker.evaluate({'extra': ''}): continue  # extras (app, kaggle, dev...)
+        try: have = installed.get(r.name) if installed is not None else metadata.version(r.name)
+        except metadata.PackageNotFoundError: have = None
+        floor = [s for s in r.specifier if s.operator in ('>=', '>', '~=', '==')]
+        if have is None or not all(s.contains(have, prereleases=True) for s in floor):
+            if have is not None and r.name == 'torch':
+                raise KaggleSessionError(f"this image's torch {have} is older than smollm2_nb needs ({r.specifier}); pick the latest "
+                                         f"environment (Settings -> Environment -> Always use latest environment) and run again")
+            need.append(str(r))
+        elif not r.specifier.contains(have, prereleases=True):
+            notes.append(f"keeping the image's {r.name} {have} (tested range {r.specifier})")
+    return need, notes
+
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k015
 def find_resume_checkpoint(input_dir: str | os.PathLike) -> Path | None:
     "Newest complete checkpoint anywhere below `input_dir` (e.g. /kaggle/input), or None."
@@ -100,11 +137,13 @@ def find_resume_checkpoint(input_dir: str | os.PathLike) -> Path | None:
 
 class ResumeNotFound(FileNotFoundError): "Told to resume, but the expected checkpoint is not mounted; the message says what to do."
 
+RESUME_FAILED = 'resume_failed.json'  # written to the output when the resume check fails; the next push looks for it
+
 def source_mounts(input_dir: str | os.PathLike, # /kaggle/input
-                  source: str) -> list[Path]:   # 'owner/slug' (a kernel's output) or 'dataset:owner/slug'
-    "Where Kaggle mounts `source`: the current layout first, then the old one."
+                  source: str) -> list[Path]:   # 'owner/slug[/N]' (a kernel version's output) or 'dataset:owner/slug[/N]'
+    "Where Kaggle mounts `source`: the current layout first, then the old one (a pinned version mounts where its kernel does)."
     kind, _, ref = source.rpartition(':')
-    owner, slug = ref.split('/')
+    owner, slug = ref.split('/')[:2]
     return [Path(input_dir)/('datasets' if kind == 'dataset' else 'notebooks')/owner/slug, Path(input_dir)/slug]
 
 def find_resume(input_dir: str | os.PathLike, source: str, expected_step: int = 0) -> Path:
@@ -132,6 +171,14 @@ def prepare_resume(ckpt: str | os.PathLike, # a checkpoint inside a run dir (`<r
     dest = RunDir(run_dir).checkpoints/ckpt.name
     if ckpt.resolve() != dest.resolve(): shutil.copy2(ckpt, dest)
     return dest
+
+def record_resume_failure(paths: KagglePaths, source: str, expected_step: int, error: Exception) -> Path:
+    "Write `resume_failed.json` to the output: what was expected, what was mounted; the next push reads its name."
+    mounted = sorted(p.relative_to(paths.input).as_posix() for p in paths.input.glob('*/*/*')) if paths.input.exists() else []
+    path = paths.working/RESUME_FAILED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(source=source, expected_step=expected_step, error=str(error), mounted=mounted), indent=1))
+    return path
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k018
 SMOKE_OVERRIDES = dict(preset='tiny', steps=8, batch_size=2, seq_len=32, grad_accum=1, ckpt_every=4,
@@ -194,3 +241,23 @@ def final_report(run_dir: str | os.PathLike) -> list:
     if metrics: out.append(Image(data=figure_png(plot_run(info, metrics, samples))))
     if samples: out.append(HTML(samples_html(samples)))
     return out
+
+# %% ../../nbs/ship/10_kaggle_kernel.ipynb #kkl02
+RUN_TYPE_ENV = 'KAGGLE_KERNEL_RUN_TYPE'  # Kaggle sets it: 'Interactive' in the editor, 'Batch' for a committed version
+
+def interactive_session() -> bool:
+    "True in Kaggle's interactive editor (or wherever `$KAGGLE_KERNEL_RUN_TYPE` is 'Interactive')."
+    return os.environ.get(RUN_TYPE_ENV) == 'Interactive'
+
+def run_training_live(cfg, refresh_s: float = 5., **kwargs) -> dict: # kwargs: `run_training`'s
+    "`run_training` in a background thread while a live `Dashboard` follows the run directory; returns the summary."
+    from smollm2_nb.run.dashboard import Dashboard
+    from smollm2_nb.train.launch import run_training
+    result = {}
+    def work():
+        try: result.update(run_training(cfg, **kwargs))
+        except BaseException as e: result.update(status='failed', error=f'{type(e).__name__}: {e}')
+    t = threading.Thread(target=work, daemon=True); t.start()
+    Dashboard.follow(cfg.out, poll_s=min(2., refresh_s), until_done=False, stop=lambda: not t.is_alive(), refresh_s=refresh_s)
+    t.join()
+    return result

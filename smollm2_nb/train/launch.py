@@ -9,13 +9,16 @@ from pathlib import Path
 from ..run.layout import RunDir
 
 # %% auto #0
-__all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'FIRST_STEP_ENV', 'config_to_json', 'train_from_json', 'torchrun_command',
-           'launch_torchrun', 'stop_process_group', 'tail', 'launch_attempts', 'run_attempt', 'run_training']
+__all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'SLOW_START_ENV', 'READY_ENV', 'FIRST_STEP_ENV', 'config_to_json',
+           'collective_check', 'train_from_json', 'torchrun_command', 'launch_torchrun', 'stop_process_group', 'tail',
+           'launch_attempts', 'run_attempt', 'run_training']
 
 # %% ../../nbs/train/08c_launch.ipynb #k021
 LAUNCHER_ENV = 'SMOLLM2_KAGGLE_LAUNCHER'  # 'auto' | 'inprocess' | 'torchrun': force a launch mode (tests)
 NPROC_ENV = 'SMOLLM2_KAGGLE_NPROC'        # training processes (default: one per GPU; tests: 2 CPU processes)
 HANG_ENV = 'SMOLLM2_KAGGLE_SIMULATE_HANG'  # tests: '1' = workers of a multi-process run hang unless NCCL_P2P_DISABLE=1; 'always' = always
+SLOW_START_ENV = 'SMOLLM2_KAGGLE_SIMULATE_SLOW_START'  # tests: seconds each worker waits after the all-reduce check (stands in for compiling)
+READY_ENV = 'SMOLLM2_LAUNCH_READY'  # set by `run_attempt`: the file rank 0 creates once an all-reduce across the workers completed
 
 def config_to_json(cfg, path: str | os.PathLike) -> Path:
     "Write a TrainConfig as JSON."
@@ -29,11 +32,31 @@ def _simulate_hang():
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and (how == 'always' or (how == '1' and os.environ.get('NCCL_P2P_DISABLE') != '1')):
         while True: time.sleep(60)
 
+def collective_check(device=None) -> int:
+    "Join the process group (as the trainer will) and all-reduce one number across the workers; returns the world size."
+    import torch, torch.distributed as dist
+    from smollm2_nb.train.loop import setup_distributed
+    rank, world, local, _ = setup_distributed(device)
+    if world > 1:
+        _simulate_hang()
+        cuda = dist.get_backend() == 'nccl'
+        t = torch.ones(1, device=f'cuda:{local}' if cuda else 'cpu'); dist.all_reduce(t)
+        if cuda: torch.cuda.synchronize()
+        if t.item() != world: raise RuntimeError(f"all-reduce across {world} workers gave {t.item()}")
+    if rank == 0 and os.environ.get(READY_ENV): Path(os.environ[READY_ENV]).touch()
+    return world
+
 def train_from_json(path: str | os.PathLike) -> dict:
-    "Worker entry point: `train(TrainConfig(**json))`; rank 0 prints progress lines and returns the summary."
-    from smollm2_nb.train.config import TrainConfig; from smollm2_nb.train.loop import train
-    _simulate_hang()
-    return train(TrainConfig(**json.loads(Path(path).read_text())))
+    "Worker entry point: the all-reduce check (the watchdog waits for it), then `train(TrainConfig(**json))`; rank 0 prints progress lines."
+    import torch.distributed as dist
+    from smollm2_nb.train.config import TrainConfig
+    from smollm2_nb.train.loop import train
+    cfg = TrainConfig(**json.loads(Path(path).read_text()))
+    collective_check(cfg.device)
+    time.sleep(float(os.environ.get(SLOW_START_ENV) or 0))
+    try: return train(cfg)  # compiling and the first steps are not timed: the collectives already work
+    finally:
+        if dist.is_initialized(): dist.destroy_process_group()
 
 def torchrun_command(cfg_path: str | os.PathLike, nproc: int) -> list[str]:
     "The `torchrun` command that trains `cfg_path` on `nproc` local processes."
@@ -66,7 +89,7 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.) -> int:
     return proc.wait()
 
 # %% ../../nbs/train/08c_launch.ipynb #k024
-FIRST_STEP_ENV = 'SMOLLM2_KAGGLE_FIRST_STEP_TIMEOUT'  # seconds; default 600
+FIRST_STEP_ENV = 'SMOLLM2_KAGGLE_FIRST_STEP_TIMEOUT'  # seconds the workers' all-reduce check may take; default 600
 
 def tail(path: str | os.PathLike, n: int = 30) -> str:
     "Last `n` lines of a text file ('' if missing)."
@@ -83,16 +106,17 @@ def launch_attempts(nproc: int) -> list[tuple[int, dict, str]]:
     return [(nproc, {}, f'{nproc} processes (NCCL)'), (nproc, {'NCCL_P2P_DISABLE': '1'}, f'{nproc} processes, NCCL_P2P_DISABLE=1'),
             (1, {}, 'one process on one GPU')]
 
-def run_attempt(cfg, nproc: int, env: dict, first_step_timeout_s: float, out=None, poll_s: float = 0.5):
-    "One `torchrun` launch: 'hung' if no step came within the timeout (workers stopped), else its exit code."
-    run_dir, start_step = Path(cfg.out), _max_step(Path(cfg.out))
-    proc, t0 = launch_torchrun(cfg, nproc, env, out), time.time()
-    while proc.poll() is None and _max_step(run_dir) <= start_step:
-        if time.time() - t0 > first_step_timeout_s:
-            stop_process_group(proc); proc.tee.join(5)
-            return 'hung'
-        time.sleep(poll_s)
-    code = proc.wait(); proc.tee.join(5)
+def run_attempt(cfg, nproc: int, env: dict, collective_timeout_s: float, out=None, poll_s: float = 0.5):
+    "One `torchrun` launch: 'hung' if the workers' all-reduce check did not complete within the timeout (workers stopped), else its exit code."
+    with tempfile.TemporaryDirectory() as d:
+        ready = Path(d)/'collective_ok'
+        proc, t0 = launch_torchrun(cfg, nproc, {**env, READY_ENV: str(ready)}, out), time.time()
+        while proc.poll() is None and not ready.exists():
+            if time.time() - t0 > collective_timeout_s:
+                stop_process_group(proc); proc.tee.join(5)
+                return 'hung'
+            time.sleep(poll_s)
+        code = proc.wait(); proc.tee.join(5)  # no limit once the collectives work: compiling may take as long as it takes
     return code
 
 def _summary(run_dir, status, error):
@@ -127,9 +151,9 @@ def run_training(cfg,                          # TrainConfig
               file=out, flush=True)
         code = run_attempt(c, n, env, timeout, out)
         if code == 'hung':
-            print(f"[smollm2] no first step within {timeout:.0f} s on {what}: stopped it" +
+            print(f"[smollm2] no all-reduce within {timeout:.0f} s on {what}: stopped it" +
                   (', trying the next launch' if i + 1 < len(launch_attempts(nproc)) else ''), file=out, flush=True)
             continue
         if code != 0: return _summary(cfg.out, 'failed', f"torchrun exited with code {code}; see {cfg.out}/train.log")
         return _summary(cfg.out, 'finished', None)
-    return _summary(cfg.out, 'failed', f"no launch completed a first step within {timeout:.0f} s; see {cfg.out}/train.log")
+    return _summary(cfg.out, 'failed', f"no launch completed an all-reduce within {timeout:.0f} s; see {cfg.out}/train.log")
