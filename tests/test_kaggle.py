@@ -74,7 +74,7 @@ def output_listing(working: Path) -> dict:
 
 
 def test_pushed_kernel_trains_resumes_and_refuses_to_restart(kernel_env, tmp_path):
-    from smollm2_nb.run.checkpoint import list_checkpoints, load_checkpoint; from smollm2_nb.serve.load import load_model
+    from smollm2_nb.run.checkpoint import find_checkpoints, read_checkpoint; from smollm2_nb.serve.load import load_model
 
     # version 1: a kernel that never ran, so nothing to resume
     nb1, pushed1 = pushed_notebook(tmp_path, 'v1', GetKernelSessionStatus={'code': 404, 'message': 'Notebook not found'})
@@ -86,7 +86,7 @@ def test_pushed_kernel_trains_resumes_and_refuses_to_restart(kernel_env, tmp_pat
     assert 'as pushed' in out1 and str(kernel_env.parent.parent) in out1, 'the kernel runs the installed wheel, in its own venv'
     assert 'starting from step 0' in out1
     run1 = first / 'working' / 'run'
-    assert [c.name for c in list_checkpoints(run1)] == ['step_0000008.pt'], 'only the newest checkpoint is kept'
+    assert [c.name for c in find_checkpoints(run1)] == ['step_0000008.pt'], 'only the newest checkpoint is kept'
     assert {'run.json', 'metrics.jsonl', 'samples.jsonl', 'dashboard.png'} <= {p.name for p in run1.iterdir()}
     weights = run1 / ('best' if (run1 / 'best').exists() else 'model')
     assert (weights / 'model.safetensors').exists() and load_model(weights)[0] is not None
@@ -108,8 +108,8 @@ def test_pushed_kernel_trains_resumes_and_refuses_to_restart(kernel_env, tmp_pat
     assert code == 0, err[-3000:]
     assert 'resuming from' in text(ex2) and 'step_0000008' in text(ex2)
     run2 = second / 'working' / 'run'
-    assert [c.name for c in list_checkpoints(run2)] == ['step_0000012.pt']
-    assert load_checkpoint(run2)['step'] == 12
+    assert [c.name for c in find_checkpoints(run2)] == ['step_0000012.pt']
+    assert read_checkpoint(run2).step == 12
     steps = [m['step'] for m in metrics(run2)]
     assert min(steps) <= 8 < max(steps) == 12, "the resumed run continues the first run's curve"
     assert json.loads((run2 / 'run.json').read_text())['world_size'] == 2

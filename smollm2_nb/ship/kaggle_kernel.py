@@ -4,7 +4,7 @@
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k002
 from __future__ import annotations
-import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, zipfile
+import dataclasses, os, shutil, socket, time
 from pathlib import Path
 from ..run.layout import RunDir
 
@@ -95,8 +95,8 @@ def check_data_reachable(online=None) -> str: # online: a callable returning boo
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k015
 def find_resume_checkpoint(input_dir: str | os.PathLike) -> Path | None:
     "Newest complete checkpoint anywhere below `input_dir` (e.g. /kaggle/input), or None."
-    from smollm2_nb.run.checkpoint import latest_checkpoint
-    return latest_checkpoint(input_dir, recursive=True) if Path(input_dir).exists() else None
+    from smollm2_nb.run.checkpoint import find_checkpoint
+    return find_checkpoint(input_dir, recursive=True) if Path(input_dir).exists() else None
 
 class ResumeNotFound(FileNotFoundError): "Told to resume, but the expected checkpoint is not mounted; the message says what to do."
 
@@ -164,13 +164,13 @@ def kernel_config(paths: KagglePaths, resume=False, time_budget_s: float | None 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k027
 def finalize_output(run_dir: str | os.PathLike) -> dict:
     "Prune to the newest checkpoint, make sure a weights-only HF folder exists, draw `dashboard.png`; returns {file: bytes} kept."
-    from smollm2_nb.run.checkpoint import latest_checkpoint, list_checkpoints; from smollm2_nb.serve.load import load_model
+    from smollm2_nb.run.checkpoint import find_checkpoint, find_checkpoints; from smollm2_nb.serve.load import load_model
     from smollm2_nb.run.dashboard import figure_png, plot_run, read_run
     from smollm2_nb.model.hf import save_pretrained
     from smollm2_nb.run.layout import atomic_write
     run_dir = Path(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir):
+    ckpt = find_checkpoint(run_dir)
+    for old in find_checkpoints(run_dir):
         if old != ckpt: old.unlink()
     if ckpt is not None and not ((RunDir(run_dir).best / 'config.json')).exists():
         model, tok, _ = load_model(ckpt)
