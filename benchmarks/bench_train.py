@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse, statistics, time
 import torch
 from smollm2_nb.model.config import get_config
-from smollm2_nb.model.arch import SmolLM2
-from smollm2_nb.train.loop import make_optimizer; from smollm2_nb.model.precision import autocast_ctx, choose_precision
+from smollm2_nb.model.arch import SmolLM2, NextTokenLoss
+from smollm2_nb.train.loop import make_optimizer
+from smollm2_nb.model.precision import autocast_ctx, choose_precision
 
 def hf_model(cfg):
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -21,7 +22,7 @@ def hf_model(cfg):
 def step_fn(model, opt, x, y, ctx, ours: bool):
     def step():
         with ctx:
-            loss = model(x, y)[1] if ours else model(input_ids=x, labels=y).loss  # HF shifts labels itself: it gets x
+            loss = NextTokenLoss(model)(x, y) if ours else model(input_ids=x, labels=y).loss  # HF shifts labels itself: it gets x
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)

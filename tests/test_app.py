@@ -130,11 +130,11 @@ def test_load_model_control_loads_a_training_run(client, tiny_model, tmp_path):
     import torch
     from smollm2_nb.model.config import get_config
     from smollm2_nb.model.arch import SmolLM2
-    from smollm2_nb.run.checkpoint import save_checkpoint
+    from smollm2_nb.run.checkpoint import Checkpoint, save_checkpoint
     torch.manual_seed(1)
     model = SmolLM2(get_config('tiny'))
-    save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict(), 'val_loss': 4.25,
-                     'precision': 'fp32', 'tokenizer': os.environ.get('SMOLLM2_TOKENIZER')}, tmp_path / 'run', step=7)
+    save_checkpoint(Checkpoint(step=7, config=model.config.to_dict(), model=model.state_dict(), val_loss=4.25,
+                     precision='fp32', tokenizer=os.environ.get('SMOLLM2_TOKENIZER')), tmp_path / 'run')
     card = client.submit(str(tmp_path / 'run'), api_name='/ui_load').result(timeout=CALL_S)
     assert '| training step | 7 |' in card and '4.2500' in card and '| kind | checkpoint |' in card
     assert generate(client, 'ROMEO:', 10).startswith('ROMEO:')
@@ -206,12 +206,12 @@ def test_new_pages_show_the_model_served_now(tiny_model, tmp_path):
     "After 'Load model', a page opened later shows the new model's card, not the one the app started with."
     import torch
     from smollm2_nb.serve.app import build_app
-    from smollm2_nb.run.checkpoint import save_checkpoint
+    from smollm2_nb.run.checkpoint import Checkpoint, save_checkpoint
     from smollm2_nb.model.config import get_config
     from smollm2_nb.model.arch import SmolLM2
     model = SmolLM2(get_config('tiny'))
-    save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict(), 'val_loss': 3.5,
-                     'tokenizer': os.environ.get('SMOLLM2_TOKENIZER')}, tmp_path / 'run', step=11)
+    save_checkpoint(Checkpoint(step=11, config=model.config.to_dict(), model=model.state_dict(), val_loss=3.5,
+                     tokenizer=os.environ.get('SMOLLM2_TOKENIZER')), tmp_path / 'run')
     demo = build_app(str(tiny_model), public=False)
     url = _launch(demo)
     try:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from smollm2_nb.model.config import get_config
 from smollm2_nb.model.arch import SmolLM2
-from smollm2_nb.run.checkpoint import save_checkpoint
+from smollm2_nb.run.checkpoint import Checkpoint, save_checkpoint
 from smollm2_nb.run.tokenizer import load_tokenizer
 
 gguf = pytest.importorskip('gguf')
@@ -38,7 +38,7 @@ def test_gguf_holds_what_llama_cpp_needs(tiny, tmp_path):
 def test_cli_exports_a_run_as_a_folder_transformers_loads(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
     model, tok = tiny
-    save_checkpoint({'config': model.config.to_dict(), 'model': model.state_dict()}, tmp_path / 'run', step=5)
+    save_checkpoint(Checkpoint(step=5, config=model.config.to_dict(), model=model.state_dict()), tmp_path / 'run')
     r = smollm2('export', tmp_path / 'run', '--format', 'hf', '--out', tmp_path / 'hf')
     assert r.returncode == 0, r.stderr
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()

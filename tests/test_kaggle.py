@@ -79,7 +79,7 @@ def push_and_run(fake, kernel_env, wheel, tmp_path, steps, **run):
 
 
 def test_chain_trains_resumes_survives_a_failed_resume_and_resumes_from_the_last_checkpoint(kernel_env, tmp_path):
-    from smollm2_nb.run.checkpoint import list_checkpoints, load_checkpoint
+    from smollm2_nb.run.checkpoint import find_checkpoints, read_checkpoint
     from smollm2_nb.serve.load import load_model
     from smollm2_nb.ship.kaggle_client import build_wheel
     wheel = build_wheel(ROOT, tmp_path / 'dist')
@@ -94,7 +94,7 @@ def test_chain_trains_resumes_survives_a_failed_resume_and_resumes_from_the_last
     assert 'all requirements present: nothing else installed' in v1['out']
     assert f'data from the dataset {KID}-data' in v1['out']
     assert '/datasets/ada/smollm2-train-data' in json.loads((v1['run'] / 'run.json').read_text())['tokenizer']
-    assert [c.name for c in list_checkpoints(v1['run'])] == ['step_0000008.pt'], 'only the newest checkpoint is kept'
+    assert [c.name for c in find_checkpoints(v1['run'])] == ['step_0000008.pt'], 'only the newest checkpoint is kept'
     assert {'run.json', 'metrics.jsonl', 'samples.jsonl', 'dashboard.png'} <= {p.name for p in v1['run'].iterdir()}
     weights = v1['run'] / ('best' if (v1['run'] / 'best').exists() else 'model')
     assert (weights / 'model.safetensors').exists() and load_model(weights)[0] is not None
@@ -108,7 +108,7 @@ def test_chain_trains_resumes_survives_a_failed_resume_and_resumes_from_the_last
     assert v2['version'].request['kernelDataSources'] == [f'{KID}/1']
     assert v2['code'] == 0, v2['err'][-3000:]
     assert 'resuming from' in v2['out'] and 'step_0000008' in v2['out']
-    assert load_checkpoint(v2['run'])['step'] == 12 and json.loads((v2['run'] / 'run.json').read_text())['world_size'] == 2
+    assert read_checkpoint(v2['run']).step == 12 and json.loads((v2['run'] / 'run.json').read_text())['world_size'] == 2
     steps = [m['step'] for m in metrics(v2['run'])]
     assert min(steps) <= 8 < max(steps) == 12, "the resumed run continues the first run's curve"
 
@@ -126,7 +126,7 @@ def test_chain_trains_resumes_survives_a_failed_resume_and_resumes_from_the_last
     assert (v4['pushed']['resume_from'], v4['pushed']['resume_step']) == (f'dataset:{KID}-resume', 12)
     assert v4['version'].request['datasetDataSources'] == [f'{KID}-resume', f'{KID}-data']
     assert v4['code'] == 0, v4['err'][-3000:]
-    assert load_checkpoint(v4['run'])['step'] == 16
+    assert read_checkpoint(v4['run']).step == 16
     steps = [m['step'] for m in metrics(v4['run'])]
     assert min(steps) <= 8 and 12 in steps and max(steps) == 16, "v4 continues v2's curve (v1's steps included), not v3's"
     assert outputs_with(v4['nb'], 'application/vnd.jupyter.widget-view+json'), 'the interactive run shows the live dashboard'

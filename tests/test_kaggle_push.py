@@ -122,7 +122,6 @@ def test_a_source_of_1_mb_is_refused_before_anything_is_sent(tmp_path):
             push_kernel(kaggle_api(), folder=src / 'kaggle', src=src)
         assert 'SaveKernel' not in fake.calls()
         # what Kaggle itself answers to such a source (the fake's limit, sent with the client's own push)
-        from kaggle.api.kaggle_api_extended import KaggleApi
         import requests
         (tmp_path / 'k').mkdir()
         (tmp_path / 'k' / 'kernel-metadata.json').write_text(json.dumps({'id': KID, 'title': 'smollm2-train', 'code_file': 'k.ipynb',

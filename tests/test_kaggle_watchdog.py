@@ -7,7 +7,6 @@ process that finishes the run. Workers whose start after that all-reduce takes l
 """
 import io, json
 
-import pytest
 
 TIMEOUT_S = 30  # a 2-process gloo all-reduce under torchrun took ~14 s on this project's busy 2-core machine
 

@@ -4,7 +4,7 @@ import json, os, resource, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
-from smollm2_nb.run.checkpoint import list_checkpoints, read_checkpoint, nonfinite_tensors
+from smollm2_nb.run.checkpoint import find_checkpoints, read_checkpoint, nonfinite_tensors
 
 TINY = ['--preset', 'tiny', '--batch-size', '2', '--seq-len', '32', '--lr', '3e-3', '--warmup-steps', '2',
         '--eval-every', '0', '--sample-every', '0', '--no-progress']
@@ -45,7 +45,7 @@ def test_signal_stops_with_a_checkpoint_and_resume_is_exact(tmp_path, sig):
     assert info['status'] == 'stopped' and info['stop_reason'] == sig.name
     stopped_at = info['step']
     assert 3 <= stopped_at < 300
-    assert read_checkpoint(list_checkpoints(run)[-1])['step'] == stopped_at
+    assert read_checkpoint(find_checkpoints(run)[-1]).step == stopped_at
 
     # resume to 4 steps past the stop, and compare with an uninterrupted run of the same schedule
     r = smollm2('train', '--resume', run, '--steps', stopped_at + 4)
@@ -62,10 +62,10 @@ def test_divergence_never_leaves_a_nonfinite_checkpoint(tmp_path):
     r = smollm2('train', *TINY, '--steps', '60', '--lr', '1e4', '--warmup-steps', '0', '--ckpt-every', '1', '--keep-last', '100',
                 '--out', run)
     one_line_error(r, 'not finite')
-    cks = list_checkpoints(run)
+    cks = find_checkpoints(run)
     assert cks, 'a checkpoint every step should have left some'
-    for f in cks: assert nonfinite_tensors(read_checkpoint(f)['model']) == [], f
-    assert read_checkpoint(cks[-1])['step'] == json.loads((run / 'run.json').read_text())['step']
+    for f in cks: assert nonfinite_tensors(read_checkpoint(f).model) == [], f
+    assert read_checkpoint(cks[-1]).step == json.loads((run / 'run.json').read_text())['step']
     assert str(cks[-1]) in r.stderr                  # the message names the newest checkpoint, which is finite
     strict_jsonl(run / 'metrics.jsonl')             # valid JSON throughout
     json.loads((run / 'run.json').read_text(), parse_constant=lambda c: pytest.fail(f'{c} in run.json'))
@@ -73,7 +73,7 @@ def test_divergence_never_leaves_a_nonfinite_checkpoint(tmp_path):
 def test_truncated_newest_checkpoint_falls_back(tmp_path):
     run = tmp_path / 'run'
     assert smollm2('train', *TINY, '--steps', '4', '--ckpt-every', '2', '--out', run).returncode == 0
-    newest = list_checkpoints(run)[-1]
+    newest = find_checkpoints(run)[-1]
     assert newest.name == 'step_0000004.pt'
     newest.write_bytes(newest.read_bytes()[:5000])
     g = smollm2('generate', '--model', run / 'checkpoints', '--prompt', 'ROMEO:', '--max-new-tokens', '3')
@@ -83,7 +83,7 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'step_0000004.pt' in r.stderr and 'Traceback' not in r.stderr
     assert json.loads((run / 'run.json').read_text())['start_step'] == 2
-    for f in list_checkpoints(run): f.write_bytes(b'')          # none loads: one clear line
+    for f in find_checkpoints(run): f.write_bytes(b'')          # none loads: one clear line
     one_line_error(smollm2('train', '--resume', run, '--steps', '8'), 'no checkpoint in')
 
 def test_second_trainer_on_the_same_run_dir_is_refused(tmp_path):

@@ -4,16 +4,15 @@
 
 # %% ../../nbs/model/01_arch.ipynb #966403e6
 from __future__ import annotations
-import math
 from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .config import SmolLM2Config, get_config
+from .config import SmolLM2Config
 
 # %% auto #0
 __all__ = ['CE_CHUNK', 'RMSNorm', 'RotaryEmbedding', 'rotate_half', 'apply_rotary', 'KVCache', 'Attention', 'causal_mask', 'MLP',
-           'Block', 'chunked_cross_entropy', 'SmolLM2']
+           'Block', 'chunked_cross_entropy', 'SmolLM2', 'NextTokenLoss']
 
 # %% ../../nbs/model/01_arch.ipynb #00cd515f
 class RMSNorm(nn.Module):
@@ -170,21 +169,17 @@ class SmolLM2(nn.Module):
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings: self.lm_head.weight = self.embed_tokens.weight
-        self.ce_chunk = CE_CHUNK  # positions per chunk of the training loss (see `chunked_cross_entropy`)
         self.apply(self._init_weights)
 
     def _init_weights(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, mean=0.0, std=self.config.initializer_range)
         elif isinstance(m, RMSNorm): nn.init.ones_(m.weight)
 
-    def forward(self,
-                input_ids: torch.LongTensor,        # (B, T) token ids
-                targets: torch.LongTensor | None = None, # (B, T) next-token ids, -100 = ignore; returns (logits, loss)
-                cache: KVCache | None = None,       # keys/values of earlier positions, advanced in place
-                attention_mask: torch.Tensor | None = None, # (B, past + T), 1 = token, 0 = padding
-                last_only: bool = False,            # LM head on the last position only (generation)
-                return_logits: bool | None = None,  # with targets: None = full logits only when autograd is off; False = never (chunked loss)
-               ):
+    def hidden_states(self,
+                      input_ids: torch.LongTensor,                # (B, T) token ids
+                      cache: KVCache | None = None,               # keys/values of earlier positions, advanced in place
+                      attention_mask: torch.Tensor | None = None, # (B, past + T), 1 = token, 0 = padding
+                     ) -> torch.Tensor:                           # (B, T, d), after the final norm
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.max_position_embeddings:
@@ -203,12 +198,27 @@ class SmolLM2(nn.Module):
         x = self.embed_tokens(input_ids)                                                     # (B, T, d)
         for layer in self.layers: x = layer(x, cos, sin, cache, mask)
         if cache is not None: cache.length += T
-        x = self.norm(x)
-        if last_only: x = x[:, -1:]
-        if targets is not None and not ((not torch.is_grad_enabled()) if return_logits is None else return_logits):
-            # training: the loss over chunks of positions; the full (B*T, vocab) logits never exist
-            return None, chunked_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1), self.ce_chunk)
-        logits = self.lm_head(x)                                                             # (B, T, vocab)
-        if targets is None: return logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return self.norm(x)
+
+    def forward(self,
+                input_ids: torch.LongTensor,                # (B, T) token ids
+                cache: KVCache | None = None,               # keys/values of earlier positions, advanced in place
+                attention_mask: torch.Tensor | None = None, # (B, past + T), 1 = token, 0 = padding
+                last_only: bool = False,                    # LM head on the last position only (generation)
+               ) -> torch.Tensor:                           # (B, T, vocab) logits; (B, 1, vocab) with last_only
+        x = self.hidden_states(input_ids, cache, attention_mask)
+        return self.lm_head(x[:, -1:] if last_only else x)
+
+# %% ../../nbs/model/01_arch.ipynb #ntl00001
+class NextTokenLoss(nn.Module):
+    "The language-modelling objective: mean cross-entropy of each position's next token, the logits made chunk by chunk."
+    def __init__(self, model: SmolLM2, chunk: int = CE_CHUNK): # chunk: positions per chunk of logits
+        super().__init__()
+        self.model, self.chunk = model, chunk
+
+    def forward(self,
+                input_ids: torch.LongTensor, # (B, T) token ids
+                targets: torch.LongTensor,   # (B, T) the next token at each position, -100 = ignore
+               ) -> torch.Tensor:            # () the mean loss over the targets
+        h = self.model.hidden_states(input_ids)                                              # (B, T, d)
+        return chunked_cross_entropy(h.flatten(0, 1), self.model.lm_head.weight, targets.flatten(), self.chunk)

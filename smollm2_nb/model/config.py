@@ -5,7 +5,7 @@
 # %% ../../nbs/model/00_config.ipynb #8fb32979
 from __future__ import annotations
 import json
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
 # %% auto #0

@@ -10,8 +10,8 @@ from .layout import read_jsonl
 from .layout import RunDir
 
 # %% auto #0
-__all__ = ['read_run', 'total_steps', 'eta_seconds', 'format_seconds', 'run_summary', 'plot_run', 'figure_png', 'latest_samples',
-           'samples_html', 'header_html', 'RunView', 'Dashboard']
+__all__ = ['read_run', 'total_steps', 'eta_seconds', 'format_duration', 'format_or_dash', 'run_summary', 'plot_run', 'figure_png',
+           'latest_samples', 'samples_html', 'header_html', 'RunView', 'Dashboard']
 
 # %% ../../nbs/run/09_dashboard.ipynb #0d552d3c
 def read_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], list[dict]]:
@@ -36,10 +36,15 @@ def eta_seconds(observed: list[tuple[float, int]], total: int | None) -> float |
     if s1 <= s0 or t1 <= t0: return None
     return max(total - s1, 0) * (t1 - t0) / (s1 - s0)
 
-def format_seconds(s: float | None) -> str:
-    "`3725` -> `'1:02:05'`; None -> `'?'`."
+def format_duration(s: float | None) -> str:
+    "'42 s', '7 min 5 s', '3 h 12 min'; None (not known yet) -> '?'."
     if s is None or not math.isfinite(s): return '?'
-    s = int(round(s)); return f'{s//3600}:{s%3600//60:02d}:{s%60:02d}'
+    s = int(round(s))
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60} min"
+
+def format_or_dash(v, spec: str = '') -> str:
+    "`format(v, spec)`, or '–' for a value not known (None): the cells of a table of run facts."
+    return '–' if v is None else format(v, spec)
 
 def run_summary(info: dict, metrics: list[dict], observed: list[tuple[float, int]] = ()) -> dict:
     "Latest step, total, tokens/s, train/val loss, ETA and status of a run."
@@ -102,7 +107,7 @@ def header_html(summary: dict, info: dict | None = None) -> str:
              f"step {summary['step']}/{summary['total_steps'] or '?'}",
              f"{f(summary['tokens_per_sec'], ',.0f')} tok/s",
              f"loss {f(summary['loss'], '.4f')}", f"val {f(summary['val_loss'], '.4f')}",
-             f"ETA {format_seconds(summary['eta_s'])}"]
+             f"ETA {format_duration(summary['eta_s'])}"]
     dev = info.get('device_name') or info.get('device')
     if dev:
         world = f" x{info['world_size']}" if (info.get('world_size') or 1) > 1 else ''

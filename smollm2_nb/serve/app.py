@@ -14,6 +14,7 @@ try: import gradio as gr
 except ImportError as e: raise ImportError('the app needs gradio: pip install "smollm2_nb[app]"') from e
 from .generate import stream, SAMPLING_DEFAULTS
 from .load import load_for_inference
+from ..run.dashboard import format_or_dash
 
 # %% auto #0
 __all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'ALLOWED_ENV', 'check_settings',
@@ -60,18 +61,16 @@ def check_settings(prompt: str, # text to continue; must not be blank
     return out
 
 # %% ../../nbs/serve/12_app.ipynb #4fa0ac97
-def _fmt(v, spec=''): return '–' if v is None else format(v, spec)
-
 def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, or None when no model is loaded
               ) -> str:
     "Markdown describing the loaded model, or how to load one."
     if not info: return f'**No model loaded.** {HOW_TO_LOAD}'
     params = info.get('params')
     ctx = (info.get('config') or {}).get('max_position_embeddings')
-    rows = [('source', f"`{info.get('source')}`"), ('kind', _fmt(info.get('kind'))),
+    rows = [('source', f"`{info.get('source')}`"), ('kind', format_or_dash(info.get('kind'))),
             ('parameters', '–' if params is None else f'{params/1e6:.1f} M ({params:,})'),
-            ('training step', _fmt(info.get('step'), ',')), ('val loss', _fmt(info.get('val_loss'), '.4f')),
-            ('training precision', _fmt(info.get('precision'))), ('serving precision', _fmt(info.get('serving'))),
+            ('training step', format_or_dash(info.get('step'), ',')), ('val loss', format_or_dash(info.get('val_loss'), '.4f')),
+            ('training precision', format_or_dash(info.get('precision'))), ('serving precision', format_or_dash(info.get('serving'))),
             ('context', '–' if ctx is None else f'{ctx:,} tokens')]
     return '\n'.join(['| model | |', '|---|---|', *[f'| {k} | {v} |' for k, v in rows]])
 

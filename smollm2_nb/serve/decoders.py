@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..model.arch import SmolLM2, KVCache, apply_rotary
-from ..model.precision import INFERENCE_PRECISIONS, inference_precision, cpu_bf16_native
+from ..model.precision import inference_precision, cpu_bf16_native
 
 # %% auto #0
 __all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'Int8Linear', 'TransposedLinear', 'show_source', 'cpu_decode_kernels', 'layer_group',

@@ -4,12 +4,8 @@
 
 # %% ../../nbs/serve/06_generate.ipynb #92bfc94a
 from __future__ import annotations
-import argparse
-import sys
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from ..model.config import SmolLM2Config, get_config
 from ..model.arch import SmolLM2, KVCache
 
 # %% auto #0

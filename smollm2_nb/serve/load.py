@@ -14,8 +14,8 @@ from ..model.hf import load_pretrained, model_from_state_dict, resolve_model_dir
 from ..model.precision import INFERENCE_PRECISIONS, inference_precision
 from ..run.tokenizer import load_tokenizer
 from ..run.layout import RunDir, read_json
-from ..run.checkpoint import load_latest, warn_skip
-from .generate import generate, stream, generate_text, SAMPLING_DEFAULTS
+from ..run.checkpoint import Checkpoint, read_checkpoint, warn_skip
+from .generate import stream, generate_text, SAMPLING_DEFAULTS
 from .decoders import prepare_for_inference
 
 # %% auto #0
@@ -37,16 +37,11 @@ def _try_tokenizer(*candidates):
         except (OSError, ValueError): continue
     return None
 
-def _last_val_loss(ckpt: dict):
-    "The checkpoint's `val_loss`, else the last one among its `metrics` records, else None."
-    if ckpt.get('val_loss') is not None: return ckpt['val_loss']
-    return next((r['val_loss'] for r in reversed(ckpt.get('metrics') or []) if r.get('val_loss') is not None), None)
-
-def _run_tokenizers(run_dir: Path, ckpt: dict | None = None) -> list:
+def _run_tokenizers(run_dir: Path, ckpt: Checkpoint | None = None) -> list:
     "Where a run's own tokenizer may be: its saved copy, then the source it was trained with."
-    run = read_json(RunDir(run_dir).run_json, {})
-    return [run_dir / 'tokenizer' if (run_dir / 'tokenizer' / 'tokenizer.json').exists() else None,
-            (ckpt or {}).get('tokenizer'), run.get('tokenizer')]
+    run = RunDir(run_dir)
+    return [run.tokenizer if (run.tokenizer / 'tokenizer.json').exists() else None, ckpt.tokenizer if ckpt else None,
+            run.info().get('tokenizer')]
 
 def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging Face folder | hub id
                device='cpu', dtype: torch.dtype | None = None,
@@ -64,14 +59,14 @@ def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging 
         info = dict(kind='best', step=meta.get('step'), val_loss=meta.get('val_loss'), precision=read_json(RunDir(p).run_json, {}).get('precision'),
                     picked=f"best validation loss {meta.get('val_loss', float('nan')):.4f} at step {meta.get('step')} ({RunDir(p).best})")
     elif p.is_file() or (p.is_dir() and not is_hf_folder):
-        file, ckpt = load_latest(p, on_skip=on_skip)
-        config = SmolLM2Config.from_dict(ckpt['config'])
-        model = model_from_state_dict(config, _strip_wrappers(ckpt['model']), device, dtype).eval()
-        run_dir = RunDir.of(file).path
+        ckpt = read_checkpoint(p, on_skip=on_skip)
+        config = SmolLM2Config.from_dict(ckpt.config)
+        model = model_from_state_dict(config, _strip_wrappers(ckpt.model), device, dtype).eval()
+        run_dir = RunDir.of(ckpt.file).path
         tok = _try_tokenizer(tokenizer, *_run_tokenizers(run_dir, ckpt))
-        info = dict(kind='checkpoint', step=ckpt['step'], val_loss=_last_val_loss(ckpt),
-                    precision=ckpt.get('precision') or read_json(RunDir(run_dir).run_json, {}).get('precision'),
-                    picked=f"checkpoint of step {ckpt['step']} ({file})")
+        info = dict(kind='checkpoint', step=ckpt.step, val_loss=ckpt.last_val_loss(),
+                    precision=ckpt.precision or RunDir(run_dir).info().get('precision'),
+                    picked=f"checkpoint of step {ckpt.step} ({ckpt.file})")
     else:
         folder = resolve_model_dir(source)
         model = load_pretrained(folder, device, dtype)

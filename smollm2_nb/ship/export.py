@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 import numpy as np
-import torch
 from ..model.hf import save_pretrained
 
 # %% auto #0

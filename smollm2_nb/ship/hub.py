@@ -15,6 +15,7 @@ from ..serve.load import load_model
 from ..model.hf import save_pretrained
 from ..run.layout import read_json, read_jsonl
 from ..run.layout import RunDir
+from ..run.dashboard import format_or_dash
 
 # %% auto #0
 __all__ = ['REPO_URL', 'run_dir_for', 'run_facts', 'model_card', 'model_folder', 'HubAuthError', 'hub_token', 'push_model',
@@ -65,7 +66,6 @@ def run_facts(source: str | os.PathLike, # run dir | checkpoint file | a run's b
 # %% ../../nbs/ship/15_hub.ipynb #f7fcf5a9
 REPO_URL = 'https://github.com/smollm2-nb/smollm2_nb'
 
-def _fmt(v, spec: str = '') -> str: return '–' if v is None else format(v, spec)
 
 def _card_rows(c: dict, params: int, f: dict) -> list[tuple[str, str]]:
     "(name, value) rows of the card's table: the model from its config, the training from `run_facts`."
@@ -81,10 +81,10 @@ def _card_rows(c: dict, params: int, f: dict) -> list[tuple[str, str]]:
             ('layers / width / heads', f"{c['num_hidden_layers']} / {c['hidden_size']} / {c['num_attention_heads']} query, "
                                        f"{c['num_key_value_heads']} key-value"),
             ('context length', f"{c['max_position_embeddings']:,}"), ('vocabulary', f"{c['vocab_size']:,}"),
-            ('weights', _fmt(weights)), ('training steps', _fmt(step, ',')), ('training tokens', _fmt(f.get('tokens'), ',')),
-            ('tokens per step', _fmt(f.get('tokens_per_step'), ',')),
-            ('train loss', _fmt(f.get('train_loss'), '.3f')), ('validation loss', _fmt(f.get('val_loss'), '.3f')),
-            ('hardware', _fmt(hw)), ('data', _fmt(data))]
+            ('weights', format_or_dash(weights)), ('training steps', format_or_dash(step, ',')), ('training tokens', format_or_dash(f.get('tokens'), ',')),
+            ('tokens per step', format_or_dash(f.get('tokens_per_step'), ',')),
+            ('train loss', format_or_dash(f.get('train_loss'), '.3f')), ('validation loss', format_or_dash(f.get('val_loss'), '.3f')),
+            ('hardware', format_or_dash(hw)), ('data', format_or_dash(data))]
 
 def model_card(repo_id: str, # where the card will live, USER/NAME
                config: dict, # the model's `SmolLM2Config.to_dict()`

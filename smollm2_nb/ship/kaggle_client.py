@@ -4,7 +4,7 @@
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #kc00002
 from __future__ import annotations
-import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, zipfile
+import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, subprocess, sys, tempfile, time, zipfile
 from pathlib import Path
 from ..run.layout import RunDir
 from .kaggle_kernel import DATA_CORPUS, MARGIN_S, RESUME_FAILED
@@ -394,9 +394,9 @@ def upload_resume_dataset(api, run_dir: str | os.PathLike, # a local run directo
                           ref: str,                         # the private dataset, owner/slug
                           wait_s: float = 3600, poll_s: float = 15., out=None) -> int:
     "Upload `run_dir`'s newest checkpoint and logs as a new version of the dataset `ref`, wait until it is ready; returns the step."
-    from smollm2_nb.run.checkpoint import latest_checkpoint
+    from smollm2_nb.run.checkpoint import find_checkpoint
     run_dir, out = Path(run_dir), out or sys.stdout
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = find_checkpoint(run_dir)
     if ckpt is None: raise PushRefused(f"no checkpoint in {run_dir} to carry; fetch one with `smollm2 kaggle output --out {run_dir}`")
     step = RunDir.step_of(ckpt)
     files = {ckpt.name: ckpt, **{n: run_dir/n for n in RUN_LOGS if (run_dir/n).is_file()}}

@@ -4,16 +4,16 @@
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k002
 from __future__ import annotations
-import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, zipfile
+import dataclasses, json, os, shutil, socket, threading, time
 from pathlib import Path
 from ..run.layout import RunDir
 
 # %% auto #0
-__all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'NO_GPU_HELP', 'DATA_CORPUS', 'RESUME_FAILED', 'SMOKE_OVERRIDES', 'MARGIN_S',
+__all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'NO_GPU_HELP', 'RESUME_FAILED', 'DATA_CORPUS', 'SMOKE_OVERRIDES', 'MARGIN_S',
            'RUN_TYPE_ENV', 'KagglePaths', 'kaggle_paths', 'smoke_mode', 'gpu_report', 'describe_gpus',
-           'KaggleSessionError', 'check_accelerator', 'has_internet', 'check_data_reachable', 'attach_data',
-           'requirements_to_install', 'find_resume_checkpoint', 'ResumeNotFound', 'source_mounts', 'find_resume',
-           'prepare_resume', 'record_resume_failure', 'session_seconds', 'remaining_budget_s', 'kernel_config',
+           'KaggleSessionError', 'check_accelerator', 'has_internet', 'check_data_reachable', 'requirements_to_install',
+           'find_resume_checkpoint', 'ResumeNotFound', 'source_mounts', 'find_resume', 'prepare_resume',
+           'record_resume_failure', 'attach_data', 'session_seconds', 'remaining_budget_s', 'kernel_config',
            'finalize_output', 'final_report', 'interactive_session', 'run_training_live']
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k005
@@ -93,20 +93,6 @@ def check_data_reachable(online=None) -> str: # online: a callable returning boo
                                  f"(Settings -> Internet, needs a phone-verified account) or push with --bundle-data so they travel with the code")
     return f"tokenizer {tok}; data: {os.environ.get(SHAKESPEARE_ENV) or 'Tiny Shakespeare (download)'}"
 
-# %% ../../nbs/ship/10_kaggle_kernel.ipynb #kkd02
-DATA_CORPUS = 'tinyshakespeare.txt'  # the corpus's name in the data dataset, beside the tokenizer's files
-
-def attach_data(paths: KagglePaths, source: str) -> str: # source: the data dataset the push attached, owner/slug
-    "Point `$SMOLLM2_TOKENIZER` and `$SMOLLM2_SHAKESPEARE` at the mounted data dataset; `KaggleSessionError` if it is not mounted."
-    from smollm2_nb.run.tokenizer import TOKENIZER_ENV
-    from smollm2_nb.run.data import SHAKESPEARE_ENV
-    for m in source_mounts(paths.input, f'dataset:{source}'):
-        if (m/'tokenizer.json').is_file() and (m/DATA_CORPUS).is_file():
-            os.environ[TOKENIZER_ENV], os.environ[SHAKESPEARE_ENV] = str(m), str(m/DATA_CORPUS)
-            return f"data from the dataset {source} at {m}"
-    raise KaggleSessionError(f"the push attached the dataset {source} (tokenizer and Tiny Shakespeare) but it is not mounted under "
-                             f"{paths.input}: push again once `kaggle datasets status {source}` says ready")
-
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #kki02
 def requirements_to_install(requires: list[str] | None = None, # default: the installed smollm2_nb's `Requires-Dist`
                             installed: dict | None = None          # {name: version}; default: what importlib.metadata finds
@@ -132,8 +118,8 @@ def requirements_to_install(requires: list[str] | None = None, # default: the in
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k015
 def find_resume_checkpoint(input_dir: str | os.PathLike) -> Path | None:
     "Newest complete checkpoint anywhere below `input_dir` (e.g. /kaggle/input), or None."
-    from smollm2_nb.run.checkpoint import latest_checkpoint
-    return latest_checkpoint(input_dir, recursive=True) if Path(input_dir).exists() else None
+    from smollm2_nb.run.checkpoint import find_checkpoint
+    return find_checkpoint(input_dir, recursive=True) if Path(input_dir).exists() else None
 
 class ResumeNotFound(FileNotFoundError): "Told to resume, but the expected checkpoint is not mounted; the message says what to do."
 
@@ -180,6 +166,20 @@ def record_resume_failure(paths: KagglePaths, source: str, expected_step: int, e
     path.write_text(json.dumps(dict(source=source, expected_step=expected_step, error=str(error), mounted=mounted), indent=1))
     return path
 
+# %% ../../nbs/ship/10_kaggle_kernel.ipynb #kkd02
+DATA_CORPUS = 'tinyshakespeare.txt'  # the corpus's name in the data dataset, beside the tokenizer's files
+
+def attach_data(paths: KagglePaths, source: str) -> str: # source: the data dataset the push attached, owner/slug
+    "Point `$SMOLLM2_TOKENIZER` and `$SMOLLM2_SHAKESPEARE` at the mounted data dataset; `KaggleSessionError` if it is not mounted."
+    from smollm2_nb.run.tokenizer import TOKENIZER_ENV
+    from smollm2_nb.run.data import SHAKESPEARE_ENV
+    for m in source_mounts(paths.input, f'dataset:{source}'):
+        if (m/'tokenizer.json').is_file() and (m/DATA_CORPUS).is_file():
+            os.environ[TOKENIZER_ENV], os.environ[SHAKESPEARE_ENV] = str(m), str(m/DATA_CORPUS)
+            return f"data from the dataset {source} at {m}"
+    raise KaggleSessionError(f"the push attached the dataset {source} (tokenizer and Tiny Shakespeare) but it is not mounted under "
+                             f"{paths.input}: push again once `kaggle datasets status {source}` says ready")
+
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k018
 SMOKE_OVERRIDES = dict(preset='tiny', steps=8, batch_size=2, seq_len=32, grad_accum=1, ckpt_every=4,
                        sample_every=4, eval_every=4, eval_batches=2, log_every=1, precision='fp32', compile=False,
@@ -211,13 +211,13 @@ def kernel_config(paths: KagglePaths, resume=False, time_budget_s: float | None 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k027
 def finalize_output(run_dir: str | os.PathLike) -> dict:
     "Prune to the newest checkpoint, make sure a weights-only HF folder exists, draw `dashboard.png`; returns {file: bytes} kept."
-    from smollm2_nb.run.checkpoint import latest_checkpoint, list_checkpoints; from smollm2_nb.serve.load import load_model
+    from smollm2_nb.run.checkpoint import find_checkpoint, find_checkpoints; from smollm2_nb.serve.load import load_model
     from smollm2_nb.run.dashboard import figure_png, plot_run, read_run
     from smollm2_nb.model.hf import save_pretrained
     from smollm2_nb.run.layout import atomic_write
     run_dir = Path(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir):
+    ckpt = find_checkpoint(run_dir)
+    for old in find_checkpoints(run_dir):
         if old != ckpt: old.unlink()
     if ckpt is not None and not ((RunDir(run_dir).best / 'config.json')).exists():
         model, tok, _ = load_model(ckpt)

@@ -4,16 +4,16 @@
 
 # %% ../../nbs/train/16_bench.ipynb #5f4d544e
 from __future__ import annotations
-import argparse, copy, json, math, os, shutil, statistics, subprocess, sys, time
-from contextlib import nullcontext
+import argparse, copy, json, os, shutil, statistics, subprocess, sys, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from ..model.config import SmolLM2Config, get_config
-from ..model.arch import SmolLM2
+from ..model.arch import SmolLM2, NextTokenLoss
 from ..model.params import training_memory, count_params
-from ..model.precision import choose_precision, autocast_ctx, peak_flops, mfu, check_gpu_supported
+from ..model.precision import autocast_ctx, peak_flops, mfu, check_gpu_supported
 from ..run.layout import RunDir
+from ..run.dashboard import format_or_dash
 
 # %% auto #0
 __all__ = ['PROFILES', 'SMALL_ARTEFACTS', 'bench_precisions', 'hf_twin', 'make_step', 'throughput', 'smooth', 'loss_curves',
@@ -57,7 +57,7 @@ def make_step(model, x, y, precision: str, device, ours: bool):
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16' and device.type == 'cuda')
     def step():
         with autocast_ctx(device.type, precision):
-            loss = model(x, y)[1] if ours else model(input_ids=x, labels=x).loss  # HF shifts labels itself
+            loss = NextTokenLoss(model)(x, y) if ours else model(input_ids=x, labels=x).loss  # HF shifts labels itself
         scaler.scale(loss).backward()
         if scaler.is_enabled(): scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -121,7 +121,7 @@ def loss_curves(config: SmolLM2Config, precisions: list[str], batch_size: int, s
         losses = []
         for s in range(steps):
             x, y = data[s, :, :-1], data[s, :, 1:]
-            with autocast_ctx(device.type, p): loss = m(x, y)[1]
+            with autocast_ctx(device.type, p): loss = NextTokenLoss(m)(x, y)
             scaler.scale(loss).backward()
             if scaler.is_enabled(): scaler.unscale_(f_opt)
             torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
@@ -239,16 +239,14 @@ def classic_demo(out: Path, device_type: str = 'cuda') -> dict:
                 final_loss=second.get('loss'), summary_keys=sorted(second))
 
 # %% ../../nbs/train/16_bench.ipynb #1503cd5b
-def _fmt(v, spec): return '-' if v is None else format(v, spec)
-
 def markdown_table(rows: list[dict]) -> str:
     "The throughput rows as a Markdown table: ours and transformers' per config, with the ratio."
     lines = ['| model | seq | batch | precision | compile | tokens/s | MFU | compile s | peak mem GiB | est mem GiB | ratio ours/transformers |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {r['model']} | {r['seq_len']} | {r['batch_size']} | {r['precision']} | {r['compile']} | {r['tokens_per_sec']:,.0f} | "
-                     f"{_fmt(r['mfu'] and 100 * r['mfu'], '.1f')}{'%' if r['mfu'] else ''} | {_fmt(r['compile_s'], '.1f')} | "
-                     f"{_fmt(r['peak_mem_bytes'] and r['peak_mem_bytes'] / 2**30, '.2f')} | {r['est_mem_bytes'] / 2**30:.2f} | {r['ratio']:.2f} |")
+                     f"{format_or_dash(r['mfu'] and 100 * r['mfu'], '.1f')}{'%' if r['mfu'] else ''} | {format_or_dash(r['compile_s'], '.1f')} | "
+                     f"{format_or_dash(r['peak_mem_bytes'] and r['peak_mem_bytes'] / 2**30, '.2f')} | {r['est_mem_bytes'] / 2**30:.2f} | {r['ratio']:.2f} |")
     return '\n'.join(lines)
 
 # %% ../../nbs/train/16_bench.ipynb #2b6fb045

@@ -5,7 +5,7 @@
 # %% ../../nbs/train/08a_config.ipynb #tc00002
 from __future__ import annotations
 import math
-from dataclasses import dataclass, asdict, field, fields, replace
+from dataclasses import dataclass, field, replace
 from ..model.config import PRESETS, get_config
 from ..model.precision import TRAIN_PRECISIONS
 

@@ -10,9 +10,9 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-import torch
 from .config import TrainConfig
-from .loop import train, format_duration, pick_device, GracefulStop, CLI_ERRORS, cli_train
+from ..run.dashboard import format_duration
+from .loop import train, pick_device, GracefulStop, CLI_ERRORS
 from ..run.layout import RunDir, read_jsonl
 
 # %% auto #0

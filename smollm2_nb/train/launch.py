@@ -4,13 +4,13 @@
 
 # %% ../../nbs/train/08c_launch.ipynb #la00002
 from __future__ import annotations
-import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time, zipfile
+import contextlib, dataclasses, json, os, signal, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 from ..run.layout import RunDir
 
 # %% auto #0
 __all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'SLOW_START_ENV', 'READY_ENV', 'FIRST_STEP_ENV', 'config_to_json',
-           'collective_check', 'train_from_json', 'torchrun_command', 'launch_torchrun', 'stop_process_group', 'tail',
+           'collective_check', 'train_from_json', 'torchrun_command', 'launch_torchrun', 'stop_process_group',
            'launch_attempts', 'run_attempt', 'run_training']
 
 # %% ../../nbs/train/08c_launch.ipynb #k021
@@ -91,11 +91,6 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.) -> int:
 # %% ../../nbs/train/08c_launch.ipynb #k024
 FIRST_STEP_ENV = 'SMOLLM2_KAGGLE_FIRST_STEP_TIMEOUT'  # seconds the workers' all-reduce check may take; default 600
 
-def tail(path: str | os.PathLike, n: int = 30) -> str:
-    "Last `n` lines of a text file ('' if missing)."
-    p = Path(path)
-    return '\n'.join(p.read_text(errors='replace').splitlines()[-n:]) if p.exists() else ''
-
 def _max_step(run_dir: Path) -> int:
     from smollm2_nb.run.layout import read_jsonl
     return max((r.get('step', 0) for r in read_jsonl(RunDir(run_dir).metrics)), default=0)
@@ -120,10 +115,10 @@ def run_attempt(cfg, nproc: int, env: dict, collective_timeout_s: float, out=Non
     return code
 
 def _summary(run_dir, status, error):
-    from smollm2_nb.run.checkpoint import latest_checkpoint
+    from smollm2_nb.run.checkpoint import find_checkpoint
     from smollm2_nb.run.layout import read_json
     info = read_json(RunDir(run_dir).run_json, {}) or {}
-    ck = latest_checkpoint(run_dir)
+    ck = find_checkpoint(run_dir)
     return {**info, 'status': status if status == 'failed' else info.get('status', status), 'run_dir': str(run_dir),
             'step': _max_step(Path(run_dir)), 'checkpoint': str(ck) if ck else None, 'error': error or info.get('error')}
 

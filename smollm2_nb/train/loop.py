@@ -14,40 +14,41 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, asdict, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 from ..model.config import PRESETS, get_config
-from ..model.arch import SmolLM2
+from ..model.arch import SmolLM2, NextTokenLoss
 from ..model.params import auto_batch, cuda_budget_gib
 from ..model.precision import TRAIN_PRECISIONS, choose_precision, autocast_ctx, peak_flops, mfu, check_gpu_supported, UnsupportedGPU
 from ..run.tokenizer import load_tokenizer
-from ..run.layout import atomic_write, write_json, read_json, append_jsonl, read_jsonl, finite_json, RunLock, RunDirBusy
-from ..run.checkpoint import (checkpoint_path, save_checkpoint, load_latest, save_best, CheckpointError,
-                                   NonFiniteState, warn_skip)
+from ..run.layout import atomic_write, finite_json, write_json, append_jsonl, read_jsonl, RunLock, RunDirBusy
+from ..run.checkpoint import Checkpoint, CheckpointError, NonFiniteState, save_checkpoint, read_checkpoint, save_best, warn_skip
 from ..serve.generate import generate_text, SAMPLING_DEFAULTS
-from ..run.data import load_data, BatchSampler, get_batch
+from ..run.data import TokenData, load_data, BatchSampler, get_batch
 from ..run.layout import RunDir
-from .config import SCHEDULES, DEFAULT_PROMPTS, TrainConfig, lr_at
+from ..run.dashboard import format_duration
+from .config import SCHEDULES, TrainConfig, lr_at
 
 # %% auto #0
 __all__ = ['CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'evaluate', 'rng_state', 'set_rng_state',
-           'GracefulStop', 'resume_checkpoint', 'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank',
-           'pick_device', 'resolve_batch_size', 'format_duration', 'ProgressPrinter', 'NonFiniteLoss', 'train',
-           'train_parser', 'config_from_args', 'cli_train']
+           'GracefulStop', 'read_resume_checkpoint', 'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank',
+           'pick_device', 'resolve_batch_size', 'ProgressPrinter', 'NonFiniteLoss', 'Run', 'setup_run', 'train_step',
+           'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_args',
+           'cli_train']
 
 # %% ../../nbs/train/08b_train.ipynb #46c9635e
-def forward_backward(model, batches, # the micro-batches of one step: [(x, y), ...]
+def forward_backward(objective, batches, # the micro-batches of one step: [(x, y), ...]
                      ctx=nullcontext(), scaler=None, no_sync=None) -> torch.Tensor:
     "Accumulate the gradients of `batches`; returns their mean loss (a detached fp32 tensor, no host sync)."
     total, n = 0.0, len(batches)
     for i, (x, y) in enumerate(batches):
         sync = no_sync() if no_sync is not None and i < n - 1 else nullcontext()  # DDP: all-reduce on the last one only
         with sync:
-            with ctx: loss = model(x, y)[1]
+            with ctx: loss = objective(x, y)
             (scaler.scale(loss / n) if scaler is not None else loss / n).backward()
         total = total + loss.detach().float()
     return total / n
@@ -80,15 +81,15 @@ def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 @torch.no_grad()
-def evaluate(model, tokens, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
+def evaluate(objective, tokens, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
     "Mean loss over `cfg.eval_batches` fixed validation batches (the same windows at every evaluation)."
-    was_training = model.training; model.eval()
+    was_training = objective.training; objective.eval()
     s = BatchSampler(len(tokens), cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1, rank=rank, world_size=world, what='validation split')
     total = torch.zeros((), device=device)
     for i in range(cfg.eval_batches):
         x, y = get_batch(tokens, s.offsets(i), cfg.seq_len, device)
-        with autocast_ctx(torch.device(device).type, precision): total += model(x, y, return_logits=False)[1].float()
-    model.train(was_training)
+        with autocast_ctx(torch.device(device).type, precision): total += objective(x, y).float()
+    objective.train(was_training)
     return _mean_across_ranks(total / cfg.eval_batches, world).item()
 
 def rng_state() -> dict:
@@ -125,13 +126,13 @@ class GracefulStop:
         self._old = {}
 
 # %% ../../nbs/train/08b_train.ipynb #b4c8c053
-def resume_checkpoint(resume: bool | str, # True: the newest in `out`; or a checkpoint file / run dir / folder to search
-                      out: str | os.PathLike, on_skip=warn_skip) -> tuple[Path, dict]:
-    "`(file, checkpoint)` to resume from, passing over damaged files; a clear error when there is none."
+def read_resume_checkpoint(resume: bool | str, # True: the newest in `out`; or a checkpoint file / run dir / folder to search
+                           out: str | os.PathLike, on_skip=warn_skip) -> Checkpoint:
+    "The checkpoint to resume from, passing over damaged files; a clear error when there is none."
     src = Path(out if resume is True else resume)
     if not src.exists():
         raise FileNotFoundError(f"nothing to resume in {str(src)!r}: no such file or folder. Train without --resume to start a new run")
-    try: return load_latest(src, recursive=resume is not True and src.is_dir(), on_skip=on_skip)
+    try: return read_checkpoint(src, recursive=resume is not True and src.is_dir(), on_skip=on_skip)
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint to resume from in {str(src)!r}; pass a checkpoint file or run dir, "
                                 f"or train without --resume to start a new run") from None
@@ -197,11 +198,6 @@ def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, w
         f"--batch-size auto: {budget:.1f} GiB to plan for on {torch.cuda.get_device_name(device)} -> batch {micro} x grad-accum {accum} "
         f"= {glob} sequences per step{' per process' if world > 1 else ''} ({precision}, seq {cfg.seq_len})")
 
-def format_duration(s: float) -> str:
-    "'42 s', '7 min 5 s', '3 h 12 min'."
-    s = int(round(s))
-    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60} min"
-
 class ProgressPrinter:
     "A callback printing one line per logged step (step, loss, val loss, tokens/s, MFU, ETA) and every sample."
     def __init__(self, every: int = 10, file=None): self.every, self.file, self.total, self.t0 = every, file, None, None
@@ -218,16 +214,17 @@ class ProgressPrinter:
         self._p(' | '.join(parts + [f"ETA {format_duration(eta)}"]))
     def on_sample(self, s): self._p(f"sample @ {s['step']}: {s['text']!r}")
 
-# %% ../../nbs/train/08b_train.ipynb #5bcc027f
+# %% ../../nbs/train/08b_train.ipynb #lp000001
 class NonFiniteLoss(FloatingPointError): "The loss or gradient became NaN/inf: the run diverged."
 
 def _call(callbacks, name: str, *args):
+    "Call `name(*args)` on each callback that has it."
     for cb in callbacks:
         f = getattr(cb, name, None)
         if f is not None: f(*args)
 
-def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int, ckpt: dict | None):
-    "Data, model, optimizer, scaler and sampler, restored from `ckpt` when resuming."
+def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int):
+    "The tokenizer, data, model, optimizer, scaler and sampler of a new run (`_restore` brings back a checkpoint's)."
     tok = load_tokenizer(cfg.tokenizer)
     data = load_data(cfg.data, tok, cfg.val_fraction)
     sampler = BatchSampler(data.train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed, rank, world, what='training split')
@@ -237,164 +234,237 @@ def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int, ckpt
     model = SmolLM2(get_config(cfg.preset)).to(device)
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
-    if ckpt:
-        model.load_state_dict(ckpt['model']); optimizer.load_state_dict(ckpt['optimizer'])
-        if ckpt.get('scaler'): scaler.load_state_dict(ckpt['scaler'])
-        sampler.load_state_dict(ckpt['sampler']); set_rng_state(ckpt['rng'])
     return tok, data, model, optimizer, scaler, sampler
 
-def train(cfg: TrainConfig, callbacks=()) -> dict:
-    "Train (or resume) a SmolLM2 model; returns a summary dict. See `TrainConfig` and the run directory above."
-    given_cfg, cfg, t_start = cfg, cfg.resolved(), time.time()
+@dataclass
+class Run:
+    "A training run while it runs: its config, where it runs, every piece of state it trains and saves, and its counters."
+    cfg: TrainConfig
+    device: torch.device
+    precision: str                      # 'fp32' | 'bf16' | 'fp16'
+    rank: int                           # this process among `world` (DDP); rank 0 writes the run directory
+    world: int
+    tok: object                         # the tokenizer
+    data: TokenData
+    model: SmolLM2                      # the weights: what is saved, evaluated and sampled from
+    objective: NextTokenLoss            # the model's loss
+    trained: torch.nn.Module            # the objective as it trains: under torch.compile and/or DDP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler        # fp16 loss scaling (a no-op otherwise)
+    sampler: BatchSampler
+    info: dict                          # what run.json says
+    callbacks: list = field(default_factory=list)
+    lock: RunLock | None = None
+    created_pg: bool = False            # the process group is ours to destroy
+    step: int = 0                       # optimizer steps done
+    metrics: list = field(default_factory=list)
+    skipped: int = 0                    # updates refused for a non-finite loss or gradient
+    bad_run: int = 0                    # ... of them in a row
+    loss: float | None = None           # the last step's loss
+    val_loss: float | None = None
+    best_val: float | None = None
+    last_ckpt: Path | None = None
+    tokens_per_sec: float | None = None # smoothed
+    t_start: float = field(default_factory=time.time)
+
+    out  = property(lambda self: RunDir(self.cfg.out))
+    main = property(lambda self: self.rank == 0)
+    ctx  = property(lambda self: autocast_ctx(self.device.type, self.precision))
+
+def _restore(run: Run, ckpt: Checkpoint):
+    "Every piece of state a checkpoint holds, back into `run`."
+    run.model.load_state_dict(ckpt.model); run.optimizer.load_state_dict(ckpt.optimizer)
+    if ckpt.scaler: run.scaler.load_state_dict(ckpt.scaler)
+    run.sampler.load_state_dict(ckpt.sampler); set_rng_state(ckpt.rng)
+    run.step, run.metrics, run.skipped = ckpt.step, list(ckpt.metrics), ckpt.skipped_steps
+    run.val_loss, run.best_val, run.last_ckpt = ckpt.val_loss, ckpt.best_val_loss, ckpt.file
+
+def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
+    "A run ready for its first step: device and precision, the checkpoint it resumes, data, model and optimizer; run.json written."
+    given, cfg, t_start = cfg, cfg.resolved(), time.time()
     rank, world, local, created_pg = setup_distributed(cfg.device)
     device = pick_device(cfg.device, local)
     cc = torch.cuda.get_device_capability(device) if device.type == 'cuda' else None
     precision = choose_precision(device.type, cc, cfg.precision)
-    compile_ = cfg.compile if cfg.compile is not None else (cc is not None and cc >= (7, 0))
-    if compile_ and cc is not None and cc < (7, 0):
+    compiled = cfg.compile if cfg.compile is not None else (cc is not None and cc >= (7, 0))
+    if compiled and cc is not None and cc < (7, 0):
         raise ValueError(f"torch.compile needs a GPU of compute capability 7.0+ (Triton); this one is sm_{cc[0]}{cc[1]}. Train without --compile")
     if precision == 'bf16': torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
-    main, out = rank == 0, Path(cfg.out)
-    callbacks = list(callbacks) if main else []
-    if main and not cfg.progress: callbacks.append(ProgressPrinter(max(cfg.log_every, 10)))
-    lock = RunLock(out).acquire() if main else None
+    callbacks = list(callbacks) if rank == 0 else []
+    if rank == 0 and not cfg.progress: callbacks.append(ProgressPrinter(max(cfg.log_every, 10)))
+    out = RunDir(cfg.out)
+    lock = RunLock(out).acquire() if rank == 0 else None
     try:
-        ckpt_path, ckpt = resume_checkpoint(cfg.resume, out) if cfg.resume else (None, None)
+        ckpt = read_resume_checkpoint(cfg.resume, out) if cfg.resume else None
         model_cfg = get_config(cfg.preset)
-        if ckpt: check_resume_config(ckpt['config'], model_cfg.to_dict(), ckpt_path)
-        saved = (ckpt or {}).get('train_config', {})
-        if ckpt and given_cfg.schedule_steps is None and saved.get('schedule_steps'):  # the run's schedule, not one over the new total
-            cfg = replace(given_cfg, schedule_steps=saved['schedule_steps'],
-                          warmup_steps=saved.get('warmup_steps') if given_cfg.warmup_steps is None else given_cfg.warmup_steps).resolved()
-        cfg, batch_note = resolve_batch_size(cfg, device, precision, world)
-        if main and batch_note: tqdm.write(batch_note)
-        tok, data, raw_model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world, ckpt)
-        step, metrics, skipped, val_loss, best_val = 0, [], 0, None, None
         if ckpt:
-            step, metrics, skipped = ckpt['step'], list(ckpt.get('metrics', [])), ckpt.get('skipped_steps', 0)
-            val_loss, best_val = ckpt.get('val_loss'), ckpt.get('best_val_loss')
-            del ckpt
-        n_params = sum(p.numel() for p in raw_model.parameters())
-        t_compile = time.time()
-        model = torch.compile(raw_model) if compile_ else raw_model
-        if world > 1: model = DDP(model, device_ids=[local] if device.type == 'cuda' else None)
-        ctx = autocast_ctx(device.type, precision)
-        peak = peak_flops(device_name, precision) if device.type == 'cuda' else None
-        tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
-        info = dict(status='running', train_config=asdict(cfg), config=model_cfg.to_dict(), preset=cfg.preset, params=n_params,
-                    device=str(device), device_name=device_name, precision=precision, compile=compile_, world_size=world,
-                    steps=cfg.steps, start_step=step, resumed_from=str(ckpt_path) if ckpt_path else None, tokenizer=data.tokenizer,
-                    data=data.files, train_tokens=data.train_tokens, val_tokens=data.val_tokens, pid=os.getpid(),
-                    tokens_per_step=tokens_per_step, started_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-        if main:
-            (RunDir(out).checkpoints).mkdir(parents=True, exist_ok=True)
-            if not (out / 'tokenizer' / 'tokenizer.json').exists(): tok.save_pretrained(str(out / 'tokenizer'))
-            write_json(RunDir(out).run_json, info)
-            trim_log(RunDir(out).metrics, step, fallback=metrics); trim_log(RunDir(out).samples, step)
+            check_resume_config(ckpt.config, model_cfg.to_dict(), ckpt.file)
+            saved = ckpt.train_config or {}
+            if given.schedule_steps is None and saved.get('schedule_steps'):  # the run's schedule, not one over the new total
+                warmup = saved.get('warmup_steps') if given.warmup_steps is None else given.warmup_steps
+                cfg = replace(given, schedule_steps=saved['schedule_steps'], warmup_steps=warmup).resolved()
+        cfg, batch_note = resolve_batch_size(cfg, device, precision, world)
+        if rank == 0 and batch_note: tqdm.write(batch_note)
+        tok, data, model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world)
+        objective = NextTokenLoss(model)  # what torch.compile and DDP wrap: forward(x, y) -> loss
+        trained = torch.compile(objective) if compiled else objective
+        if world > 1: trained = DDP(trained, device_ids=[local] if device.type == 'cuda' else None)
+        device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+        info = dict(status='running', train_config=asdict(cfg), config=model_cfg.to_dict(), preset=cfg.preset,
+                    params=sum(p.numel() for p in model.parameters()), device=str(device), device_name=device_name,
+                    precision=precision, compile=compiled, world_size=world, steps=cfg.steps, start_step=ckpt.step if ckpt else 0,
+                    resumed_from=str(ckpt.file) if ckpt else None, tokenizer=data.tokenizer, data=data.files,
+                    train_tokens=data.train_tokens, val_tokens=data.val_tokens, pid=os.getpid(),
+                    tokens_per_step=cfg.batch_size * cfg.seq_len * cfg.grad_accum * world,
+                    started_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        run = Run(cfg, device, precision, rank, world, tok, data, model, objective, trained, optimizer, scaler, sampler, info,
+                  callbacks, lock, created_pg, t_start=t_start)
+        if ckpt: _restore(run, ckpt); del ckpt
+        if run.main:
+            out.checkpoints.mkdir(parents=True, exist_ok=True)
+            if not (out.tokenizer / 'tokenizer.json').exists(): tok.save_pretrained(str(out.tokenizer))
+            write_json(out.run_json, info)
+            trim_log(out.metrics, run.step, fallback=run.metrics); trim_log(out.samples, run.step)
             _call(callbacks, 'on_train_begin', info)
-            tqdm.write(f"training {cfg.preset} ({n_params/1e6:.1f}M params) on {device_name} x{world} in {precision}"
-                       f"{' (compiled)' if compile_ else ''}; {data.train_tokens:,} train / {data.val_tokens:,} val tokens; "
-                       f"steps {step} -> {cfg.steps}; run dir {out}")
+            tqdm.write(f"training {cfg.preset} ({info['params']/1e6:.1f}M params) on {device_name} x{world} in {precision}"
+                       f"{' (compiled)' if compiled else ''}; {data.train_tokens:,} train / {data.val_tokens:,} val tokens; "
+                       f"steps {run.step} -> {cfg.steps}; run dir {out.path}")
+        return run
     except BaseException:
         if lock: lock.release()
         if created_pg: dist.destroy_process_group()
         raise
 
-    def save(step):
-        state = {'step': step, 'config': model_cfg.to_dict(), 'model': raw_model.state_dict(),
-                 'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict(), 'sampler': sampler.state_dict(),
-                 'scheduler': dict(schedule=cfg.schedule, lr=cfg.lr, warmup_steps=cfg.warmup_steps, schedule_steps=cfg.schedule_steps,
-                                   last_lr=lr_at(max(step - 1, 0), cfg)),
-                 'rng': rng_state(), 'metrics': metrics, 'train_config': asdict(cfg), 'val_loss': val_loss, 'best_val_loss': best_val,
-                 'precision': precision, 'tokenizer': data.tokenizer, 'skipped_steps': skipped}
-        path = save_checkpoint(state, out, step, keep_last=cfg.keep_last)
-        _call(callbacks, 'on_checkpoint', path, step)
-        return path
+# %% ../../nbs/train/08b_train.ipynb #lp000004
+def train_step(run: Run) -> dict:
+    "One optimizer step: the scheduled learning rate, `grad_accum` micro-batches, the checked update. Returns its metrics record."
+    cfg, t0 = run.cfg, time.time()
+    lr = lr_at(run.step, cfg)
+    for g in run.optimizer.param_groups: g['lr'] = lr
+    batches = [get_batch(run.data.train, run.sampler.next(), cfg.seq_len, run.device) for _ in range(cfg.grad_accum)]
+    no_sync = getattr(run.trained, 'no_sync', None) if run.world > 1 else None   # DDP: all-reduce on the last micro-batch
+    loss = _mean_across_ranks(forward_backward(run.trained, batches, run.ctx, run.scaler, no_sync), run.world)
+    run.loss, grad_norm, applied = optimizer_step(run.model, run.optimizer, loss, cfg.grad_clip, run.scaler)
+    if applied: run.bad_run = 0
+    else:
+        run.skipped, run.bad_run = run.skipped + 1, run.bad_run + 1
+        if not run.scaler.is_enabled() or run.bad_run >= 25:   # fp16 skips a few overflowing steps by design; nothing else may
+            raise NonFiniteLoss(
+                f"the {'loss' if not math.isfinite(run.loss) else 'gradient'} is not finite at step {run.step + 1}"
+                f"{f' ({run.bad_run} steps in a row)' if run.bad_run > 1 else ''}; nothing was applied or saved. The newest "
+                f"checkpoint ({run.last_ckpt or 'none yet'}) holds finite weights: lower --lr (now {lr:.2e}) or use "
+                f"--precision fp32/bf16, then --resume")
+    run.step += 1
+    step_tps = run.info['tokens_per_step'] / (time.time() - t0)
+    run.tokens_per_sec = step_tps if run.tokens_per_sec is None else 0.9 * run.tokens_per_sec + 0.1 * step_tps
+    rec = dict(step=run.step, loss=run.loss, lr=lr, tokens_per_sec=round(step_tps, 1), grad_norm=grad_norm)
+    peak = peak_flops(run.info['device_name'], run.precision) if run.device.type == 'cuda' else None
+    m = mfu(run.info['params'], run.tokens_per_sec, peak * run.world if peak else None)
+    if m is not None: rec['mfu'] = round(m, 4)
+    if run.skipped: rec['skipped_steps'] = run.skipped
+    return rec
 
-    status, stop_reason, last_ckpt, loss_val, error = 'finished', None, ckpt_path, None, None
-    t_ckpt = n_params * 4 * 3 / 200e6  # until a save is timed: weights + 2 AdamW moments in fp32 at ~200 MB/s
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (main and cfg.progress), dynamic_ncols=True, desc='train')
-    t_loop, steps_run, tps, bad_run = time.time(), 0, None, 0
+# %% ../../nbs/train/08b_train.ipynb #lp000007
+def save_run_checkpoint(run: Run) -> Path:
+    "Everything `run` needs to continue, as the checkpoint of its current step (rank 0)."
+    cfg = run.cfg
+    ckpt = Checkpoint(step=run.step, config=run.info['config'], model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
+                      scaler=run.scaler.state_dict(), sampler=run.sampler.state_dict(),
+                      scheduler=dict(schedule=cfg.schedule, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                     schedule_steps=cfg.schedule_steps, last_lr=lr_at(max(run.step - 1, 0), cfg)),
+                      rng=rng_state(), metrics=run.metrics, train_config=asdict(cfg), val_loss=run.val_loss,
+                      best_val_loss=run.best_val, precision=run.precision, tokenizer=run.data.tokenizer, skipped_steps=run.skipped)
+    run.last_ckpt = save_checkpoint(ckpt, run.out, keep_last=cfg.keep_last)
+    _call(run.callbacks, 'on_checkpoint', run.last_ckpt, run.step)
+    return run.last_ckpt
+
+def record_step(run: Run, rec: dict):
+    "What follows a step when its turn comes: evaluation (keeping the best weights), the metrics record, samples, a checkpoint."
+    cfg, step, out = run.cfg, run.step, run.out
+    if cfg.eval_every and run.data.val_tokens and (step % cfg.eval_every == 0 or step == cfg.steps):
+        run.val_loss = rec['val_loss'] = evaluate(run.objective, run.data.val, cfg, run.device, run.precision, run.rank, run.world)
+        if run.main and math.isfinite(run.val_loss) and (run.best_val is None or run.val_loss < run.best_val):
+            run.best_val = run.val_loss; save_best(run.model, run.tok, out, step, run.val_loss)
+    if run.main and (step % cfg.log_every == 0 or 'val_loss' in rec or step == cfg.steps):
+        run.metrics.append(rec); append_jsonl(out.metrics, rec); _call(run.callbacks, 'on_log', rec)
+    if run.main and cfg.sample_every and step % cfg.sample_every == 0:
+        for i, prompt in enumerate(cfg.sample_prompts):
+            text = generate_text(run.model, run.tok, prompt, **{**SAMPLING_DEFAULTS, 'max_new_tokens': cfg.sample_tokens},
+                                 seed=cfg.seed + step + i)
+            s = dict(step=step, prompt=prompt, text=text)
+            append_jsonl(out.samples, s); _call(run.callbacks, 'on_sample', s)
+    if step % cfg.ckpt_every == 0 and step < cfg.steps:
+        if run.main: save_run_checkpoint(run)
+        if run.world > 1: dist.barrier()
+
+# %% ../../nbs/train/08b_train.ipynb #lp000010
+def fit(run: Run) -> tuple[str, str | None]:
+    "Steps until `cfg.steps`, a signal or the time budget; a checkpoint of the last step. Returns `(status, stop_reason)`."
+    cfg, t_loop, steps_run = run.cfg, time.time(), 0
+    t_ckpt = run.info['params'] * 4 * 3 / 200e6  # until a save is timed: weights + 2 AdamW moments in fp32 at ~200 MB/s
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not (run.main and cfg.progress), dynamic_ncols=True, desc='train')
+    status, reason = 'finished', None
     try:
         with GracefulStop() as stop:
-            model.train()
-            while step < cfg.steps:
+            run.trained.train()
+            while run.step < cfg.steps:
                 over_budget = False
                 if cfg.time_budget_s is not None and steps_run:  # stop before the next step + a checkpoint would overrun
                     per_step = (time.time() - t_loop) / steps_run
-                    over_budget = time.time() - t_start + per_step + max(t_ckpt, per_step) > cfg.time_budget_s
-                if (world > 1 or over_budget or stop.requested) and any_rank(bool(over_budget or stop.requested), world, device):
-                    status, stop_reason = 'stopped', stop.requested or 'time budget'
+                    over_budget = time.time() - run.t_start + per_step + max(t_ckpt, per_step) > cfg.time_budget_s
+                if (run.world > 1 or over_budget or stop.requested) and any_rank(bool(over_budget or stop.requested), run.world, run.device):
+                    status, reason = 'stopped', stop.requested or 'time budget'
                     break
-                t0, lr = time.time(), lr_at(step, cfg)
-                for g in optimizer.param_groups: g['lr'] = lr
-                batches = [get_batch(data.train, sampler.next(), cfg.seq_len, device) for _ in range(cfg.grad_accum)]
-                loss = _mean_across_ranks(forward_backward(model, batches, ctx, scaler, getattr(model, 'no_sync', None) if world > 1 else None), world)
-                loss_val, grad_norm, applied = optimizer_step(raw_model, optimizer, loss, cfg.grad_clip, scaler)
-                if not applied:
-                    skipped, bad_run = skipped + 1, bad_run + 1
-                    if not scaler.is_enabled() or bad_run >= 25:
-                        raise NonFiniteLoss(
-                            f"the {'loss' if not math.isfinite(loss_val) else 'gradient'} is not finite at step {step + 1}"
-                            f"{f' ({bad_run} steps in a row)' if bad_run > 1 else ''}; nothing was applied or saved. The newest "
-                            f"checkpoint ({last_ckpt or 'none yet'}) holds finite weights: lower --lr (now {lr:.2e}) or use "
-                            f"--precision fp32/bf16, then --resume")
-                else: bad_run = 0
-                if steps_run == 0 and compile_: info['compile_s'] = round(time.time() - t_compile, 1)
-                step, steps_run = step + 1, steps_run + 1
-                step_tps = tokens_per_step / (time.time() - t0)
-                tps = step_tps if tps is None else 0.9 * tps + 0.1 * step_tps
-                rec = dict(step=step, loss=loss_val, lr=lr, tokens_per_sec=round(step_tps, 1), grad_norm=grad_norm)
-                m = mfu(n_params, tps, peak * world if peak else None)
-                if m is not None: rec['mfu'] = round(m, 4)
-                if skipped: rec['skipped_steps'] = skipped
-                if cfg.eval_every and data.val_tokens and (step % cfg.eval_every == 0 or step == cfg.steps):
-                    val_loss = rec['val_loss'] = evaluate(raw_model, data.val, cfg, device, precision, rank, world)
-                    if main and math.isfinite(val_loss) and (best_val is None or val_loss < best_val):
-                        best_val = val_loss; save_best(raw_model, tok, out, step, val_loss)
-                if main and (step % cfg.log_every == 0 or 'val_loss' in rec or step == cfg.steps):
-                    metrics.append(rec); append_jsonl(RunDir(out).metrics, rec); _call(callbacks, 'on_log', rec)
-                if main and cfg.sample_every and step % cfg.sample_every == 0:
-                    for i, prompt in enumerate(cfg.sample_prompts):
-                        text = generate_text(raw_model, tok, prompt, **{**SAMPLING_DEFAULTS, 'max_new_tokens': cfg.sample_tokens}, seed=cfg.seed + step + i)
-                        s = dict(step=step, prompt=prompt, text=text)
-                        append_jsonl(RunDir(out).samples, s); _call(callbacks, 'on_sample', s)
-                if step % cfg.ckpt_every == 0 and step < cfg.steps:
-                    t1 = time.time()
-                    if main: last_ckpt = save(step)
-                    if world > 1: dist.barrier()
-                    t_ckpt = time.time() - t1
-                if main and steps_run == 10 and cfg.steps - step > 100:
-                    tqdm.write(f"{(time.time() - t_loop) / 10:.2f} s/step so far: the remaining {cfg.steps - step:,} steps take about "
-                               f"{format_duration((time.time() - t_loop) / 10 * (cfg.steps - step))}")
-                if main:
-                    post = dict(loss=f'{loss_val:.3f}', lr=f'{lr:.2e}', tok_s=f'{tps:,.0f}')
-                    if m is not None: post['mfu'] = f'{m:.1%}'
-                    if val_loss is not None: post['val'] = f'{val_loss:.3f}'
-                    if skipped: post['skipped'] = skipped
+                rec = train_step(run)
+                if steps_run == 0 and run.info['compile']: run.info['compile_s'] = round(time.time() - t_loop, 1)
+                steps_run += 1
+                t1, saved = time.time(), run.last_ckpt
+                record_step(run, rec)
+                if run.last_ckpt != saved: t_ckpt = time.time() - t1
+                if run.main and steps_run == 10 and cfg.steps - run.step > 100:
+                    per_step = (time.time() - t_loop) / 10
+                    tqdm.write(f"{per_step:.2f} s/step so far: the remaining {cfg.steps - run.step:,} steps take about "
+                               f"{format_duration(per_step * (cfg.steps - run.step))}")
+                if run.main:
+                    post = dict(loss=f'{run.loss:.3f}', lr=f"{rec['lr']:.2e}", tok_s=f'{run.tokens_per_sec:,.0f}')
+                    if rec.get('mfu') is not None: post['mfu'] = f"{rec['mfu']:.1%}"
+                    if run.val_loss is not None: post['val'] = f'{run.val_loss:.3f}'
+                    if run.skipped: post['skipped'] = run.skipped
                     bar.set_postfix(post, refresh=False); bar.update(1)
-            if main and (last_ckpt is None or Path(last_ckpt) != checkpoint_path(out, step)): last_ckpt = save(step)
-            if world > 1: dist.barrier()
-    except BaseException as e:
-        status, error = 'failed', f'{type(e).__name__}: {e}'
-        raise
+            if run.main and (run.last_ckpt is None or Path(run.last_ckpt) != run.out.checkpoint(run.step)): save_run_checkpoint(run)
+            if run.world > 1: dist.barrier()
+        return status, reason
+    finally: bar.close()
+
+# %% ../../nbs/train/08b_train.ipynb #lp000014
+def finish_run(run: Run, status: str, stop_reason: str | None = None, error: str | None = None) -> dict:
+    "The run's summary, also written to run.json (on every exit path); the run directory and process group released."
+    out = run.out
+    summary = dict(status=status, stop_reason=stop_reason, run_dir=str(out.path), step=run.step, steps=run.cfg.steps, loss=run.loss,
+                   val_loss=run.val_loss, best_val_loss=run.best_val, checkpoint=str(run.last_ckpt) if run.last_ckpt else None,
+                   best=str(out.best) if run.best_val is not None else None, skipped_steps=run.skipped, precision=run.precision,
+                   device=str(run.device), tokens_per_sec=run.tokens_per_sec, elapsed_s=round(time.time() - run.t_start, 2), error=error)
+    try:
+        if run.main:
+            kept = {k: v for k, v in summary.items() if k not in ('run_dir', 'steps', 'device', 'precision')}
+            write_json(out.run_json, {**run.info, **kept, 'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+            try: _call(run.callbacks, 'on_train_end', summary)  # also after a failure: summary['status'], summary['error']
+            except Exception:
+                if status != 'failed': raise                    # never hide the error that stopped the run
     finally:
-        bar.close()
-        summary = dict(status=status, stop_reason=stop_reason, run_dir=str(out), step=step, steps=cfg.steps, loss=loss_val,
-                       val_loss=val_loss, best_val_loss=best_val, checkpoint=str(last_ckpt) if last_ckpt else None,
-                       best=str(RunDir(out).best) if best_val is not None else None, skipped_steps=skipped, precision=precision,
-                       device=str(device), tokens_per_sec=tps, elapsed_s=round(time.time() - t_start, 2), error=error)
-        try:
-            if main:
-                write_json(RunDir(out).run_json, {**info, **{k: v for k, v in summary.items() if k not in ('run_dir', 'steps', 'device', 'precision')},
-                                              'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
-                try: _call(callbacks, 'on_train_end', summary)  # also after a failure: summary['status'], summary['error']
-                except Exception:
-                    if status != 'failed': raise                # never hide the error that stopped the run
-        finally:
-            if lock: lock.release()
-            if created_pg: dist.destroy_process_group()
+        if run.lock: run.lock.release()
+        if run.created_pg: dist.destroy_process_group()
+    return summary
+
+def train(cfg: TrainConfig, callbacks=()) -> dict:
+    "Train (or resume) a SmolLM2 model: `setup_run`, `fit`, `finish_run`. Returns the run's summary."
+    run = setup_run(cfg, callbacks)
+    status, stop_reason, error = 'failed', None, None
+    try: status, stop_reason = fit(run)
+    except BaseException as e:
+        error = f'{type(e).__name__}: {e}'
+        raise
+    finally: summary = finish_run(run, status, stop_reason, error)
     return summary
 
 # %% ../../nbs/train/08b_train.ipynb #45a09e01
@@ -445,9 +515,10 @@ def config_from_args(argv: list[str]) -> TrainConfig:
     if not given.get('resume'):
         if replan: raise ValueError("--replan-schedule only applies with --resume")
         return TrainConfig(**given)
-    ckpt_file, ckpt = resume_checkpoint(given['resume'], given.get('out', TrainConfig.out))
+    ckpt = read_resume_checkpoint(given['resume'], given.get('out', TrainConfig.out))
+    ckpt_file = ckpt.file
     if 'out' not in given: given['out'] = str(RunDir.of(ckpt_file).path)
-    saved = ckpt.get('train_config', {})
+    saved = ckpt.train_config or {}
     keep = {f.name for f in fields(TrainConfig)} - {'resume', 'out', 'device', 'progress', 'time_budget_s'}
     if given.get('batch_size') == 'auto' and 'grad_accum' not in given and 'batch_size' in saved:  # keep the run's global batch
         glob, default = saved['batch_size'] * saved['grad_accum'], TrainConfig.batch_size
