@@ -452,7 +452,7 @@ KAGGLE_RANGE = '>=2.2,<2.3'  # the kaggle package versions this module is tested
 def check_kaggle_client(api) -> None:
     "`KaggleSetupError` when the installed kaggle package lacks what push/logs/output use."
     import inspect
-    needs = (('kernels_logs_cli', 'follow'), ('kernels_output', 'file_pattern'), ('kernels_push', 'acc'))
+    needs = (('kernels_logs_cli', 'follow'), ('kernels_output', 'file_pattern'), ('parse_kernel_string', 'kernel'))
     if not all(hasattr(api, f) and p in inspect.signature(getattr(api, f)).parameters for f, p in needs):
         import kaggle
         raise KaggleSetupError(f"kaggle {getattr(kaggle, '__version__', '?')} is too old for smollm2 kaggle: "
