@@ -246,7 +246,8 @@ def plan_resume(api, kid: str,                # the kernel being pushed, owner/s
     if failed:  # a newer version was told to resume from a kernel output and found nothing mounted: carry it instead
         return ResumePlan(f'dataset:{kid}-resume', step, f"resuming from {source} at step {step}, carried as the dataset {kid}-resume "
                           f"(version {', '.join(map(str, failed))} stopped at its resume check: Kaggle did not mount the kernel output)", carry=source)
-    later = f" (versions {v + 1}..{newest} hold no checkpoint; the latest ended {status}{f': {why}' if why else ''})" if v < newest else ''
+    skipped = f"version {newest}" if v + 1 == newest else f"versions {v + 1} to {newest}"
+    later = f" ({skipped} hold{'s' if v + 1 == newest else ''} no checkpoint; the latest ended {status}{f': {why}' if why else ''})" if v < newest else ''
     return ResumePlan(source, step, f'resuming from {source} at step {step}{later}')
 
 def prepare_push(folder: str | os.PathLike, dest: str | os.PathLike, username: str,
