@@ -245,3 +245,19 @@ def test_no_credentials_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     assert cli_kaggle(['status']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'KAGGLE_API_TOKEN' in err
+
+
+def test_first_carry_creates_its_dataset_through_the_403s(wheel, tmp_path):
+    from smollm2_nb.run.checkpoint import Checkpoint, save_checkpoint
+    from smollm2_nb.ship.kaggle_client import kaggle_api, push_kernel
+    run = tmp_path / 'runs' / 'kaggle'
+    ckpt = save_checkpoint(Checkpoint(step=700, config={}, model={}), run)
+    (run / 'run.json').write_text('{"status": "stopped"}')
+    fake = FakeKaggle()
+    with fake.installed():
+        _, resp, pushed = push_kernel(kaggle_api(), src=ROOT, wheel=wheel, carry=run, poll_s=0, out=io.StringIO())
+    statuses = [r.status_code for r, q in zip(fake.responses, fake.sent) if q.url.endswith('/GetDatasetStatus')]
+    assert statuses[:3] == [403, 403, 403] and statuses[-1] == 200, 'unknown, then (inside dataset_create_new) unknown, then just created'
+    carried = fake.datasets[f'{KID}-resume'].versions[-1]
+    assert carried[ckpt.name] == ckpt.read_bytes() and carried['run.json'] == b'{"status": "stopped"}'
+    assert fake.json('SaveKernel')['datasetDataSources'] == [f'{KID}-resume'] and (pushed['resume_step'], resp.version_number) == (700, 1)
