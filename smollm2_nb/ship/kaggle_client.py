@@ -134,7 +134,7 @@ def make_payload(wheel: str | os.PathLike, stamp: dict,
 
 def bundle_data_files() -> dict:
     "The local tokenizer files and Tiny Shakespeare, by bundle name; `ValueError` if the tokenizer is not a local folder."
-    from smollm2_nb.run.tokenizer import resolve_tokenizer
+    from smollm2_nb.model.tokenizer import resolve_tokenizer
     from smollm2_nb.run.data import shakespeare_path
     tok = Path(resolve_tokenizer())
     if not tok.is_dir(): raise ValueError(f"--bundle-data needs a local tokenizer folder; {tok} is not one. Set $SMOLLM2_TOKENIZER")

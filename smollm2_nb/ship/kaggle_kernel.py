@@ -83,7 +83,7 @@ def has_internet(host: str = 'huggingface.co', port: int = 443, timeout_s: float
 
 def check_data_reachable(online=None) -> str: # online: a callable returning bool (default: `has_internet`)
     "Where the tokenizer and Tiny Shakespeare come from; `KaggleSessionError` when one must be downloaded and cannot."
-    from smollm2_nb.run.tokenizer import resolve_tokenizer
+    from smollm2_nb.model.tokenizer import resolve_tokenizer
     from smollm2_nb.run.data import SHAKESPEARE_ENV
     tok = resolve_tokenizer()
     need = [n for n, local in (('the tokenizer', Path(tok).is_dir()), ('Tiny Shakespeare', bool(os.environ.get(SHAKESPEARE_ENV)))) if not local]
