@@ -105,7 +105,7 @@ def main(argv=None):
         try:
             import llama_cpp  # noqa: F401
             from smollm2_nb.ship.export import save_gguf
-            from smollm2_nb.run.tokenizer import load_tokenizer
+            from smollm2_nb.model.tokenizer import load_tokenizer
             tok = load_tokenizer()
         except Exception as e:
             print(f'llama.cpp: not measured ({e.__class__.__name__}: {e}); pip install llama-cpp-python')

@@ -14,7 +14,7 @@ PUBLIC = {  # name -> its home module
     'SmolLM2Config': 'smollm2_nb.model.config', 'get_config': 'smollm2_nb.model.config',
     'load_model': 'smollm2_nb.serve.load', 'load_for_inference': 'smollm2_nb.serve.load',
     'generate': 'smollm2_nb.serve.generate', 'generate_text': 'smollm2_nb.serve.generate', 'stream': 'smollm2_nb.serve.generate',
-    'load_tokenizer': 'smollm2_nb.run.tokenizer', 'RunDir': 'smollm2_nb.run.layout', 'TrainConfig': 'smollm2_nb.train.config',
+    'load_tokenizer': 'smollm2_nb.model.tokenizer', 'RunDir': 'smollm2_nb.run.layout', 'TrainConfig': 'smollm2_nb.train.config',
 }
 
 def __getattr__(name: str):

@@ -22,7 +22,7 @@ COMMANDS = {
     'hub':      ('smollm2_nb.ship.hub', 'cli_hub', 'push a model to the Hugging Face Hub with a model card from its run'),
     'space':    ('smollm2_nb.ship.hub', 'cli_space', 'push the app as a Hugging Face Space serving a hub model'),
     'kaggle':   ('smollm2_nb.ship.kaggle_client', 'cli_kaggle', 'push / status / output of the Kaggle kernel'),
-    'bench':    ('smollm2_nb.train.bench', 'cli_bench', 'GPU training suite: ours vs transformers, precisions, memory (--smoke on CPU)'),
+    'bench':    ('smollm2_nb.bench', 'cli_bench', 'GPU training suite: ours vs transformers, precisions, memory (--smoke on CPU)'),
 }
 
 def usage() -> str:

@@ -38,7 +38,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from smollm2_nb.model.config import get_config
     from smollm2_nb.model.arch import SmolLM2
     from smollm2_nb.model.hf import save_pretrained
-    from smollm2_nb.run.tokenizer import load_tokenizer
+    from smollm2_nb.model.tokenizer import load_tokenizer
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp('model') / 'tiny'
     save_pretrained(SmolLM2(get_config('tiny')), out, tokenizer=load_tokenizer())

@@ -7,7 +7,7 @@ import torch
 from smollm2_nb.model.config import get_config
 from smollm2_nb.model.arch import SmolLM2
 from smollm2_nb.run.checkpoint import Checkpoint, save_checkpoint
-from smollm2_nb.run.tokenizer import load_tokenizer
+from smollm2_nb.model.tokenizer import load_tokenizer
 
 gguf = pytest.importorskip('gguf')
 from smollm2_nb.ship.export import save_gguf, rope_pairs, llama_cpp_logits, llama_cpp_greedy

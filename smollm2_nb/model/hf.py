@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from .config import SmolLM2Config
 from .arch import SmolLM2
-from ..run.tokenizer import hub_reachable
+from .tokenizer import hub_reachable
 
 # %% auto #0
 __all__ = ['to_hf_state_dict', 'from_hf_state_dict', 'resolve_model_dir', 'read_hf_weights', 'check_state_dict',

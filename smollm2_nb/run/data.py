@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
-from .tokenizer import find_shared_data, load_tokenizer, resolve_tokenizer
+from ..model.tokenizer import find_shared_data, load_tokenizer, resolve_tokenizer
 
 # %% auto #0
 __all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_ENV', 'cache_dir', 'shakespeare_path', 'corpus_files', 'read_text', 'tokenizer_id',

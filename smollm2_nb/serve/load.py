@@ -12,7 +12,7 @@ import torch
 from ..model.config import SmolLM2Config
 from ..model.hf import load_pretrained, model_from_state_dict, resolve_model_dir
 from ..model.precision import INFERENCE_PRECISIONS, inference_precision
-from ..run.tokenizer import load_tokenizer
+from ..model.tokenizer import load_tokenizer
 from ..run.layout import RunDir, read_json
 from ..run.checkpoint import Checkpoint, read_checkpoint, warn_skip
 from .generate import stream, generate_text, SAMPLING_DEFAULTS

@@ -131,7 +131,7 @@ def cli_export(argv: list[str] | None = None) -> int:
     p.add_argument('--tokenizer', help="instead of the model's own tokenizer")
     a = p.parse_args(argv)
     from smollm2_nb.serve.load import load_model
-    from smollm2_nb.run.tokenizer import load_tokenizer
+    from smollm2_nb.model.tokenizer import load_tokenizer
     try:
         model, tok, info = load_model(a.model, tokenizer=a.tokenizer)
         tok = tok or load_tokenizer(a.tokenizer)

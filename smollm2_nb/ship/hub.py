@@ -13,49 +13,37 @@ import tempfile
 from pathlib import Path
 from ..serve.load import load_model
 from ..model.hf import save_pretrained
-from ..run.layout import read_json, read_jsonl
+from ..run.layout import read_json
 from ..run.layout import RunDir
 from ..run.dashboard import format_or_dash
 
 # %% auto #0
-__all__ = ['REPO_URL', 'run_dir_for', 'run_facts', 'model_card', 'model_folder', 'HubAuthError', 'hub_token', 'push_model',
-           'find_app_dir', 'space_readme', 'push_space', 'cli_hub', 'cli_space']
-
-# %% ../../nbs/ship/15_hub.ipynb #6e1a8a53
-def run_dir_for(source: str | os.PathLike, # run dir | checkpoint file | a run's best/ folder | anything else
-               ) -> Path | None:
-    "The training run directory behind `source` (the folder holding run.json), or None."
-    p = Path(source).expanduser()
-    if p.is_file(): p = RunDir.of(p).path
-    elif (p / 'best.json').exists(): p = p.parent   # <run>/best
-    return p if (RunDir(p).run_json).exists() else None
+__all__ = ['REPO_URL', 'run_facts', 'model_card', 'model_folder', 'HubAuthError', 'hub_token', 'push_model', 'find_app_dir',
+           'space_readme', 'push_space', 'cli_hub', 'cli_space']
 
 # %% ../../nbs/ship/15_hub.ipynb #5c4beae0
 def _at_or_before(records: list[dict], step: int | None, key: str) -> dict | None:
     "The last record holding `key` at or before `step` (any step if None), or None."
     return next((r for r in reversed(records) if r.get(key) is not None and (step is None or r.get('step', 0) <= step)), None)
 
-def _default_step(p: Path, run: Path, info: dict) -> int | None:
+def _default_step(p: Path, run: RunDir, info: dict) -> int | None:
     "The step of the weights `load_model(p)` picks: a checkpoint's own, the best weights', else the run's last."
-    if p.is_file():
-        m = re.search(r'step_(\d+)', p.name)
-        return int(m[1]) if m else info.get('step')
-    best = p if (p / 'best.json').exists() else RunDir(run).best
-    return read_json(best / 'best.json', {}).get('step') or info.get('step')
+    if p.is_file(): return RunDir.step_of(p) or info.get('step')
+    return read_json(run.best_meta, {}).get('step') or info.get('step')
 
 def run_facts(source: str | os.PathLike, # run dir | checkpoint file | a run's best/ folder (anything else: {})
               step: int | None = None,   # step of the weights published; None: the step `load_model(source)` picks
              ) -> dict:
     "What a model card tells about the run behind `source`: steps, tokens, losses, hardware, data, samples."
-    run = run_dir_for(source)
-    if run is None: return {} if step is None else dict(step=step)
-    info = read_json(RunDir(run).run_json, {})
+    run = RunDir.of(Path(source).expanduser())
+    if not run.is_run(): return {} if step is None else dict(step=step)
+    info = run.info()
     if step is None: step = _default_step(Path(source).expanduser(), run, info)
-    metrics, samples = read_jsonl(RunDir(run).metrics), read_jsonl(RunDir(run).samples)
+    metrics, samples = run.read_metrics(), run.read_samples()
     train_rec, val_rec, sample_rec = (_at_or_before(metrics, step, 'loss'), _at_or_before(metrics, step, 'val_loss'),
                                       _at_or_before(samples, step, 'text'))
     per_step = info.get('tokens_per_step')
-    return dict(step=step, run_steps=info.get('step'), best_step=read_json(RunDir(run).best_meta, {}).get('step'),
+    return dict(step=step, run_steps=info.get('step'), best_step=read_json(run.best_meta, {}).get('step'),
                 tokens_per_step=per_step, tokens=step * per_step if step and per_step else None,
                 train_loss=train_rec and train_rec['loss'], val_loss=val_rec and val_rec['val_loss'],
                 device=info.get('device_name') or info.get('device'), world_size=info.get('world_size'),
@@ -126,7 +114,7 @@ def model_folder(source: str | os.PathLike,    # checkpoint file | run dir | Hug
                  tokenizer: str | None = None, # tokenizer to use instead of the one the source names
                 ) -> Path:
     "Write `source` as a Hugging Face model folder with a model card (README.md) generated from its run."
-    from smollm2_nb.run.tokenizer import load_tokenizer
+    from smollm2_nb.model.tokenizer import load_tokenizer
     _check_repo_id(repo_id)
     model, tok, info = load_model(source, tokenizer=tokenizer)
     if tok is None: tok = load_tokenizer(tokenizer)  # raises, saying how to point at one

@@ -362,7 +362,7 @@ def upload_dataset(api, files: dict,  # {name in the dataset: local file}
 
 def data_files() -> dict:
     "The local tokenizer files and Tiny Shakespeare, flat, by their name in the data dataset; `ValueError` if the tokenizer is not a local folder."
-    from smollm2_nb.run.tokenizer import resolve_tokenizer
+    from smollm2_nb.model.tokenizer import resolve_tokenizer
     from smollm2_nb.run.data import shakespeare_path
     tok = Path(resolve_tokenizer())
     if not tok.is_dir(): raise ValueError(f"--bundle-data needs a local tokenizer folder; {tok} is not one. Set $SMOLLM2_TOKENIZER")

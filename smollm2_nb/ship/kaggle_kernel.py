@@ -84,7 +84,7 @@ def has_internet(host: str = 'huggingface.co', port: int = 443, timeout_s: float
 
 def check_data_reachable(online=None) -> str: # online: a callable returning bool (default: `has_internet`)
     "Where the tokenizer and Tiny Shakespeare come from; `KaggleSessionError` when one must be downloaded and cannot."
-    from smollm2_nb.run.tokenizer import resolve_tokenizer
+    from smollm2_nb.model.tokenizer import resolve_tokenizer
     from smollm2_nb.run.data import SHAKESPEARE_ENV
     tok = resolve_tokenizer()
     need = [n for n, local in (('the tokenizer', Path(tok).is_dir()), ('Tiny Shakespeare', bool(os.environ.get(SHAKESPEARE_ENV)))) if not local]
@@ -171,7 +171,7 @@ DATA_CORPUS = 'tinyshakespeare.txt'  # the corpus's name in the data dataset, be
 
 def attach_data(paths: KagglePaths, source: str) -> str: # source: the data dataset the push attached, owner/slug
     "Point `$SMOLLM2_TOKENIZER` and `$SMOLLM2_SHAKESPEARE` at the mounted data dataset; `KaggleSessionError` if it is not mounted."
-    from smollm2_nb.run.tokenizer import TOKENIZER_ENV
+    from smollm2_nb.model.tokenizer import TOKENIZER_ENV
     from smollm2_nb.run.data import SHAKESPEARE_ENV
     for m in source_mounts(paths.input, f'dataset:{source}'):
         if (m/'tokenizer.json').is_file() and (m/DATA_CORPUS).is_file():

@@ -24,7 +24,7 @@ from ..model.config import PRESETS, get_config
 from ..model.arch import SmolLM2, NextTokenLoss
 from ..model.params import auto_batch, cuda_budget_gib
 from ..model.precision import TRAIN_PRECISIONS, choose_precision, autocast_ctx, peak_flops, mfu, check_gpu_supported, UnsupportedGPU
-from ..run.tokenizer import load_tokenizer
+from ..model.tokenizer import load_tokenizer
 from ..run.layout import atomic_write, finite_json, write_json, append_jsonl, read_jsonl, RunLock, RunDirBusy
 from ..run.checkpoint import Checkpoint, CheckpointError, NonFiniteState, save_checkpoint, read_checkpoint, save_best, warn_skip
 from ..serve.generate import generate_text, SAMPLING_DEFAULTS
@@ -436,7 +436,6 @@ def fit(run: Run) -> tuple[str, str | None]:
         return status, reason
     finally: bar.close()
 
-# %% ../../nbs/train/08b_train.ipynb #lp000014
 def finish_run(run: Run, status: str, stop_reason: str | None = None, error: str | None = None) -> dict:
     "The run's summary, also written to run.json (on every exit path); the run directory and process group released."
     out = run.out
@@ -456,6 +455,7 @@ def finish_run(run: Run, status: str, stop_reason: str | None = None, error: str
         if run.created_pg: dist.destroy_process_group()
     return summary
 
+# %% ../../nbs/train/08b_train.ipynb #lp000014
 def train(cfg: TrainConfig, callbacks=()) -> dict:
     "Train (or resume) a SmolLM2 model: `setup_run`, `fit`, `finish_run`. Returns the run's summary."
     run = setup_run(cfg, callbacks)
@@ -546,4 +546,4 @@ def cli_train(argv: list[str] | None = None) -> int:
     return 128 + getattr(signal, s['stop_reason']) if s.get('stop_reason') in GracefulStop.SIGNALS else 0
 
 # %% ../../nbs/train/08b_train.ipynb #396e5acc
-if __name__ == '__main__' and Path(sys.argv[0]).stem == 'train': sys.exit(cli_train(sys.argv[1:]))
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'loop': sys.exit(cli_train(sys.argv[1:]))  # `python -m smollm2_nb.train.loop`
