@@ -158,7 +158,7 @@ class FakeKaggle:
         ref = b['slug']
         invalid_k = [s for s in b.get('kernelDataSources', []) if self.invalid_kernel_sources or self.version(s) is None]
         invalid_d = [s for s in b.get('datasetDataSources', []) if '/'.join(s.split('/')[:2]) not in self.datasets]
-        versions = self.kernels.setdefault(ref, [])  # pushing an unknown slug creates the kernel (kernels_push docs)
+        versions = self.kernels.setdefault(ref, [])  # SaveKernel with a new slug creates the kernel (kaggle_api_extended.py:kernels_push)
         v = Version(len(versions) + 1, b, invalid=set(invalid_k) | set(invalid_d))
         versions.append(v)
         # ApiSaveKernelResponse: ref, url, versionNumber, error, invalid*Sources (kernels_api_service.py types)
@@ -183,12 +183,13 @@ class FakeKaggle:
         owner, slug = b.get('userName', ''), b.get('kernelSlug', '')
         v = self._kernel(owner, slug, b.get('versionLabel'))
         if v is None: return _denied('kernels', f'{owner}/{slug}')
-        names = sorted(v.output) if v.status in ('COMPLETE', 'ERROR', 'CANCEL_ACKNOWLEDGED') else []  # output appears when it ends
+        # a session's /kaggle/working is saved when it ends (assumed; the client has nothing to say about a running one)
+        names = sorted(v.output) if v.status in ('COMPLETE', 'ERROR', 'CANCEL_ACKNOWLEDGED') else []
         start, size = int(b.get('pageToken') or 0), min(int(b.get('pageSize') or 20), self.page_size_cap)
         page = names[start:start + size]
         files = [{'fileName': n, 'url': STORAGE + f'output/{owner}/{slug}/{v.number}/' + urllib.parse.quote(n, safe='')} for n in page]
         body = {'files': files, 'log': json.dumps(v.log) if v.log else None}  # `log`: the persisted JSON event list
-        if start + size < len(names): body['nextPageToken'] = str(start + size)
+        if start + size < len(names): body['nextPageToken'] = str(start + size)  # kernels_output follows it page by page
         return 200, {k: x for k, x in body.items() if x is not None}
 
     def _log_stream(self, adapter, request, path: str, query: dict):
@@ -274,6 +275,7 @@ class FakeKaggle:
             owner, slug, n, name = parts[1], parts[2], int(parts[3]), urllib.parse.unquote(parts[4])
             v = self._kernel(owner, slug, str(n))
             if v is None or name not in v.output: return self._response(adapter, request, 404, b'', 'text/plain')
+            # with Content-Length, which kaggle_api_extended.py:download_file checks the written file against
             return self._response(adapter, request, 200, v.output[name], 'application/octet-stream')
         return self._response(adapter, request, 404, b'', 'text/plain')
 
