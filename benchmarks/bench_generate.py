@@ -93,12 +93,11 @@ def main(argv=None):
         if long_prompt is not None: prefill['transformers fp32'] = lambda: hf(long_prompt, logits_to_keep=1)
     models = {}
     for path in args.paths.split(','):
-        m = models[path] = prepare_for_inference(copy.deepcopy(base), path)
-        runners[f'ours {path}'] = lambda n, m=m: generate(m, prompt, n, temperature=0)
+        m, decoder = models[path] = prepare_for_inference(copy.deepcopy(base), path)
+        runners[f'ours {path}'] = lambda n, m=m, d=decoder: generate(m, prompt, n, temperature=0, decoder=d)
         if long_prompt is not None: prefill[f'ours {path}'] = lambda m=m: generate(m, long_prompt, 1, temperature=0)
-        if not args.no_torch_ops and m.decoder is not None:
-            plain = copy.copy(m); plain.decoder = None  # same weights, PyTorch's operators for every step
-            runners[f'ours {path}, torch ops'] = lambda n, m=plain: generate(m, prompt, n, temperature=0)
+        if not args.no_torch_ops and decoder is not None:  # same weights, PyTorch's operators for every step
+            runners[f'ours {path}, torch ops'] = lambda n, m=m: generate(m, prompt, n, temperature=0)
 
     llms, tmp = {}, tempfile.TemporaryDirectory()
     if not args.no_llama_cpp:
@@ -163,12 +162,12 @@ def gpu_section(base, prompt, args):
     for prec in ('fp32', half):
         dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[prec]
         h = copy.deepcopy(hf).to('cuda', dtype)
-        m = prepare_for_inference(copy.deepcopy(base).cuda(), prec)
+        m, decoder = prepare_for_inference(copy.deepcopy(base).cuda(), prec)
         theirs = h.generate(x, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
-        same[prec] = torch.equal(generate(m, x, args.new_tokens, temperature=0), theirs)
+        same[prec] = torch.equal(generate(m, x, args.new_tokens, temperature=0, decoder=decoder), theirs)
         def sync(f): return lambda n: (f(n), torch.cuda.synchronize())
         runners[f'transformers {prec}'] = sync(lambda n, h=h: h.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0))
-        runners[f'ours {prec} (CUDA graph)'] = sync(lambda n, m=m: generate(m, x, n, temperature=0))
+        runners[f'ours {prec} (CUDA graph)'] = sync(lambda n, m=m, d=decoder: generate(m, x, n, temperature=0, decoder=d))
     for fn in runners.values(): fn(8)
     tps = {name: [] for name in runners}
     for _ in range(args.repeats):

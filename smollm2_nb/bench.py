@@ -200,9 +200,9 @@ def decode_speed(config: SmolLM2Config, device, new_tokens: int = 32, repeats: i
     rows = []
     for prec in precisions:
         dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[prec]
-        ours = prepare_for_inference(copy.deepcopy(base).to(device), prec)
+        ours, decoder = prepare_for_inference(copy.deepcopy(base).to(device), prec)
         theirs = copy.deepcopy(hf).to(device, dtype)
-        fns = {'ours': lambda n: generate(ours, x, n, temperature=0),
+        fns = {'ours': lambda n: generate(ours, x, n, temperature=0, decoder=decoder),
                'transformers': lambda n: theirs.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n,
                                                          min_new_tokens=n, do_sample=False, pad_token_id=0)}
         with torch.inference_mode():
@@ -212,7 +212,7 @@ def decode_speed(config: SmolLM2Config, device, new_tokens: int = 32, repeats: i
                 for k, f in fns.items():
                     _sync(device); t = time.perf_counter(); f(new_tokens); _sync(device); secs[k].append(time.perf_counter() - t)
         tps = {k: new_tokens / statistics.median(v) for k, v in secs.items()}
-        rows.append(dict(precision=prec, decoder=type(ours.decoder).__name__ if ours.decoder else 'PyTorch ops',
+        rows.append(dict(precision=prec, decoder=type(decoder).__name__ if decoder else 'PyTorch ops',
                          ours_tokens_per_sec=tps['ours'], transformers_tokens_per_sec=tps['transformers'],
                          ratio=tps['ours'] / tps['transformers'],
                          greedy_equal=bool(torch.equal(outs['ours'], outs['transformers'])) if prec == 'fp32' else None))

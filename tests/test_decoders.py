@@ -32,11 +32,6 @@ def rel_err(a, b):
     "Largest logit difference, in units of the reference logits' standard deviation."
     return ((a - b).abs().max() / b.std()).item()
 
-def without_decoder(model):
-    "The same prepared weights, decoded with PyTorch's ops step by step."
-    m = copy.copy(model); m.decoder = None
-    return m
-
 # Measured on this project's Sapphire Rapids CPU (max |logit difference| / std of the fp32 logits, 16 steps):
 #   tiny:  fp32 3e-6, bf16 0.04, int8 0.10;   SmolLM2-135M: fp32 2e-5, bf16 0.18, int8 0.70 (its torch-ops path: 0.22, 0.53)
 LIMITS = {'tiny': dict(fp32=1e-4, bf16=0.1, int8=0.25), 'smollm2-135m': dict(fp32=1e-3, bf16=0.4, int8=1.2)}
@@ -46,16 +41,16 @@ def check_decoder_matches_model(base, preset):
     ref = generate(base, x, 16, temperature=0)                                 # plain fp32 model, PyTorch ops
     with torch.no_grad(): ref_logits = base(ref)[0, x.shape[1] - 1:-1].float()  # (16, vocab)
     for mode in ('fp32', 'bf16', 'int8'):
-        m = prepare_for_inference(copy.deepcopy(base), mode)
-        assert isinstance(m.decoder, CPUDecoder), mode
-        logits = step_logits(m.decoder, ref, x.shape[1])
+        m, decoder = prepare_for_inference(copy.deepcopy(base), mode)
+        assert isinstance(decoder, CPUDecoder), mode
+        logits = step_logits(decoder, ref, x.shape[1])
         err = rel_err(logits, ref_logits)
-        with torch.no_grad(): torch_err = rel_err(without_decoder(m)(ref)[0, x.shape[1] - 1:-1].float(), ref_logits)
+        with torch.no_grad(): torch_err = rel_err(m(ref)[0, x.shape[1] - 1:-1].float(), ref_logits)
         assert err < LIMITS[preset][mode], (preset, mode, err)
         assert err < max(1.5 * torch_err, LIMITS[preset]['fp32']), (preset, mode, err, torch_err)  # no worse than PyTorch's ops
         top1 = (logits.argmax(-1) == ref_logits.argmax(-1)).float().mean().item()
         assert top1 >= {'fp32': 1.0, 'bf16': 0.8, 'int8': 0.6}[mode], (preset, mode, top1)
-        if mode == 'fp32': assert torch.equal(generate(m, x, 16, temperature=0), ref)  # the same greedy tokens
+        if mode == 'fp32': assert torch.equal(generate(m, x, 16, temperature=0, decoder=decoder), ref)  # the same greedy tokens
 
 @needs_kernels
 def test_cpu_decoder_matches_model_tiny(tiny):
@@ -68,18 +63,18 @@ def test_cpu_decoder_matches_model_135m():
 @needs_kernels
 def test_cpu_decoder_long_generation(tiny):
     "Past the prompt by many steps (the cache, RoPE positions), and a prompt of one token."
-    m = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
+    m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
     for x in (prompt(tiny, 1), prompt(tiny, 40)):
-        assert torch.equal(generate(m, x, 100, temperature=0), generate(tiny, x, 100, temperature=0))
+        assert torch.equal(generate(m, x, 100, temperature=0, decoder=decoder), generate(tiny, x, 100, temperature=0))
 
 def test_graph_decoder_eager_matches_model(tiny):
     x = prompt(tiny)
-    m = copy.deepcopy(tiny); m.decoder = GraphDecoder(m, cuda_graphs=False)
+    m = copy.deepcopy(tiny); decoder = GraphDecoder(m, cuda_graphs=False)
     ref = generate(tiny, x, 16, temperature=0)
-    assert torch.equal(generate(m, x, 16, temperature=0), ref)
+    assert torch.equal(generate(m, x, 16, temperature=0, decoder=decoder), ref)
     with torch.no_grad(): ref_logits = tiny(ref)[0, x.shape[1] - 1:-1]
-    assert rel_err(step_logits(m.decoder, ref, x.shape[1]), ref_logits) < 1e-4
-    assert torch.equal(generate(m, prompt(tiny, 300), 5, temperature=0), generate(tiny, prompt(tiny, 300), 5, temperature=0))  # a bigger cache
+    assert rel_err(step_logits(decoder, ref, x.shape[1]), ref_logits) < 1e-4
+    assert torch.equal(generate(m, prompt(tiny, 300), 5, temperature=0, decoder=decoder), generate(tiny, prompt(tiny, 300), 5, temperature=0))  # a bigger cache
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_graph_decoder_eager_half_precision(tiny, dtype):
@@ -90,12 +85,12 @@ def test_graph_decoder_eager_half_precision(tiny, dtype):
     with torch.no_grad(): ref32 = tiny(ref)[0, x.shape[1] - 1:-1]
     m = copy.deepcopy(tiny).to(dtype)
     with torch.no_grad(): model_half = m(ref)[0, x.shape[1] - 1:-1].float()
-    m.decoder = GraphDecoder(m, cuda_graphs=False)
-    ours = step_logits(m.decoder, ref, x.shape[1])
+    decoder = GraphDecoder(m, cuda_graphs=False)
+    ours = step_logits(decoder, ref, x.shape[1])
     assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
     assert rel_err(ours, model_half) < 0.1, rel_err(ours, model_half)          # same dtype: rounding differences only
     assert rel_err(ours, ref32) < max(2 * rel_err(model_half, ref32), 0.05)    # no further from fp32 than the model's forward
-    assert generate(m, x, 16, temperature=0).shape == (1, x.shape[1] + 16)
+    assert generate(m, x, 16, temperature=0, decoder=decoder).shape == (1, x.shape[1] + 16)
 
 def test_no_kernels_falls_back_to_torch_ops(tiny, monkeypatch):
     "A CPU without AVX-512 BF16 (simulated): no C++ step, PyTorch's ops, the same tokens."
@@ -104,11 +99,11 @@ def test_no_kernels_falls_back_to_torch_ops(tiny, monkeypatch):
     monkeypatch.setenv('SMOLLM2_CPU_KERNELS', '0')
     monkeypatch.setattr(inference, '_kernels', None)   # forget this process's build; restored after the test
     assert cpu_decode_kernels() is None
-    for mode, fast in with_kernels.items():
-        m = prepare_for_inference(copy.deepcopy(tiny), mode)
-        assert m.decoder is None, mode
-        assert torch.equal(generate(m, x, 16, temperature=0), generate(without_decoder(fast), x, 16, temperature=0)), mode
-    m = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
+    for mode, (fast, _) in with_kernels.items():
+        m, decoder = prepare_for_inference(copy.deepcopy(tiny), mode)
+        assert decoder is None, mode
+        assert torch.equal(generate(m, x, 16, temperature=0), generate(fast, x, 16, temperature=0)), mode
+    m, _ = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
     assert any(isinstance(c, TransposedLinear) for c in m.modules())   # the faster layout for PyTorch's batch-1 product
     assert torch.equal(generate(m, x, 16, temperature=0), generate(tiny, x, 16, temperature=0))
 
@@ -119,8 +114,8 @@ def test_no_ninja_says_how_to_get_the_fast_step(tiny, monkeypatch):
     monkeypatch.setattr(inference, '_kernels', None)
     monkeypatch.setattr(inference, 'cpu_bf16_native', lambda: True)   # past the CPU check, on any machine
     monkeypatch.setattr(inference.shutil, 'which', lambda name: '/usr/bin/' + name)   # and past the compiler check
-    with pytest.warns(UserWarning, match='pip install ninja'): m = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
-    assert m.decoder is None
+    with pytest.warns(UserWarning, match='pip install ninja'): m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
+    assert decoder is None
     assert torch.equal(generate(m, prompt(tiny), 8, temperature=0), generate(tiny, prompt(tiny), 8, temperature=0))
 
 class Spy:
@@ -134,27 +129,27 @@ class Spy:
 def test_sampling_through_decoder(tiny, make):
     "temperature / top-k / top-p / repetition penalty with a seed: the same tokens through the decoder as without it."
     if make == 'cpu' and not cpu_decode_kernels(): pytest.skip('no C++ decoding step here')
-    m = prepare_for_inference(copy.deepcopy(tiny), 'fp32') if make == 'cpu' else copy.deepcopy(tiny)
-    if make == 'graph': m.decoder = GraphDecoder(m, cuda_graphs=False)
-    m.decoder = spy = Spy(m.decoder)
+    m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'fp32') if make == 'cpu' else (copy.deepcopy(tiny), None)
+    if make == 'graph': decoder = GraphDecoder(m, cuda_graphs=False)
+    spy = Spy(decoder)
     x = prompt(tiny)
     for kw in (dict(temperature=0.8), dict(temperature=1.0, top_k=20), dict(temperature=0.9, top_p=0.9),
                dict(temperature=0.7, top_k=50, top_p=0.95, repetition_penalty=1.3), dict(temperature=0, repetition_penalty=1.5)):
-        ours = generate(m, x, 24, seed=5, **kw)
-        assert torch.equal(ours, generate(without_decoder(m), x, 24, seed=5, **kw)), kw
+        ours = generate(m, x, 24, seed=5, decoder=spy, **kw)
+        assert torch.equal(ours, generate(m, x, 24, seed=5, **kw)), kw
         assert torch.equal(ours, generate(tiny, x, 24, seed=5, **kw)), kw
     assert spy.starts == 5   # each setting went through the decoder once
-    assert len(set(generate(m, x, 24, temperature=1.0, seed=s)[0, -24:].tolist().__str__() for s in range(3))) == 3  # it samples
+    assert len(set(generate(m, x, 24, temperature=1.0, seed=s, decoder=spy)[0, -24:].tolist().__str__() for s in range(3))) == 3  # it samples
 
 def test_batches_and_padding_skip_decoder(tiny):
-    m = copy.deepcopy(tiny); m.decoder = spy = Spy(GraphDecoder(m, cuda_graphs=False))
+    m = copy.deepcopy(tiny); spy = Spy(GraphDecoder(m, cuda_graphs=False))
     two = torch.cat([prompt(tiny, seed=1), prompt(tiny, seed=2)])                        # (2, 8)
-    assert torch.equal(generate(m, two, 8, temperature=0), generate(tiny, two, 8, temperature=0))
+    assert torch.equal(generate(m, two, 8, temperature=0, decoder=spy), generate(tiny, two, 8, temperature=0))
     mask = torch.ones(1, 8, dtype=torch.long); mask[0, :3] = 0                            # one left-padded prompt
-    assert torch.equal(generate(m, prompt(tiny), 8, temperature=0, attention_mask=mask),
+    assert torch.equal(generate(m, prompt(tiny), 8, temperature=0, attention_mask=mask, decoder=spy),
                        generate(tiny, prompt(tiny), 8, temperature=0, attention_mask=mask))
     assert spy.starts == 0
-    generate(m, prompt(tiny), 8, temperature=0, attention_mask=torch.ones(1, 8, dtype=torch.long))  # no padding: batch 1
+    generate(m, prompt(tiny), 8, temperature=0, attention_mask=torch.ones(1, 8, dtype=torch.long), decoder=spy)  # no padding: batch 1
     assert spy.starts == 1
 
 def test_int8_linear_prompt_path_matches_decode_path():

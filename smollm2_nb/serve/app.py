@@ -95,10 +95,10 @@ class ModelSlot:
 
     def stream(self, prompt: str, **settings):
         "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
-        with self._lock: model, tokenizer = self.model, self.tokenizer
+        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         text = prompt  # `stream` checks the prompt fits the context (ValueError) and stops at EOS
-        for piece in stream(model, tokenizer, prompt, **settings):
+        for piece in stream(model, tokenizer, prompt, decoder=info['decoder'], **settings):
             text += piece
             yield text
 

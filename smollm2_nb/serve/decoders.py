@@ -10,6 +10,7 @@ import shutil
 import threading
 import warnings
 from pathlib import Path
+from typing import Callable, Protocol
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from ..model.precision import inference_precision, cpu_bf16_native
 
 # %% auto #0
 __all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'Int8Linear', 'TransposedLinear', 'show_source', 'cpu_decode_kernels', 'layer_group',
-           'CPUDecoder', 'GraphDecoder', 'prepare_for_inference']
+           'CPUDecoder', 'GraphDecoder', 'Decoder', 'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
 class Int8Linear(nn.Module):
@@ -228,10 +229,14 @@ class GraphDecoder:
         return logits, step
 
 # %% ../../nbs/serve/11_inference.ipynb #19deeacc
+class Decoder(Protocol):
+    "What generation needs of a batch-1 decoder (`CPUDecoder`, `GraphDecoder`): prefill, then one step per new token."
+    def start(self, input_ids: torch.LongTensor, max_len: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]: ...
+
 def prepare_for_inference(model: SmolLM2,
                           mode: str = 'auto', # one of `precision.INFERENCE_PRECISIONS`; see `precision.inference_precision`
-                         ) -> SmolLM2:
-    "Convert `model` in place for fast decoding (eval mode, no grads, the chosen precision, a batch-1 `decoder`) and return it."
+                         ) -> tuple[SmolLM2, Decoder | None]:
+    "Convert `model` in place for fast decoding (eval mode, no grads, the chosen precision); `(model, its batch-1 decoder or None)`."
     device = model.embed_tokens.weight.device
     mode = inference_precision(mode, device)
     dtype = {'fp32': torch.float32, 'fp16': torch.float16}.get(mode, torch.bfloat16)
@@ -239,7 +244,6 @@ def prepare_for_inference(model: SmolLM2,
     if mode == 'int8': _replace_linears(model, Int8Linear.from_linear)
     kernels = cpu_decode_kernels() if device.type == 'cpu' and mode in ('fp32', 'bf16', 'int8') else None
     if mode == 'fp32' and device.type == 'cpu' and kernels is None: _replace_linears(model, TransposedLinear.from_linear)
-    # the batch-1 fast path `generate.decode_tokens` uses: the C++ step on CPU, a CUDA graph on GPU, else none
-    model.decoder = CPUDecoder(model) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
-    model.precision = mode  # what was chosen, for display
-    return model
+    # the batch-1 fast path `generate.decode_tokens` takes: the C++ step on CPU, a CUDA graph on GPU, else none
+    decoder = CPUDecoder(model) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
+    return model, decoder

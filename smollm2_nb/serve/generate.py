@@ -112,6 +112,7 @@ def decode_tokens(model: SmolLM2,
                   attention_mask: torch.Tensor | None = None,  # (B, T) 1 = token, 0 = left padding
                   generator: torch.Generator | None = None,    # random source of the sampling (None: torch's global one)
                   seed: int | None = None,             # shortcut for `generator=torch.Generator().manual_seed(seed)`
+                  decoder=None,                        # a batch-1 decoder (`decoders.prepare_for_inference`): used for one unpadded prompt
                  ):
     "Yield the (B,) new tokens of each step; finished rows get `eos_token_id`."
     input_ids, attention_mask = _as_batch(input_ids, attention_mask)
@@ -120,7 +121,7 @@ def decode_tokens(model: SmolLM2,
     device = model.embed_tokens.weight.device
     input_ids = input_ids.to(device)
     if seed is not None and generator is None: generator = torch.Generator(device).manual_seed(seed)
-    decoder = getattr(model, 'decoder', None) if B == 1 and attention_mask is None else None  # batch-1 fast path
+    if B > 1 or attention_mask is not None: decoder = None   # the decoder is batch-1: batches and padding take the model's path
     sample = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
                   generator=generator)
     seen = token_mask(input_ids, model.config.vocab_size, attention_mask) if repetition_penalty != 1.0 else None
@@ -153,11 +154,12 @@ def generate(model: SmolLM2,
              attention_mask: torch.Tensor | None = None,  # (B, T) 1 = token, 0 = left padding
              generator: torch.Generator | None = None,    # random source of the sampling
              seed: int | None = None,           # shortcut for `generator=torch.Generator().manual_seed(seed)`
+             decoder=None,                      # a batch-1 decoder for one unpadded prompt (`decoders.prepare_for_inference`)
             ) -> torch.LongTensor:
     "Prompt + new tokens, (B, T + n) with n <= max_new_tokens, like `transformers`' `generate`."
     input_ids, _ = _as_batch(input_ids, None)
     new = list(decode_tokens(model, input_ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                             eos_token_id, attention_mask, generator, seed))
+                             eos_token_id, attention_mask, generator, seed, decoder))
     return torch.cat([input_ids.to(new[0].device), torch.stack(new, 1)], 1)
 
 # %% ../../nbs/serve/06_generate.ipynb #41021cae

@@ -89,8 +89,8 @@ def load_for_inference(source,                # checkpoint file | run dir | Hugg
     mode = inference_precision(precision, device)      # a bad precision fails before anything is loaded
     model, tok, info = load_model(source, device=device, tokenizer=tokenizer, on_skip=on_skip)
     if tok is None: tok = load_tokenizer(tokenizer)      # raises, saying how to point at one
-    model = prepare_for_inference(model, mode)
-    return model, tok, {**info, 'serving': model.precision}
+    model, decoder = prepare_for_inference(model, mode)
+    return model, tok, {**info, 'serving': mode, 'decoder': decoder}   # decoder: hand it to `generate`/`stream`
 
 # %% ../../nbs/serve/11b_load.ipynb #284a1ce3
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +121,7 @@ def cli_generate(argv: list[str] | None = None) -> int:
         print(f'smollm2 generate: {e}', file=sys.stderr); return 2
     print(f"smollm2 generate: {info['picked']}, {info['serving']} weights", file=sys.stderr)  # which weights, e.g. a run's best
     sampling = dict(temperature=args.temperature, top_k=args.top_k or None, top_p=args.top_p,
-                    repetition_penalty=args.repetition_penalty, seed=args.seed)
+                    repetition_penalty=args.repetition_penalty, seed=args.seed, decoder=info['decoder'])
     try:
         if args.stream:
             print(args.prompt, end='', flush=True)
