@@ -28,7 +28,7 @@ class Checkpoint:
     FORMAT: ClassVar[str] = 'smollm2_nb.run.checkpoint/1'
     step: int                           # optimizer steps done
     config: dict                        # the model's `SmolLM2Config.to_dict()`
-    model: dict                         # the model's state dict
+    model: dict                         # the model's state dict (a LoRA run's: base + adapters merged)
     optimizer: dict | None = None       # AdamW state
     scaler: dict | None = None          # fp16 GradScaler state
     sampler: dict | None = None         # where the batch sampler is
@@ -42,6 +42,7 @@ class Checkpoint:
     tokenizer: str | None = None        # the tokenizer the run used
     skipped_steps: int = 0              # updates refused for a non-finite loss or gradient
     init: str | None = None             # the weights the run started from (None: random)
+    lora: dict | None = None            # a LoRA run's rank, alpha, targets, frozen base and adapters (`train.lora.lora_state`)
     file: Path | None = field(default=None, compare=False, repr=False)  # where it was read from; not saved
 
     def to_dict(self) -> dict:

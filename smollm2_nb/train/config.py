@@ -10,11 +10,13 @@ from ..model.config import PRESETS, get_config
 from ..model.precision import TRAIN_PRECISIONS
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'DEFAULT_PROMPTS', 'TrainConfig', 'lr_at']
+__all__ = ['SCHEDULES', 'DEFAULT_PROMPTS', 'FINETUNE_LR', 'LORA_TARGETS', 'TrainConfig', 'lr_at']
 
 # %% ../../nbs/train/08a_config.ipynb #490e8cf7
 SCHEDULES = {'cosine': dict(lr=6e-4, warmup_steps=100), 'wsd': dict(lr=3e-3, warmup_steps=2000)}
 DEFAULT_PROMPTS = ['First Citizen:', 'ROMEO:', 'To be, or not to be']
+FINETUNE_LR = dict(full=5e-5, lora=1e-3)  # peak lr with --init: pretrained weights want small full updates; adapters start at 0
+LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')  # the linear layers of a block
 
 @dataclass
 class TrainConfig:
@@ -26,7 +28,7 @@ class TrainConfig:
     batch_size: int | str = 8         # sequences per micro-batch, per process; 'auto': the most that fit the GPU (see below)
     seq_len: int = 256                # tokens per sequence
     grad_accum: int = 1               # micro-batches per optimizer step
-    lr: float | None = None           # peak learning rate; None = the schedule's default
+    lr: float | None = None           # peak learning rate; None = the schedule's default (with `init`: FINETUNE_LR)
     schedule: str = 'cosine'          # 'cosine' (warmup + cosine to min_lr_ratio*lr) | 'wsd' (warmup, stable, linear decay)
     schedule_steps: int | None = None # the schedule's length; None = `steps` when the run starts (kept on resume)
     warmup_steps: int | None = None   # None = the schedule's default, capped at 10% of the schedule
@@ -51,12 +53,17 @@ class TrainConfig:
     log_every: int = 1                # a metrics.jsonl record every this many steps
     device: str | None = None         # None = cuda if available, else cpu
     progress: bool = True             # tqdm progress bar (one printed line per `log_every` when False)
+    init: str | None = None           # start from these weights, config and tokenizer: anything `load_model` takes (run dir,
+                                      # checkpoint, HF folder, hub id); None = a new `preset` model
+    lora_rank: int = 0                # > 0 (with `init`): train LoRA adapters of this rank, every other weight frozen
+    lora_alpha: float | None = None   # adapters' scale alpha / rank; None = 2 * lora_rank
+    lora_targets: str = ','.join(LORA_TARGETS)  # comma-separated names of the layers that get adapters
 
     def resolved(self) -> TrainConfig:
         "A copy with `lr`, `warmup_steps` and `schedule_steps` filled in, every value checked."
         if self.schedule not in SCHEDULES: raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if self.precision not in TRAIN_PRECISIONS: raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(TRAIN_PRECISIONS)}")
-        if self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.init is None and self.preset not in PRESETS: raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if isinstance(self.batch_size, str) and self.batch_size != 'auto':
             raise ValueError(f"--batch-size is a whole number or 'auto', got {self.batch_size!r}")
         for k in ('steps', 'batch_size', 'seq_len', 'grad_accum', 'ckpt_every', 'log_every', 'eval_batches', 'keep_last'):
@@ -64,14 +71,20 @@ class TrainConfig:
         for k in ('sample_every', 'eval_every', 'sample_tokens'):
             if getattr(self, k) < 0: raise ValueError(f"--{k.replace('_', '-')} must be 0 or more, got {getattr(self, k)}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        ctx = get_config(self.preset).max_position_embeddings
-        if self.seq_len > ctx: raise ValueError(f"--seq-len {self.seq_len} is longer than the model's context ({ctx} for {self.preset}); use --seq-len {ctx} or less")
+        if self.lora_rank < 0: raise ValueError(f"--lora-rank must be 0 (train every weight) or more, got {self.lora_rank}")
+        if self.lora_rank and self.init is None:
+            raise ValueError("--lora-rank trains adapters on top of existing weights: pass --init MODEL too")
+        unknown = sorted(set(self.lora_targets.split(',')) - set(LORA_TARGETS))
+        if unknown: raise ValueError(f"--lora-targets: {', '.join(unknown)} is not a linear layer of a block; choose among {','.join(LORA_TARGETS)}")
+        # with --init the context is the loaded model's, checked when it is loaded
+        if self.init is None and self.seq_len > (ctx := get_config(self.preset).max_position_embeddings): raise ValueError(f"--seq-len {self.seq_len} is longer than the model's context ({ctx} for {self.preset}); use --seq-len {ctx} or less")
         n = self.schedule_steps or self.steps
         rec = SCHEDULES[self.schedule]
-        lr = rec['lr'] if self.lr is None else self.lr
+        lr = self.lr if self.lr is not None else FINETUNE_LR['lora' if self.lora_rank else 'full'] if self.init else rec['lr']
         if lr <= 0: raise ValueError(f"--lr must be positive, got {lr}")
         warmup = min(rec['warmup_steps'], n // 10) if self.warmup_steps is None else self.warmup_steps
-        return replace(self, lr=lr, warmup_steps=warmup, schedule_steps=n, sample_prompts=list(self.sample_prompts))
+        alpha = self.lora_alpha if self.lora_alpha is not None or not self.lora_rank else 2.0 * self.lora_rank
+        return replace(self, lr=lr, warmup_steps=warmup, schedule_steps=n, sample_prompts=list(self.sample_prompts), lora_alpha=alpha)
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     "Learning rate of optimizer step `step` (0-based) of a resolved config; past the schedule's end, its final value."

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
-from ..model.config import PRESETS, get_config
+from ..model.config import PRESETS, SmolLM2Config, get_config
 from ..model.arch import SmolLM2, NextTokenLoss
 from ..model.params import auto_batch, cuda_budget_gib
 from ..model.precision import TRAIN_PRECISIONS, choose_precision, autocast_ctx, peak_flops, mfu, check_gpu_supported, UnsupportedGPU
@@ -31,7 +31,9 @@ from ..serve.generate import generate_text, SAMPLING_DEFAULTS
 from ..run.data import TokenData, load_data, BatchSampler, get_batch
 from ..run.layout import RunDir
 from ..run.dashboard import format_duration
+from ..serve.load import load_model
 from .config import SCHEDULES, TrainConfig, lr_at
+from .lora import add_lora, lora_state, load_lora_state, merged_state_dict, merge_lora
 
 # %% auto #0
 __all__ = ['CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'evaluate', 'rng_state', 'set_rng_state',
@@ -179,7 +181,8 @@ def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
     check_gpu_supported(device)
     return device
 
-def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, world: int = 1) -> tuple[TrainConfig, str | None]:
+def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, world: int = 1,
+                       model_cfg: SmolLM2Config | None = None) -> tuple[TrainConfig, str | None]:
     "`cfg` with `batch_size='auto'` made a number (and `grad_accum` to match), and a line saying what was chosen (None if not auto)."
     if cfg.batch_size != 'auto': return cfg, None
     default = TrainConfig.batch_size
@@ -190,7 +193,7 @@ def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, w
     budget = cuda_budget_gib(device)
     if world > 1:  # every rank runs the same shapes: plan for the one with the least free memory
         t = torch.tensor(budget, device=device); dist.all_reduce(t, op=dist.ReduceOp.MIN); budget = t.item()
-    micro, accum = auto_batch(get_config(cfg.preset), cfg.seq_len, precision, budget, glob)
+    micro, accum = auto_batch(model_cfg or get_config(cfg.preset), cfg.seq_len, precision, budget, glob)
     if micro < 1:
         raise ValueError(f"--batch-size auto: not even 1 sequence of {cfg.seq_len} tokens fits in {budget:.1f} GiB ({precision}); "
                          f"use a shorter --seq-len, or free the GPU")
@@ -223,15 +226,25 @@ def _call(callbacks, name: str, *args):
         f = getattr(cb, name, None)
         if f is not None: f(*args)
 
-def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int):
-    "The tokenizer, data, model, optimizer, scaler and sampler of a new run (`_restore` brings back a checkpoint's)."
-    tok = load_tokenizer(cfg.tokenizer)
+def _load_init(cfg: TrainConfig) -> tuple:
+    "`(model, tokenizer, what was picked)` of `cfg.init`: anything `load_model` loads, its context checked against `--seq-len`."
+    model, tok, info = load_model(cfg.init, tokenizer=cfg.tokenizer)
+    ctx = model.config.max_position_embeddings
+    if cfg.seq_len > ctx: raise ValueError(f"--seq-len {cfg.seq_len} is longer than the context of {cfg.init} ({ctx}); use --seq-len {ctx} or less")
+    return model, tok, info['picked']
+
+def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int, model_cfg: SmolLM2Config,
+           init=None, tok=None, lora: dict | None = None):
+    "The tokenizer, data, model (`init`, or a new one; LoRA adapters if asked), optimizer, scaler and sampler of a run (`_restore` brings back the rest of a checkpoint)."
+    tok = tok if tok is not None else load_tokenizer(cfg.tokenizer)
     data = load_data(cfg.data, tok, cfg.val_fraction)
     sampler = BatchSampler(data.train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed, rank, world, what='training split')
     if cfg.eval_every and data.val_tokens:
         BatchSampler(data.val_tokens, cfg.batch_size, cfg.seq_len, rank=rank, world_size=world, what='validation split')
     torch.manual_seed(cfg.seed); random.seed(cfg.seed)
-    model = SmolLM2(get_config(cfg.preset)).to(device)
+    model = (init if init is not None else SmolLM2(model_cfg)).to(device)
+    if lora: model = load_lora_state(model, lora)  # resuming adapters: the frozen base and the adapters, as saved
+    elif cfg.lora_rank: model = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets.split(','))
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     return tok, data, model, optimizer, scaler, sampler
@@ -273,7 +286,8 @@ class Run:
 
 def _restore(run: Run, ckpt: Checkpoint):
     "Every piece of state a checkpoint holds, back into `run`."
-    run.model.load_state_dict(ckpt.model); run.optimizer.load_state_dict(ckpt.optimizer)
+    if not ckpt.lora: run.model.load_state_dict(ckpt.model)  # (adapters were restored by `_build`)
+    run.optimizer.load_state_dict(ckpt.optimizer)
     if ckpt.scaler: run.scaler.load_state_dict(ckpt.scaler)
     run.sampler.load_state_dict(ckpt.sampler); set_rng_state(ckpt.rng)
     run.step, run.metrics, run.skipped = ckpt.step, list(ckpt.metrics), ckpt.skipped_steps
@@ -296,22 +310,32 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
     lock = RunLock(out).acquire() if rank == 0 else None
     try:
         ckpt = read_resume_checkpoint(cfg.resume, out) if cfg.resume else None
-        model_cfg = get_config(cfg.preset)
+        init, init_tok, picked = _load_init(cfg) if cfg.init and not ckpt else (None, None, None)
+        model_cfg = init.config if init is not None else SmolLM2Config.from_dict(ckpt.config) if ckpt and cfg.init else get_config(cfg.preset)
+        if cfg.init and init_tok is None:  # resuming a fine-tune: the tokenizer the run saved
+            init_tok = load_tokenizer(cfg.tokenizer or (RunDir.of(ckpt.file).tokenizer if ckpt else None))
         if ckpt:
             check_resume_config(ckpt.config, model_cfg.to_dict(), ckpt.file)
+            rank_saved = (ckpt.lora or {}).get('rank', 0)
+            if rank_saved != cfg.lora_rank:
+                raise ValueError(f"checkpoint {str(ckpt.file)!r} " + (f"trains LoRA adapters of rank {rank_saved}" if rank_saved else
+                                 "trains every weight") + f"; resume with --lora-rank {rank_saved}, or start a new run from it with --init {ckpt.file}")
             saved = ckpt.train_config or {}
             if given.schedule_steps is None and saved.get('schedule_steps'):  # the run's schedule, not one over the new total
                 warmup = saved.get('warmup_steps') if given.warmup_steps is None else given.warmup_steps
                 cfg = replace(given, schedule_steps=saved['schedule_steps'], warmup_steps=warmup).resolved()
-        cfg, batch_note = resolve_batch_size(cfg, device, precision, world)
+        cfg, batch_note = resolve_batch_size(cfg, device, precision, world, model_cfg)
         if rank == 0 and batch_note: tqdm.write(batch_note)
-        tok, data, model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world)
+        tok, data, model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world, model_cfg, init, init_tok,
+                                                              ckpt.lora if ckpt else None)
+        del init
         objective = NextTokenLoss(model)  # what torch.compile and DDP wrap: forward(x, y) -> loss
         trained = torch.compile(objective) if compiled else objective
         if world > 1: trained = DDP(trained, device_ids=[local] if device.type == 'cuda' else None)
         device_name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
-        info = dict(status='running', train_config=asdict(cfg), config=model_cfg.to_dict(), preset=cfg.preset,
-                    params=sum(p.numel() for p in model.parameters()), device=str(device), device_name=device_name,
+        info = dict(status='running', train_config=asdict(cfg), config=model_cfg.to_dict(), preset=None if cfg.init else cfg.preset,
+                    init=cfg.init, params=sum(p.numel() for p in model.parameters()),
+                    trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad), device=str(device), device_name=device_name,
                     precision=precision, compile=compiled, world_size=world, steps=cfg.steps, start_step=ckpt.step if ckpt else 0,
                     resumed_from=str(ckpt.file) if ckpt else None, tokenizer=data.tokenizer, data=data.files,
                     train_tokens=data.train_tokens, val_tokens=data.val_tokens, pid=os.getpid(),
@@ -326,7 +350,9 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
             write_json(out.run_json, info)
             trim_log(out.metrics, run.step, fallback=run.metrics); trim_log(out.samples, run.step)
             _call(callbacks, 'on_train_begin', info)
-            tqdm.write(f"training {cfg.preset} ({info['params']/1e6:.1f}M params) on {device_name} x{world} in {precision}"
+            what = f"{picked or cfg.init}" if cfg.init else cfg.preset
+            if cfg.lora_rank: what += f" + LoRA rank {cfg.lora_rank} ({info['trainable_params']/1e6:.2f}M trainable)"
+            tqdm.write(f"training {what} ({info['params']/1e6:.1f}M params) on {device_name} x{world} in {precision}"
                        f"{' (compiled)' if compiled else ''}; {data.train_tokens:,} train / {data.val_tokens:,} val tokens; "
                        f"steps {run.step} -> {cfg.steps}; run dir {out.path}")
         return run
@@ -368,7 +394,9 @@ def train_step(run: Run) -> dict:
 def save_run_checkpoint(run: Run) -> Path:
     "Everything `run` needs to continue, as the checkpoint of its current step (rank 0)."
     cfg = run.cfg
-    ckpt = Checkpoint(step=run.step, config=run.info['config'], model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
+    lora = cfg.lora_rank > 0  # LoRA: `model` is base + adapters merged (what every loader reads); `lora` keeps them apart for resuming
+    ckpt = Checkpoint(step=run.step, config=run.info['config'], model=merged_state_dict(run.model) if lora else run.model.state_dict(),
+                      lora=lora_state(run.model) if lora else None, init=cfg.init, optimizer=run.optimizer.state_dict(),
                       scaler=run.scaler.state_dict(), sampler=run.sampler.state_dict(),
                       scheduler=dict(schedule=cfg.schedule, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                                      schedule_steps=cfg.schedule_steps, last_lr=lr_at(max(run.step - 1, 0), cfg)),
@@ -384,7 +412,7 @@ def record_step(run: Run, rec: dict):
     if cfg.eval_every and run.data.val_tokens and (step % cfg.eval_every == 0 or step == cfg.steps):
         run.val_loss = rec['val_loss'] = evaluate(run.objective, run.data.val, cfg, run.device, run.precision, run.rank, run.world)
         if run.main and math.isfinite(run.val_loss) and (run.best_val is None or run.val_loss < run.best_val):
-            run.best_val = run.val_loss; save_best(run.model, run.tok, out, step, run.val_loss)
+            run.best_val = run.val_loss; save_best(merge_lora(run.model), run.tok, out, step, run.val_loss)
     if run.main and (step % cfg.log_every == 0 or 'val_loss' in rec or step == cfg.steps):
         run.metrics.append(rec); append_jsonl(out.metrics, rec); _call(run.callbacks, 'on_log', rec)
     if run.main and cfg.sample_every and step % cfg.sample_every == 0:
@@ -490,7 +518,13 @@ def train_parser() -> argparse.ArgumentParser:
                               f"with --grad-accum raised to keep {d.batch_size} x --grad-accum sequences per step")
     p.add_argument('--data', help='text file or folder of text files (default: Tiny Shakespeare)')
     p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
-    p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config (default: {d.preset})')
+    p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config of a new model (default: {d.preset})')
+    p.add_argument('--init', metavar='MODEL', help='fine-tune: start from these weights, their config and tokenizer (a run dir, '
+                   'checkpoint, Hugging Face folder or hub id: anything `smollm2 generate --model` takes)')
+    p.add_argument('--lora-rank', type=int, dest='lora_rank', help='with --init: train LoRA adapters of this rank (peft), every '
+                   'other weight frozen; checkpoints, best/ and exports hold the merged model (default: 0, train every weight)')
+    p.add_argument('--lora-alpha', type=float, dest='lora_alpha', help='adapters scaled by alpha / rank (default: 2 x rank)')
+    p.add_argument('--lora-targets', dest='lora_targets', help=f'layers that get adapters (default: {d.lora_targets})')
     for name, typ in [('steps', int), ('batch_size', _batch_size), ('seq_len', int), ('grad_accum', int), ('lr', float),
                       ('warmup_steps', int), ('schedule_steps', int), ('weight_decay', float), ('ckpt_every', int), ('sample_every', int),
                       ('eval_every', int), ('eval_batches', int), ('sample_tokens', int), ('log_every', int), ('keep_last', int),
@@ -512,6 +546,7 @@ def config_from_args(argv: list[str]) -> TrainConfig:
     "The `TrainConfig` of a `smollm2 train` command line (with --resume: the checkpoint's settings + the flags given)."
     given = vars(train_parser().parse_args(argv))
     replan = given.pop('replan_schedule', False)
+    if 'init' in given and 'preset' in given: raise ValueError("--init takes the model's config from MODEL: drop --preset")
     if not given.get('resume'):
         if replan: raise ValueError("--replan-schedule only applies with --resume")
         return TrainConfig(**given)
@@ -519,6 +554,9 @@ def config_from_args(argv: list[str]) -> TrainConfig:
     ckpt_file = ckpt.file
     if 'out' not in given: given['out'] = str(RunDir.of(ckpt_file).path)
     saved = ckpt.train_config or {}
+    if 'init' in given and given['init'] != saved.get('init'):
+        raise ValueError(f"--init starts a new run; {ckpt_file} continues from its own weights. Resume without --init, "
+                         f"or start a new run with --init {ckpt_file} --out NEW_DIR")
     keep = {f.name for f in fields(TrainConfig)} - {'resume', 'out', 'device', 'progress', 'time_budget_s'}
     if given.get('batch_size') == 'auto' and 'grad_accum' not in given and 'batch_size' in saved:  # keep the run's global batch
         glob, default = saved['batch_size'] * saved['grad_accum'], TrainConfig.batch_size
