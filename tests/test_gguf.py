@@ -6,7 +6,7 @@ import pytest
 import torch
 from smollm2_nb.model.config import get_config
 from smollm2_nb.model.arch import SmolLM2
-from smollm2_nb.run.tokenizer import load_tokenizer
+from smollm2_nb.model.tokenizer import load_tokenizer
 
 gguf = pytest.importorskip('gguf')
 from smollm2_nb.ship.export import save_gguf, gguf_name, rope_pairs

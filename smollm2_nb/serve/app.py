@@ -118,14 +118,14 @@ class ModelSlot:
              on_drop=None,                             # called with the number of old messages dropped to fit the context
              **settings):
         "Yield the reply so far to `message` after `history`, for a model with a chat template; it ends at the end of the turn."
-        with self._lock: model, tokenizer = self.model, self.tokenizer
+        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         if not has_chat_template(tokenizer): raise ValueError(NO_CHAT_MESSAGE)
         messages = [{'role': m['role'], 'content': _message_text(m['content'])} for m in history] + [{'role': 'user', 'content': message}]
         messages, dropped = fit_messages(tokenizer, messages, model.config.max_position_embeddings - settings['max_new_tokens'])
         if dropped and on_drop: on_drop(dropped)
         reply = ''
-        for piece in reply_stream(model, tokenizer, messages, **settings):
+        for piece in reply_stream(model, tokenizer, messages, decoder=info['decoder'], **settings):
             reply += piece
             yield reply
 

@@ -56,19 +56,21 @@ def fit_messages(tokenizer, messages: list[dict],
 # %% ../../nbs/serve/12a_chat.ipynb #178e947e
 def reply_stream(model, tokenizer, messages: list[dict], # ending with the user's message; see `fit_messages` to make it fit
                  max_new_tokens: int = CHAT_DEFAULTS['max_new_tokens'],
+                 decoder=None,                              # the batch-1 decoder of `load_for_inference` (info['decoder'])
                  **sampling):                               # temperature, top_k, top_p, repetition_penalty, seed
     "Yield the reply to `messages` in text pieces as the tokens arrive, until the end of the turn."
     yield from stream(model, tokenizer, chat_text(tokenizer, messages), max_new_tokens,
-                      eos_token_id=end_of_turn_ids(tokenizer), **sampling)
+                      eos_token_id=end_of_turn_ids(tokenizer), decoder=decoder, **sampling)
 
 # %% ../../nbs/serve/12a_chat.ipynb #9395cd5a
 class Chat:
     "A conversation with a model that has a chat template: its history, a system prompt, replies streamed as text."
     def __init__(self, model, tokenizer,
                  system: str | None = None, # the system message; None: the template's default, if it has one
+                 decoder=None,              # the batch-1 decoder of `load_for_inference` (info['decoder'])
                  **settings):               # sampling settings over `CHAT_DEFAULTS` (max_new_tokens, temperature, ...)
         chat_text(tokenizer, [{'role': 'user', 'content': ''}])            # no chat template: say so now
-        self.model, self.tokenizer, self.settings = model, tokenizer, {**CHAT_DEFAULTS, **settings}
+        self.model, self.tokenizer, self.decoder, self.settings = model, tokenizer, decoder, {**CHAT_DEFAULTS, **settings}
         self.system, self.messages, self.note = system, [], None
 
     def reset(self):
@@ -88,7 +90,7 @@ class Chat:
                      f"context") if dropped else None
         reply = []
         try:
-            for piece in reply_stream(self.model, self.tokenizer, kept, max_new_tokens, **settings):
+            for piece in reply_stream(self.model, self.tokenizer, kept, max_new_tokens, self.decoder, **settings):
                 reply.append(piece)
                 yield piece
         finally: self.messages.append({'role': 'assistant', 'content': ''.join(reply)})
@@ -156,7 +158,7 @@ def cli_chat(argv: list[str] | None = None) -> int:
         print(f'smollm2 chat: {e}', file=sys.stderr); return 2
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
                     top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    try: chat = Chat(model, tokenizer, args.system, **settings)
+    try: chat = Chat(model, tokenizer, args.system, info['decoder'], **settings)
     except ValueError as e: print(f'smollm2 chat: {args.model}: {e}', file=sys.stderr); return 2
     interactive = sys.stdin.isatty()
     print(f"smollm2 chat: {info['picked']}, {info['serving']} weights" +
