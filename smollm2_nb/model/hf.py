@@ -50,7 +50,7 @@ def resolve_model_dir(path_or_repo_id: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{s!r} is not a local folder, and the Hugging Face hub is not reachable from here (offline); "
                                 f"pass a model folder, a checkpoint or a run directory")
     from huggingface_hub import snapshot_download
-    try: return Path(snapshot_download(s, allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model']))
+    try: return Path(snapshot_download(s, allow_patterns=['*.json', '*.jinja', '*.safetensors', '*.txt', '*.model']))
     except Exception as e:  # offline, unknown repo, no access: one message that says what was tried
         raise FileNotFoundError(f"{s!r} is not a local folder, and fetching it as a hub id failed "
                                 f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from e

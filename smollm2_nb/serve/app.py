@@ -15,14 +15,15 @@ except ImportError as e: raise ImportError('the app needs gradio: pip install "s
 from .generate import stream, SAMPLING_DEFAULTS
 from .load import load_for_inference
 from ..run.dashboard import format_or_dash
+from .chat import has_chat_template, fit_messages, reply_stream
 
 # %% auto #0
-__all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'ALLOWED_ENV', 'check_settings',
-           'model_card', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app', 'cli_app',
-           'export_space']
+__all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'ALLOWED_ENV',
+           'check_settings', 'model_card', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app',
+           'cli_app', 'export_space']
 
 # %% ../../nbs/serve/12_app.ipynb #eeb9b88e
-MODEL_ENV = 'SMOLLM2_MODEL'  # env var naming the model to serve: checkpoint, run dir, HF folder or hub id
+MODEL_ENV = 'SMOLLM2_MODEL'  # env var naming the model to serve: checkpoint, run dir, HF folder, hub id or GGUF file
 EXAMPLE_PROMPTS = ['ROMEO:', 'KING RICHARD II:', 'Once upon a time', 'To be or not to be']
 LIMITS = {  # name: (min, max, default)
     'max_new_tokens': (10, 500, SAMPLING_DEFAULTS['max_new_tokens']),
@@ -31,10 +32,13 @@ LIMITS = {  # name: (min, max, default)
     'top_p': (0.05, 1.0, SAMPLING_DEFAULTS['top_p']),
     'repetition_penalty': (1.0, 2.0, SAMPLING_DEFAULTS['repetition_penalty']),
 }
-HOW_TO_LOAD = (f"Point the app at a training checkpoint, a run dir, a Hugging Face folder or a hub id: set ${MODEL_ENV} "
+HOW_TO_LOAD = (f"Point the app at a training checkpoint, a run dir, a Hugging Face folder, a hub id or a GGUF file: set ${MODEL_ENV} "
                f"(on a Space: a variable in its settings), run `smollm2 app --model PATH`, or type it under 'Model source' "
                f"and click 'Load model'.")
 NO_MODEL_MESSAGE = f'No model is loaded, so there is nothing to generate with. {HOW_TO_LOAD}'
+NO_CHAT_MESSAGE = ('This model has no chat template (a base model, or one trained here from scratch), so it continues '
+                   'text rather than answering: use the Completion tab, or load an instruct model such as the official '
+                   'SmolLM2-135M-Instruct (its GGUF file, or the hub id HuggingFaceTB/SmolLM2-135M-Instruct).')
 
 # %% ../../nbs/serve/12_app.ipynb #bb0bac0f
 def check_settings(prompt: str, # text to continue; must not be blank
@@ -71,7 +75,8 @@ def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, 
             ('parameters', '–' if params is None else f'{params/1e6:.1f} M ({params:,})'),
             ('training step', format_or_dash(info.get('step'), ',')), ('val loss', format_or_dash(info.get('val_loss'), '.4f')),
             ('training precision', format_or_dash(info.get('precision'))), ('serving precision', format_or_dash(info.get('serving'))),
-            ('context', '–' if ctx is None else f'{ctx:,} tokens')]
+            ('context', '–' if ctx is None else f'{ctx:,} tokens'),
+            ('chat', '–' if info.get('chat') is None else 'yes: its chat template (Chat tab)' if info['chat'] else 'no chat template: completion only')]
     return '\n'.join(['| model | |', '|---|---|', *[f'| {k} | {v} |' for k, v in rows]])
 
 # %% ../../nbs/serve/12_app.ipynb #ac45e656
@@ -87,6 +92,7 @@ class ModelSlot:
         "Load `source` (see `checkpoint.load_model`) and make it the model served; returns its info."
         if not str(source).strip(): raise ValueError(f'No model source given. {NO_MODEL_MESSAGE}')
         model, tokenizer, info = load_for_inference(str(source).strip(), 'auto', self.device)  # int8/fp32 on CPU
+        info = {**info, 'chat': has_chat_template(tokenizer)}
         with self._lock: self.model, self.tokenizer, self.info = model, tokenizer, info
         return info
 
@@ -107,6 +113,27 @@ class ModelSlot:
         text = prompt
         for text in self.stream(prompt, **settings): pass
         return text
+
+    def chat(self, message: str, history: list[dict], # earlier messages, {'role': ..., 'content': ...} as Gradio's Chatbot keeps them
+             on_drop=None,                             # called with the number of old messages dropped to fit the context
+             **settings):
+        "Yield the reply so far to `message` after `history`, for a model with a chat template; it ends at the end of the turn."
+        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        if model is None: raise ValueError(NO_MODEL_MESSAGE)
+        if not has_chat_template(tokenizer): raise ValueError(NO_CHAT_MESSAGE)
+        messages = [{'role': m['role'], 'content': _message_text(m['content'])} for m in history] + [{'role': 'user', 'content': message}]
+        messages, dropped = fit_messages(tokenizer, messages, model.config.max_position_embeddings - settings['max_new_tokens'])
+        if dropped and on_drop: on_drop(dropped)
+        reply = ''
+        for piece in reply_stream(model, tokenizer, messages, decoder=info['decoder'], **settings):
+            reply += piece
+            yield reply
+
+def _message_text(content) -> str:
+    "The text of a Chatbot message: a string, or Gradio's list of parts ({'type': 'text', 'text': ...})."
+    if isinstance(content, str): return content
+    parts = content if isinstance(content, list) else [content]
+    return ''.join(p.get('text', '') if isinstance(p, dict) else str(p) for p in parts)
 
 # %% ../../nbs/serve/12_app.ipynb #12ee03b5
 ALLOWED_ENV = 'SMOLLM2_ALLOWED_MODELS'  # comma-separated sources a public app may load
@@ -163,6 +190,17 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
         try: return slot.generate(prompt, **check_settings(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty))
         except ValueError as e: raise _ui_error(e) from None
 
+    def ui_chat(message, history, max_new_tokens, temperature, greedy, top_k, top_p, repetition_penalty):
+        "Stream the reply into the conversation: yields (conversation, message box)."
+        try:
+            settings = check_settings(message, max_new_tokens, 0 if greedy else temperature, top_k, top_p, repetition_penalty)
+            asked = list(history or []) + [{'role': 'user', 'content': message}]
+            yield asked, ''
+            on_drop = lambda n: gr.Info(f'The {n} oldest messages were dropped to fit the context window')
+            for reply in slot.chat(message, list(history or []), on_drop=on_drop, **settings):
+                yield asked + [{'role': 'assistant', 'content': reply}], ''
+        except ValueError as e: raise _ui_error(e) from None
+
     def ui_load(source):
         if public and source not in allowed: raise _ui_error(ValueError('That model is not offered here'))
         try: slot.load(source)
@@ -174,15 +212,24 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
 
     with gr.Blocks(title='SmolLM2 (smollm2_nb)') as demo:
         gr.Markdown('# SmolLM2 text generation\nA SmolLM2 model built, trained and served with '
-                    '[smollm2_nb](https://github.com/smollm2-nb/smollm2_nb). Type a prompt and click Generate.')
+                    '[smollm2_nb](https://github.com/smollm2-nb/smollm2_nb). Type a prompt and click Generate; '
+                    'with an instruct model (one with a chat template), chat in the Chat tab.')
         with gr.Row():
-            with gr.Column(scale=3):
-                prompt = gr.Textbox(label='Prompt', lines=3, placeholder='ROMEO:', elem_id='prompt')
-                with gr.Row():
-                    run = gr.Button('Generate', variant='primary', elem_id='generate')
-                    stop = gr.Button('Stop', variant='stop', elem_id='stop')
-                output = gr.Textbox(label='Output', lines=14, interactive=False, elem_id='output')
-                gr.Examples(EXAMPLE_PROMPTS, inputs=prompt, label='Example prompts')
+            with gr.Column(scale=3), gr.Tabs():
+                with gr.Tab('Completion', id='completion'):
+                    prompt = gr.Textbox(label='Prompt', lines=3, placeholder='ROMEO:', elem_id='prompt')
+                    with gr.Row():
+                        run = gr.Button('Generate', variant='primary', elem_id='generate')
+                        stop = gr.Button('Stop', variant='stop', elem_id='stop')
+                    output = gr.Textbox(label='Output', lines=14, interactive=False, elem_id='output')
+                    gr.Examples(EXAMPLE_PROMPTS, inputs=prompt, label='Example prompts')
+                with gr.Tab('Chat', id='chat'):
+                    chatbot = gr.Chatbot(label='Conversation', height=380, elem_id='chatbot')
+                    message = gr.Textbox(label='Message', placeholder='What is the capital of France?', elem_id='message')
+                    with gr.Row():
+                        send = gr.Button('Send', variant='primary', elem_id='send')
+                        chat_stop = gr.Button('Stop', variant='stop', elem_id='chat-stop')
+                        new_chat = gr.Button('New conversation', elem_id='new-chat')
             with gr.Column(scale=2):
                 max_new_tokens = slider('max_new_tokens', 'Max new tokens', 1)
                 temperature = slider('temperature', 'Temperature', 0.05)
@@ -194,11 +241,16 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
                     card = gr.Markdown((load_error or '') + slot.card, elem_id='model-card')
                     if offer_load:
                         source = (gr.Dropdown(allowed, label='Model') if public else
-                                  gr.Textbox(label='Model source', placeholder='checkpoint .pt, run dir, HF folder or hub id'))
+                                  gr.Textbox(label='Model source', placeholder='checkpoint .pt, run dir, HF folder, hub id or .gguf file'))
                         load = gr.Button('Load model')
         inputs = [prompt, max_new_tokens, temperature, greedy, top_k, top_p, repetition_penalty]
         event = run.click(ui_stream, inputs, output, api_name='stream', concurrency_id='generate')
         stop.click(None, cancels=[event])
+        chat_inputs = [message, chatbot, *inputs[1:]]
+        sent = send.click(ui_chat, chat_inputs, [chatbot, message], api_name='chat', concurrency_id='generate')
+        entered = message.submit(ui_chat, chat_inputs, [chatbot, message], api_visibility='private', concurrency_id='generate')
+        chat_stop.click(None, cancels=[sent, entered])      # the reply so far stays in the conversation
+        new_chat.click(lambda: ([], ''), None, [chatbot, message], api_visibility='private', queue=False)
         greedy.change(lambda g: [gr.Slider(interactive=not g)] * 3, greedy, [temperature, top_k, top_p],
                       api_visibility='private', queue=False)
         if offer_load: load.click(ui_load, source, card, api_visibility='undocumented', concurrency_limit=1)

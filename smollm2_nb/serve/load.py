@@ -17,6 +17,7 @@ from ..run.layout import RunDir, read_json
 from ..run.checkpoint import Checkpoint, read_checkpoint, warn_skip
 from .generate import stream, generate_text, SAMPLING_DEFAULTS
 from .decoders import prepare_for_inference
+from .gguf_source import is_gguf, gguf_folder
 
 # %% auto #0
 __all__ = ['load_model', 'load_for_inference', 'cli_generate']
@@ -43,7 +44,7 @@ def _run_tokenizers(run_dir: Path, ckpt: Checkpoint | None = None) -> list:
     return [run.tokenizer if (run.tokenizer / 'tokenizer.json').exists() else None, ckpt.tokenizer if ckpt else None,
             run.info().get('tokenizer')]
 
-def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging Face folder | hub id
+def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging Face folder | hub id | GGUF file
                device='cpu', dtype: torch.dtype | None = None,
                tokenizer: str | None = None, # tokenizer to use instead of the one the source was trained with
                best: bool = True,            # a run dir with a `best/` folder: load those weights (else its newest checkpoint)
@@ -52,7 +53,12 @@ def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging 
     "Load a model from any source; returns `(model, tokenizer or None, info)`; `info['picked']` says what was loaded."
     p = Path(source).expanduser()
     is_hf_folder = p.is_dir() and (p / 'config.json').exists()
-    if best and p.is_dir() and not is_hf_folder and ((RunDir(p).best / 'config.json')).exists():
+    if p.is_file() and (p.suffix.lower() == '.gguf' or is_gguf(p)):   # llama.cpp's format, e.g. the official Q4_1 file
+        folder = gguf_folder(p)                                        # converted once, then cached
+        model = load_pretrained(folder, device, dtype)
+        tok = _try_tokenizer(tokenizer, folder)                        # the file's own tokenizer and chat template
+        info = dict(kind='gguf', step=None, val_loss=None, precision=None, picked=f"{p.name} (GGUF; converted copy {folder})")
+    elif best and p.is_dir() and not is_hf_folder and ((RunDir(p).best / 'config.json')).exists():
         meta = read_json(RunDir(p).best_meta, {})
         model = load_pretrained(RunDir(p).best, device, dtype)
         tok = _try_tokenizer(tokenizer, RunDir(p).best, *_run_tokenizers(p))
@@ -78,7 +84,7 @@ def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging 
     return model, tok, info
 
 # %% ../../nbs/serve/11b_load.ipynb #f06abb4b
-def load_for_inference(source,                # checkpoint file | run dir | Hugging Face folder | hub id
+def load_for_inference(source,                # checkpoint file | run dir | Hugging Face folder | hub id | GGUF file
                        precision: str = 'auto', # see `prepare_for_inference`
                        device=None,             # default: cuda if available
                        tokenizer=None,          # instead of the model's own tokenizer
@@ -95,7 +101,7 @@ def load_for_inference(source,                # checkpoint file | run dir | Hugg
 # %% ../../nbs/serve/11b_load.ipynb #284a1ce3
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='smollm2 generate', description='Generate text with a SmolLM2 model.')
-    p.add_argument('--model', required=True, help='checkpoint file, run directory, Hugging Face folder or hub id')
+    p.add_argument('--model', required=True, help='checkpoint file, run directory, Hugging Face folder, hub id or GGUF file')
     p.add_argument('--prompt', required=True, help='text to continue')
     d = SAMPLING_DEFAULTS
     p.add_argument('--max-new-tokens', type=int, default=d['max_new_tokens'], help=f"tokens to add at most (default: {d['max_new_tokens']})")
