@@ -124,10 +124,11 @@ def _reply(chat: Chat, text: str, out, interactive: bool) -> None:
         pieces.close(); out.write(' [stopped]')
     out.write('\n'); out.flush()
 
-def chat_loop(chat: Chat, lines, out=sys.stdout, err=sys.stderr,
+def chat_loop(chat: Chat, lines, out=None, err=None, # default: sys.stdout, sys.stderr (as they are at the call)
               interactive: bool = False, # a terminal: prompts and streamed replies; else one reply per input line
              ) -> None:
     "Read messages and commands from `lines`, write the replies to `out`."
+    out, err = out or sys.stdout, err or sys.stderr
     for line in lines:
         text = line.rstrip('\n')
         if not text.strip(): continue
