@@ -15,6 +15,7 @@ from smollm2_nb.model.tokenizer import load_tokenizer
 from smollm2_nb.train.config import TrainConfig
 from smollm2_nb.train.loop import train, config_from_args, cli_train
 from smollm2_nb.ship.export import cli_export
+from smollm2_nb.serve.load import load_model
 
 peft = pytest.importorskip('peft')
 from smollm2_nb.train.lora import load_lora_state, lora_layers
@@ -122,3 +123,21 @@ def test_bad_init_arguments_are_one_line(base, tmp_path, capsys):
         assert cli_train(['--resume', str(run), '--steps', '2', *args]) == 1
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
+
+@pytest.mark.parametrize('dtype', ['f32', 'q4_1'])
+def test_init_from_a_gguf_file(tmp_path, monkeypatch, dtype):
+    "A GGUF file (written here by `save_gguf`, Q4_1 through the gguf package) as --init: the run starts from its weights."
+    pytest.importorskip('gguf')
+    from smollm2_nb.ship.export import save_gguf
+    monkeypatch.setenv('SMOLLM2_CACHE', str(tmp_path / 'cache'))   # the converted copy stays in this test's folder
+    torch.manual_seed(0)
+    model = SmolLM2(get_config('tiny'))
+    f = save_gguf(model, load_tokenizer(), tmp_path / f'tiny-{dtype}.gguf', dtype)
+    c = cfg(tmp_path / 'ft', init=str(f), lora_rank=4, steps=2)
+    assert train(c)['status'] == 'finished'
+    converted, _, info = load_model(f)                              # what the run started from: the dequantized weights
+    assert info['kind'] == 'gguf'
+    first = read_jsonl(tmp_path / 'ft' / 'metrics.jsonl')[0]['loss']
+    assert first == pytest.approx(first_batch_loss(converted, c), abs=1e-5)
+    assert abs(first - first_batch_loss(SmolLM2(get_config('tiny')), c)) > 0.05   # another model's loss on that batch differs
+    assert json.loads((tmp_path / 'ft' / 'run.json').read_text())['init'] == str(f)
