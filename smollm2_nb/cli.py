@@ -15,7 +15,7 @@ __all__ = ['COMMANDS', 'usage', 'main']
 COMMANDS = {
     'params':   ('smollm2_nb.model.params', 'cli_params', 'parameter table and training-memory estimate'),
     'generate': ('smollm2_nb.serve.load', 'cli_generate', 'generate text from a checkpoint, HF folder or hub id'),
-    'demo':     ('smollm2_nb.train.loop', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
+    'demo':     ('smollm2_nb.train.demo', 'cli_demo', 'the classic demo, sized to this machine (start here)'),
     'train':    ('smollm2_nb.train.loop', 'cli_train', 'train (or --resume) on a text corpus'),
     'app':      ('smollm2_nb.serve.app', 'cli_app', 'launch the Gradio app locally'),
     'export':   ('smollm2_nb.ship.export', 'cli_export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file'),
