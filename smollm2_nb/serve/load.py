@@ -91,10 +91,10 @@ def load_for_inference(source,                # checkpoint file | run dir | Hugg
                       ):
     "`(model, tokenizer, info)` ready to decode: `checkpoint.load_model`, the tokenizer, `prepare_for_inference`."
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    mode = inference_precision(precision, device)      # a bad precision fails before anything is loaded
+    inference_precision(precision, device)             # a bad precision fails before anything is loaded
     model, tok, info = load_model(source, device=device, tokenizer=tokenizer, on_skip=on_skip)
     if tok is None: tok = load_tokenizer(tokenizer)      # raises, saying how to point at one
-    model = prepare_for_inference(model, mode)
+    model = prepare_for_inference(model, precision)   # resolves auto: int8 where the C++ step runs
     return model, tok, {**info, 'serving': model.precision}
 
 # %% ../../nbs/serve/11b_load.ipynb #284a1ce3
