@@ -44,9 +44,10 @@ def test_config_follows_the_size():
     "The schedule's warmup, evals, samples (a tenth of the run) and checkpoints scale with the steps chosen."
     c = demo_config('cpu', steps=290, batch_size=8)
     assert (c.preset, c.steps, c.batch_size, c.seq_len) == ('tiny', 290, 8, 128)
-    assert (c.warmup_steps, c.sample_every, c.eval_every, c.ckpt_every) == (29, 29, 30, 72)
+    assert (c.warmup_steps, c.sample_every, c.eval_every, c.ckpt_every) == (29, 29, 36, 72)
     d = demo_config('cpu')
     assert (d.steps, d.batch_size, d.warmup_steps, d.sample_every, d.eval_every, d.ckpt_every) == (400, 16, 40, 40, 50, 100)
+    assert demo_config('cpu', steps=150).eval_every == 18            # 8 evaluations in any run, not one per 10 steps
     assert demo_config('cuda', steps=10).preset == 'smollm2-135m'   # the GPU demo is never shrunk
 
 def test_measure_step_seconds_times_real_steps():

@@ -64,7 +64,7 @@ def demo_config(device_type: str, # 'cuda' or 'cpu'
     "The classic demo's config: SmolLM2-135M for 5000 steps on a GPU (or when `full`), a CPU-sized tiny model otherwise."
     if device_type == 'cuda' or full: return TrainConfig(out=out)
     return TrainConfig(preset='tiny', steps=steps, batch_size=batch_size, seq_len=128, lr=3e-3, warmup_steps=steps // 10,
-                       eval_every=max(10, steps // 80 * 10), eval_batches=10, sample_every=max(1, steps // 10), sample_tokens=48,
+                       eval_every=max(10, steps // 8), eval_batches=10, sample_every=max(1, steps // 10), sample_tokens=48,
                        ckpt_every=max(1, steps // 4), out=out)
 
 def demo_report(first: dict, second: dict, metrics: list[dict], cfg: TrainConfig, seconds: float) -> str:
