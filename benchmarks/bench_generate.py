@@ -14,7 +14,19 @@ llama.cpp in the same precision class (fp32 - f32, bf16 - f16, int8 - q8_0) and 
 Prefill (a long prompt, `--prefill-len` tokens, one forward pass) is timed too: the decoders leave it to the model.
 On a GPU, a second table compares our CUDA-graph decoding with `transformers`' eager `generate` on that GPU.
 
-    python benchmarks/bench_generate.py [--threads 2] [--new-tokens 128] [--repeats 5] [--paths fp32,bf16,int8]
+    python benchmarks/bench_generate.py [--threads 2] [--new-tokens 128] [--repeats 5] [--paths fp32,bf16,int8] [--isa avx2]
+
+`--isa` forces the class of our C++ step (avx2, avx512, avx512vnni, avx512bf16; default: the fastest this CPU runs),
+so any x86 machine can measure the classes below its own. For llama.cpp in the same class, put a build of
+llama-cpp-python made for it first on the path, e.g. for AVX2 only:
+
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF" \
+        pip install --no-cache-dir --no-deps --target llama-avx2 llama-cpp-python==0.3.36
+    PYTHONPATH=llama-avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_generate.py --isa avx2
+
+(the two variables keep PyTorch's own kernels, which run the prompt, to AVX2 as well).
+
+The header prints the class our step ran and the instruction sets llama.cpp reports it was built with.
 """
 from __future__ import annotations
 import argparse, copy, os, statistics, tempfile, time
@@ -61,7 +73,9 @@ def main(argv=None):
     p.add_argument('--no-torch-ops', action='store_true', help='skip the "ours, torch ops" paths')
     p.add_argument('--no-llama-cpp', action='store_true')
     p.add_argument('--no-transformers', action='store_true')
+    p.add_argument('--isa', help='class of our C++ step: avx2, avx512, avx512vnni, avx512bf16, none (default: the fastest this CPU runs)')
     args = p.parse_args(argv)
+    if args.isa: os.environ['SMOLLM2_CPU_ISA'] = args.isa   # read by smollm2_nb.serve.decoders.cpu_isa
 
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
@@ -69,7 +83,7 @@ def main(argv=None):
     from smollm2_nb.model.arch import SmolLM2
     from smollm2_nb.model.hf import to_hf_state_dict
     from smollm2_nb.serve.generate import generate
-    from smollm2_nb.serve.decoders import prepare_for_inference, cpu_decode_kernels
+    from smollm2_nb.serve.decoders import prepare_for_inference, cpu_decode_kernels, cpu_isa, cpu_isas
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
@@ -79,8 +93,12 @@ def main(argv=None):
     prompt = torch.randint(1, cfg.vocab_size, (1, args.prompt_len))
     long_prompt = torch.randint(1, cfg.vocab_size, (1, args.prefill_len)) if args.prefill_len else None
     load0 = os.getloadavg()
+    try: isa = cpu_isa()
+    except ValueError as e: p.error(str(e))
+    kernels = cpu_decode_kernels(isa)
+    print(f'CPU: {cpu_name()}; classes it runs: {", ".join(cpu_isas()) or "none"}')
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; C++ decoding step: '
-          f'{"yes" if cpu_decode_kernels() else "no (PyTorch ops)"}; batch 1, greedy, prompt {args.prompt_len} tokens, '
+          f'{"class " + kernels.isa() if kernels else "no (PyTorch ops)"}; batch 1, greedy, prompt {args.prompt_len} tokens, '
           f'{args.new_tokens} new tokens, {args.repeats} interleaved rounds')
 
     runners, prefill = {}, {}  # name -> fn(n) generating n tokens; name -> fn() running the long prompt once
@@ -109,6 +127,9 @@ def main(argv=None):
         except Exception as e:
             print(f'llama.cpp: not measured ({e.__class__.__name__}: {e}); pip install llama-cpp-python')
         else:
+            built = [f.strip() for f in llama_cpp.llama_print_system_info().decode().split('|')]
+            print(f"llama.cpp {llama_cpp.__version__} from {Path(llama_cpp.__file__).parent}, built with: "
+                  f"{' '.join(f.split(' = ')[0].replace('CPU : ', '') for f in built if f.endswith('= 1'))}")
             if args.threads != 2: print('note: llama.cpp runs with 2 threads (smollm2_nb.ship.export.llama_cpp_model)')
             for dtype in ('f32', 'f16', 'q8_0'):
                 f = save_gguf(base, tok, Path(tmp.name) / f'smollm2-{dtype}.gguf', dtype)
@@ -140,6 +161,14 @@ def main(argv=None):
                               {n: {'vs transformers': 'transformers fp32'} for n in pre})))
     if torch.cuda.is_available(): gpu_section(base, prompt, args)
     else: print('\nGPU decode: not measured (no CUDA device here)')
+
+
+def cpu_name() -> str:
+    "The CPU's model name (Linux), else the platform's word for it."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or platform.machine()
 
 
 def llama_cpp_model_for_prefill(path, n_ctx):

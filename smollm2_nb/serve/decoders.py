@@ -18,8 +18,9 @@ from ..model.arch import SmolLM2, KVCache, apply_rotary
 from ..model.precision import inference_precision, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'Int8Linear', 'TransposedLinear', 'show_source', 'cpu_decode_kernels', 'layer_group',
-           'CPUDecoder', 'GraphDecoder', 'Decoder', 'prepare_for_inference']
+__all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'TransposedLinear', 'show_source', 'cpu_flags',
+           'cpu_isas', 'cpu_isa', 'cpu_decode_kernels', 'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder',
+           'decoding_precision', 'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
 class Int8Linear(nn.Module):
@@ -78,25 +79,62 @@ def show_source(path: Path = CPU_DECODE_SOURCE, start: str = '', lines: int = 40
     return Code('\n'.join(text[i:i + lines]), language='cpp')
 
 # %% ../../nbs/serve/11_inference.ipynb #ea5c704c
-_kernels = None
+_AVX512 = ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq']
+CPU_ISAS = {  # the classes the C++ step is compiled for, fastest first: (compiler flags, CPU flags it needs as /proc/cpuinfo names them)
+    'avx512bf16': (_AVX512 + ['-mavx512vnni', '-mavx512bf16'], {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni', 'avx512_bf16'}),
+    'avx512vnni': (_AVX512 + ['-mavx512vnni'], {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni'}),
+    'avx512':     (_AVX512, {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'}),
+    'avx2':       (['-mavx2', '-mfma', '-mf16c'], {'avx2', 'fma', 'f16c'}),
+}
+ISA_ENV = 'SMOLLM2_CPU_ISA'  # force a class ('avx2', ...; 'none' = PyTorch's ops): tests and benchmarks run every class a CPU has
 
-def cpu_decode_kernels():
-    "The compiled CPU decoding step (built with the C++ compiler on first use, then cached by torch), or None where it cannot run."
-    global _kernels
-    if _kernels is None:
-        _kernels = False  # tried once per process
-        if os.environ.get('SMOLLM2_CPU_KERNELS', '1') == '0' or not cpu_bf16_native(): return None  # off, or no AVX-512 BF16
+def cpu_flags() -> set[str]:
+    "This CPU's feature flags as Linux names them (`/proc/cpuinfo`); elsewhere, what PyTorch reports about it."
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('flags'): return set(line.split(':', 1)[1].split())
+        return set()                                          # a Linux CPU without x86 flags (ARM: 'Features')
+    except OSError: pass
+    cap, flags = torch.backends.cpu.get_cpu_capability(), set()  # 'AVX512' means F, BW, VL and DQ to PyTorch
+    if cap in ('AVX2', 'AVX512'): flags |= CPU_ISAS['avx2'][1]
+    if cap == 'AVX512': flags |= CPU_ISAS['avx512'][1] | ({'avx512_vnni', 'avx512_bf16'} if cpu_bf16_native() else set())
+    return flags
+
+def cpu_isas(flags: set[str] | None = None) -> list[str]:
+    "The classes of the C++ step a CPU with `flags` (default: this one) runs, fastest first."
+    flags = cpu_flags() if flags is None else flags
+    return [isa for isa, (_, needs) in CPU_ISAS.items() if needs <= flags]
+
+def cpu_isa(flags: set[str] | None = None) -> str | None:
+    "The class the C++ step runs as here: the fastest this CPU runs, or the one `$SMOLLM2_CPU_ISA` forces; None: PyTorch's ops."
+    forced = os.environ.get(ISA_ENV, '').strip().lower()
+    if os.environ.get('SMOLLM2_CPU_KERNELS', '1') == '0' or forced == 'none': return None
+    runs = cpu_isas(flags)
+    if not forced: return runs[0] if runs else None
+    if forced not in CPU_ISAS: raise ValueError(f"{ISA_ENV}={forced!r} is not a class of the C++ step; use one of {', '.join(CPU_ISAS)} or none")
+    if forced not in runs:
+        raise ValueError(f"{ISA_ENV}={forced}: this CPU does not run it (it runs: {', '.join(runs) or 'none of them'}); unset it or pick one of those")
+    return forced
+
+_kernels = {}  # class -> the built module, or False where the build failed (tried once per process)
+
+def cpu_decode_kernels(isa: str | None = 'auto'): # a name in `CPU_ISAS`; 'auto': `cpu_isa()`
+    "The compiled CPU decoding step for `isa` (built with the C++ compiler on first use, then cached by torch), or None where it cannot run."
+    if isa == 'auto': isa = cpu_isa()
+    if isa is None: return None
+    if isa not in _kernels:
+        _kernels[isa] = False
         if not shutil.which(os.environ.get('CXX', 'c++')): return None
         from torch.utils.cpp_extension import load, is_ninja_available
         if not is_ninja_available():  # torch builds extensions with ninja
             warnings.warn('the faster CPU decoding step needs the ninja build tool (`pip install ninja`); decoding uses PyTorch ops')
             return None
-        try:
-            _kernels = load('smollm2_cpu_decode', sources=[str(CPU_DECODE_SOURCE)],
-                            extra_cflags=['-O3', '-march=native', '-fopenmp'], extra_ldflags=['-fopenmp'])
+        try:  # one build per class, under its own name, so forcing another class does not rebuild this one
+            _kernels[isa] = load(f'smollm2_cpu_decode_{isa}', sources=[str(CPU_DECODE_SOURCE)],
+                                 extra_cflags=['-O3', '-fopenmp', *CPU_ISAS[isa][0]], extra_ldflags=['-fopenmp'])
         except Exception as e:  # a compiler that cannot build it: decode with PyTorch ops instead
-            warnings.warn(f'the CPU decoding step did not compile ({e.__class__.__name__}); decoding uses PyTorch ops')
-    return _kernels or None
+            warnings.warn(f'the CPU decoding step ({isa}) did not compile ({e.__class__.__name__}); decoding uses PyTorch ops')
+    return _kernels[isa] or None
 
 # %% ../../nbs/serve/11_inference.ipynb #97373f0d
 def _padded(W: torch.Tensor, scale: torch.Tensor):
@@ -126,11 +164,13 @@ def layer_group(layer: nn.Module, name: str) -> list[nn.Module]:
 
 class CPUDecoder:
     "Batch-1 decoding on a CPU: the prompt through the model (prefill), then each new token through the compiled C++ step."
-    def __init__(self, model: SmolLM2): # prepared with `prepare_for_inference` ('fp32', 'bf16' or 'int8')
-        self.model = model
+    def __init__(self, model: SmolLM2, # prepared with `prepare_for_inference` ('fp32', 'bf16' or 'int8')
+                 kernels=None):        # a `cpu_decode_kernels()` module (default: this CPU's class)
+        self.model, self.kernels = model, kernels or cpu_decode_kernels()
+        self.isa = self.kernels.isa()                                            # the class it runs as, for display
         self.mats, self.scales = [], []
         for layer in model.layers:
-            for name in cpu_decode_kernels().layout():   # the order the C++ step reads, named in its source
+            for name in self.kernels.layout():   # the order the C++ step reads, named in its source
                 W, s = _fuse(layer_group(layer, name)); self.mats.append(W); self.scales.append(s)
         W, s = _fuse([model.lm_head]); self.mats.append(W); self.scales.append(s)   # the tied embedding, or its int8 copy
         norms = [w for l in model.layers for w in (l.input_layernorm.weight, l.post_attention_layernorm.weight)]
@@ -150,8 +190,8 @@ class CPUDecoder:
         pos = T
         def step(tokens):
             nonlocal pos
-            out = cpu_decode_kernels().decode_step(int(tokens[0]), pos, self.embed, self.norms, self.mats, self.scales, cos, sin,
-                                           k, v, c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)
+            out = self.kernels.decode_step(int(tokens[0]), pos, self.embed, self.norms, self.mats, self.scales, cos, sin,
+                                         k, v, c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)
             pos += 1
             return out[None, :c.vocab_size]                                      # (1, vocab)
         return logits.float(), step
@@ -233,17 +273,25 @@ class Decoder(Protocol):
     "What generation needs of a batch-1 decoder (`CPUDecoder`, `GraphDecoder`): prefill, then one step per new token."
     def start(self, input_ids: torch.LongTensor, max_len: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]: ...
 
+def decoding_precision(mode: str = 'auto', device='cpu') -> str:
+    "The precision `prepare_for_inference` decodes in: 'auto' is int8 wherever the C++ step runs (its fastest on every class), else `inference_precision`'s choice."
+    kernels = cpu_decode_kernels() if torch.device(device).type == 'cpu' and mode == 'auto' else None
+    return 'int8' if mode == 'auto' and kernels else inference_precision(mode, device)
+
 def prepare_for_inference(model: SmolLM2,
                           mode: str = 'auto', # one of `precision.INFERENCE_PRECISIONS`; see `precision.inference_precision`
                          ) -> tuple[SmolLM2, Decoder | None]:
     "Convert `model` in place for fast decoding (eval mode, no grads, the chosen precision); `(model, its batch-1 decoder or None)`."
     device = model.embed_tokens.weight.device
-    mode = inference_precision(mode, device)
-    dtype = {'fp32': torch.float32, 'fp16': torch.float16}.get(mode, torch.bfloat16)
-    model.eval().requires_grad_(False).to(dtype)
-    if mode == 'int8': _replace_linears(model, Int8Linear.from_linear)
+    mode = decoding_precision(mode, device)
     kernels = cpu_decode_kernels() if device.type == 'cpu' and mode in ('fp32', 'bf16', 'int8') else None
+    # int8's activations, norms and embedding: bf16 where the CPU (or the class forced) runs it natively, else fp32 (emulated bf16 slows the prompt)
+    half = torch.bfloat16 if device.type != 'cpu' or (cpu_bf16_native() and (not kernels or kernels.isa() == 'avx512bf16')) else torch.float32
+    dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'int8': half}.get(mode, torch.bfloat16)
+    model.eval().requires_grad_(False).to(dtype)
+    if mode == 'int8': _replace_linears(model, lambda linear: Int8Linear.from_linear(linear, dtype))
+    if mode not in ('fp32', 'bf16', 'int8'): kernels = None
     if mode == 'fp32' and device.type == 'cpu' and kernels is None: _replace_linears(model, TransposedLinear.from_linear)
     # the batch-1 fast path `generate.decode_tokens` takes: the C++ step on CPU, a CUDA graph on GPU, else none
-    decoder = CPUDecoder(model) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
+    decoder = CPUDecoder(model, kernels) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
     return model, decoder

@@ -16,7 +16,7 @@ from ..model.tokenizer import load_tokenizer
 from ..run.layout import RunDir, read_json
 from ..run.checkpoint import Checkpoint, read_checkpoint, warn_skip
 from .generate import stream, generate_text, SAMPLING_DEFAULTS
-from .decoders import prepare_for_inference
+from .decoders import prepare_for_inference, decoding_precision
 from .gguf_source import is_gguf, gguf_folder
 
 # %% auto #0
@@ -92,7 +92,7 @@ def load_for_inference(source,                # checkpoint file | run dir | Hugg
                       ):
     "`(model, tokenizer, info)` ready to decode: `checkpoint.load_model`, the tokenizer, `prepare_for_inference`."
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    mode = inference_precision(precision, device)      # a bad precision fails before anything is loaded
+    mode = decoding_precision(precision, device)       # a bad precision fails before anything is loaded
     model, tok, info = load_model(source, device=device, tokenizer=tokenizer, on_skip=on_skip)
     if tok is None: tok = load_tokenizer(tokenizer)      # raises, saying how to point at one
     model, decoder = prepare_for_inference(model, mode)

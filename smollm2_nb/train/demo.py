@@ -6,31 +6,73 @@
 from __future__ import annotations
 import argparse
 import signal
+import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+import torch
+from ..model.arch import SmolLM2
+from ..model.config import get_config
 from .config import TrainConfig
 from ..run.dashboard import format_duration
-from .loop import train, pick_device, GracefulStop, CLI_ERRORS
+from .loop import train, pick_device, GracefulStop, CLI_ERRORS, forward_backward, make_optimizer, optimizer_step
 from ..run.layout import RunDir, read_jsonl
 
 # %% auto #0
-__all__ = ['demo_config', 'demo_report', 'cli_demo', 'cli_stopped']
+__all__ = ['CPU_DEMO_BUDGET_S', 'CPU_DEMO_BATCHES', 'CPU_DEMO_STEPS', 'measure_step_seconds', 'size_cpu_demo', 'demo_config',
+           'demo_report', 'cli_demo', 'cli_stopped']
+
+# %% ../../nbs/train/08d_demo.ipynb #dsz00002
+CPU_DEMO_BUDGET_S = 480         # the whole `smollm2 demo` on a CPU: training, evals, samples, the 50-step resume, startup
+CPU_DEMO_BATCHES = (16, 12, 8)  # sequences of 128 tokens per step, largest first: fewer only where the CPU is slow
+CPU_DEMO_STEPS = (150, 400)     # the fewest steps that still learn visibly, and the most the demo runs
+
+def measure_step_seconds(batch_size: int = CPU_DEMO_BATCHES[0], seq_len: int = 128, steps: int = 2,
+                         preset: str = 'tiny') -> float:
+    "Seconds per training step (forward, backward, AdamW) of `preset` on this CPU: the median of `steps` after one warm-up."
+    torch.manual_seed(0)
+    model = SmolLM2(get_config(preset))
+    opt = make_optimizer(model, 1e-3)
+    x = torch.randint(0, model.config.vocab_size, (batch_size, seq_len + 1))
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        optimizer_step(model, opt, forward_backward(model, [(x[:, :-1], x[:, 1:])]))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+def size_cpu_demo(step_s: float,                     # measured seconds of one step at batch CPU_DEMO_BATCHES[0]
+                  budget_s: float = CPU_DEMO_BUDGET_S, # for the whole command
+                  startup_s: float = 30,              # imports, tokenizing the corpus, two run starts, checkpoints
+                  overhead: float = 1.15,             # evals and samples on top of the steps
+                 ) -> dict:
+    "`dict(batch_size, steps, est_s)`: the largest batch that runs the most steps in the budget, else the smallest, for as many as fit."
+    lo, hi = CPU_DEMO_STEPS
+    for b in CPU_DEMO_BATCHES:
+        per_step = step_s * b / CPU_DEMO_BATCHES[0] * overhead    # a step's time grows with its tokens (the head dominates)
+        fit = int((budget_s - startup_s) / per_step) - 50         # the 50 resumed steps are part of the command
+        if fit >= hi or b == CPU_DEMO_BATCHES[-1]:
+            steps = max(lo, min(hi, fit // 10 * 10))
+            return dict(batch_size=b, steps=steps, est_s=round(startup_s + (steps + 50) * per_step))
 
 # %% ../../nbs/train/08d_demo.ipynb #40aa97df
 def demo_config(device_type: str, # 'cuda' or 'cpu'
-                full: bool = False, out: str = 'runs/demo') -> TrainConfig:
+                full: bool = False, out: str = 'runs/demo',
+                steps: int = CPU_DEMO_STEPS[1], batch_size: int = CPU_DEMO_BATCHES[0], # the CPU demo's size (`size_cpu_demo`)
+               ) -> TrainConfig:
     "The classic demo's config: SmolLM2-135M for 5000 steps on a GPU (or when `full`), a CPU-sized tiny model otherwise."
     if device_type == 'cuda' or full: return TrainConfig(out=out)
-    return TrainConfig(preset='tiny', steps=400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=50,
-                       eval_batches=10, sample_every=40, sample_tokens=48, ckpt_every=100, out=out)
+    return TrainConfig(preset='tiny', steps=steps, batch_size=batch_size, seq_len=128, lr=3e-3, warmup_steps=steps // 10,
+                       eval_every=max(10, steps // 8), eval_batches=10, sample_every=max(1, steps // 10), sample_tokens=48,
+                       ckpt_every=max(1, steps // 4), out=out)
 
 def demo_report(first: dict, second: dict, metrics: list[dict], cfg: TrainConfig, seconds: float) -> str:
     "The lines `smollm2 demo` ends with: losses, where things are, and what to run next."
     vals = [m['val_loss'] for m in metrics if m.get('val_loss') is not None]
     out = cfg.out
-    lines = [f"demo {second['status']} in {format_duration(seconds)} on {second['device']} ({cfg.preset}, {cfg.steps} steps + 50 resumed)",
+    lines = [f"demo {second['status']} in {format_duration(seconds)} on {second['device']} ({cfg.preset}, {cfg.batch_size} x {cfg.seq_len} "
+             f"tokens per step, {cfg.steps} steps + 50 resumed)",
              f"  train loss {metrics[0]['loss']:.3f} -> {metrics[-1]['loss']:.3f}" +
              (f"; validation loss {vals[0]:.3f} -> {vals[-1]:.3f} (best {min(vals):.3f})" if vals else ''),
              f"  best weights:  {second.get('best') or first.get('best')}",
@@ -57,11 +99,16 @@ def cli_demo(argv: list[str] | None = None) -> int:
         device = pick_device(a.device)
         if (RunDir(Path(a.out)).run_json).exists():
             raise ValueError(f"{a.out} already holds a run; continue it with `smollm2 train --resume {a.out}`, or pass --out NEW_DIR")
-        cfg = replace(demo_config(device.type, a.full, a.out), device=a.device, progress=a.progress, tokenizer=a.tokenizer, data=a.data)
-        if device.type == 'cpu' and not a.full:
-            print(f"CPU: the demo trains the {cfg.preset} model ({cfg.steps} + 50 steps, a few minutes). On a GPU it trains "
-                  f"SmolLM2-135M; run `smollm2 demo --full` to force that here.")
         t = time.time()
+        size = {}
+        if device.type == 'cpu' and not a.full:
+            step_s = measure_step_seconds()
+            size = size_cpu_demo(step_s, CPU_DEMO_BUDGET_S - (time.time() - t))
+            print(f"CPU: {step_s:.2f} s per training step of {CPU_DEMO_BATCHES[0]} x 128 tokens (measured), so the demo trains the tiny "
+                  f"model on {size['batch_size']} x 128 tokens per step for {size['steps']} + 50 steps: about "
+                  f"{format_duration(size['est_s'])} in all. On a GPU it trains SmolLM2-135M; `smollm2 demo --full` forces that here.")
+        sized = dict(steps=size['steps'], batch_size=size['batch_size']) if size else {}
+        cfg = replace(demo_config(device.type, a.full, a.out, **sized), device=a.device, progress=a.progress, tokenizer=a.tokenizer, data=a.data)
         first = train(cfg)
         if first['status'] != 'finished': return cli_stopped(first)
         second = train(replace(cfg, steps=cfg.steps + 50, resume=True))
