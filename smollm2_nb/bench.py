@@ -220,7 +220,7 @@ def decode_speed(config: SmolLM2Config, device, new_tokens: int = 32, repeats: i
 
 
 # %% ../nbs/16_bench.ipynb #25c66465
-SMALL_ARTEFACTS = ('metrics.jsonl', 'samples.jsonl', 'run.json')
+SMALL_ARTEFACTS = RunDir.RECORD  # run.json, metrics.jsonl, samples.jsonl
 
 def classic_demo(out: Path, device_type: str = 'cuda') -> dict:
     "The classic demo at full size (5000 steps), then resume for 50 more; copies only small artefacts and a loss PNG into `out`."

@@ -198,7 +198,7 @@ def newest_checkpoints(names: list[str]) -> dict:
     best = {}
     for n in names:
         p = Path(n)
-        if re.fullmatch(r'step_\d+\.pt', p.name) and p.parent.name == 'checkpoints':
+        if RunDir.step_of(p) is not None and p.parent.name == RunDir.CHECKPOINTS:
             run = p.parent.parent.as_posix()
             if run not in best or RunDir.step_of(n) > RunDir.step_of(best[run]): best[run] = n
     return best
@@ -413,7 +413,7 @@ def carry_version(api, ref: str,    # a kernel version, owner/slug/N, whose outp
         return upload_resume_dataset(api, d, dataset, poll_s=poll_s, out=out)
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k050
-RUN_LOGS = ('run.json', 'metrics.jsonl', 'samples.jsonl')  # what a carried resume point takes along with its checkpoint
+RUN_LOGS = RunDir.RECORD  # what a carried resume point takes along with its checkpoint: run.json, metrics.jsonl, samples.jsonl
 STAGING = '.kaggle-download'  # inside --out: the client downloads here (and resumes a cut download from here next time)
 
 def wanted_files(names: list[str], carry_only: bool = False) -> list[str]:

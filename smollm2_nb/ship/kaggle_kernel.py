@@ -150,9 +150,9 @@ def prepare_resume(ckpt: str | os.PathLike, # a checkpoint inside a run dir (`<r
                    run_dir: str | os.PathLike) -> Path:
     "Copy the checkpoint and its run's logs into `run_dir`; returns the copied checkpoint."
     ckpt, run_dir = Path(ckpt), Path(run_dir)
-    src_run = ckpt.parent.parent if ckpt.parent.name == 'checkpoints' else ckpt.parent
+    src_run = RunDir.of(ckpt).path
     (RunDir(run_dir).checkpoints).mkdir(parents=True, exist_ok=True)
-    for name in ('run.json', 'metrics.jsonl', 'samples.jsonl'):
+    for name in RunDir.RECORD:
         if (src_run/name).exists() and src_run.resolve() != run_dir.resolve(): shutil.copy2(src_run/name, run_dir/name)
     dest = RunDir(run_dir).checkpoints/ckpt.name
     if ckpt.resolve() != dest.resolve(): shutil.copy2(ckpt, dest)

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 import torch
-from ..model.arch import SmolLM2
+from ..model.arch import SmolLM2, NextTokenLoss
 from ..model.config import get_config
 from .config import TrainConfig
 from ..run.dashboard import format_duration
@@ -38,7 +38,7 @@ def measure_step_seconds(batch_size: int = CPU_DEMO_BATCHES[0], seq_len: int = 1
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        optimizer_step(model, opt, forward_backward(model, [(x[:, :-1], x[:, 1:])]))
+        optimizer_step(model, opt, forward_backward(NextTokenLoss(model), [(x[:, :-1], x[:, 1:])]))
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
 
