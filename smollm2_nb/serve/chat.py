@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from ..model.precision import INFERENCE_PRECISIONS
-from .generate import stream
+from .generate import add_sampling_args, stream
 
 # %% auto #0
 __all__ = ['END_OF_TURN', 'CHAT_DEFAULTS', 'has_chat_template', 'chat_text', 'end_of_turn_ids', 'fit_messages', 'reply_stream',
@@ -103,13 +103,7 @@ def _chat_parser() -> argparse.ArgumentParser:
         'in, one reply per line out (its line breaks written as \\n).'))
     p.add_argument('--model', required=True, help='checkpoint file, run directory, Hugging Face folder, hub id or GGUF file')
     p.add_argument('--system', default=None, help="system message (default: the chat template's own, if any)")
-    d = CHAT_DEFAULTS
-    p.add_argument('--max-new-tokens', type=int, default=d['max_new_tokens'], help=f"longest reply in tokens (default: {d['max_new_tokens']})")
-    p.add_argument('--temperature', type=float, default=d['temperature'], help=f"0 = greedy (default: {d['temperature']})")
-    p.add_argument('--top-k', type=int, default=d['top_k'], help=f"0 = off (default: {d['top_k']})")
-    p.add_argument('--top-p', type=float, default=d['top_p'], help=f"(default: {d['top_p']})")
-    p.add_argument('--repetition-penalty', type=float, default=d['repetition_penalty'], help=f"(default: {d['repetition_penalty']})")
-    p.add_argument('--seed', type=int, default=None, help='random seed for reproducible sampling')
+    add_sampling_args(p, CHAT_DEFAULTS)
     p.add_argument('--tokenizer', default=None, help="instead of the model's own tokenizer")
     p.add_argument('--precision', default='auto', choices=INFERENCE_PRECISIONS, help='weights for decoding (default: auto, as `smollm2 generate`)')
     p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')

@@ -10,7 +10,7 @@ from ..model.arch import SmolLM2, KVCache
 
 # %% auto #0
 __all__ = ['SAMPLING_DEFAULTS', 'token_mask', 'process_logits', 'next_token', 'decode_tokens', 'generate', 'encode_prompts',
-           'stream_text', 'stream', 'generate_text']
+           'stream_text', 'add_sampling_args', 'stream', 'generate_text']
 
 # %% ../../nbs/serve/06_generate.ipynb #e1fdaa17
 def token_mask(input_ids: torch.LongTensor,  # (B, T) token ids
@@ -191,6 +191,18 @@ def stream_text(tokenizer, tokens, # an iterable of token ids (ints)
 
 # %% ../../nbs/serve/06_generate.ipynb #4345d7b7
 SAMPLING_DEFAULTS = dict(max_new_tokens=100, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)  # CLI, app, trainer samples
+
+def add_sampling_args(p, defaults: dict = SAMPLING_DEFAULTS):
+    "The sampling flags `smollm2 generate` and `smollm2 chat` share, on the argparse parser `p`, with `defaults`."
+    d = defaults
+    p.add_argument('--max-new-tokens', type=int, default=d['max_new_tokens'], help=f"tokens to add at most (default: {d['max_new_tokens']})")
+    p.add_argument('--temperature', type=float, default=d['temperature'], help=f"0 = greedy (default: {d['temperature']})")
+    p.add_argument('--top-k', type=int, default=d['top_k'], help=f"keep the k most likely tokens; 0 = off (default: {d['top_k']})")
+    p.add_argument('--top-p', type=float, default=d['top_p'], help=f"nucleus sampling threshold in (0, 1] (default: {d['top_p']})")
+    p.add_argument('--repetition-penalty', type=float, default=d['repetition_penalty'],
+                   help=f"> 1 discourages repeats (default: {d['repetition_penalty']})")
+    p.add_argument('--seed', type=int, default=None, help='random seed for reproducible sampling')
+    return p
 
 def _eos_default(tokenizer, eos_token_id):
     return tokenizer.eos_token_id if eos_token_id == 'tokenizer' else eos_token_id

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 from ..model.config import SmolLM2Config
 from ..model.hf import load_pretrained, model_from_state_dict, resolve_model_dir
-from ..model.precision import INFERENCE_PRECISIONS, inference_precision
+from ..model.precision import INFERENCE_PRECISIONS
 from ..model.tokenizer import load_tokenizer
 from ..run.layout import RunDir, read_json
 from ..run.checkpoint import Checkpoint, read_checkpoint, warn_skip
-from .generate import stream, generate_text, SAMPLING_DEFAULTS
+from .generate import add_sampling_args, stream, generate_text
 from .decoders import prepare_for_inference, decoding_precision
 from .gguf_source import is_gguf, gguf_folder
 
@@ -103,14 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='smollm2 generate', description='Generate text with a SmolLM2 model.')
     p.add_argument('--model', required=True, help='checkpoint file, run directory, Hugging Face folder, hub id or GGUF file')
     p.add_argument('--prompt', required=True, help='text to continue')
-    d = SAMPLING_DEFAULTS
-    p.add_argument('--max-new-tokens', type=int, default=d['max_new_tokens'], help=f"tokens to add at most (default: {d['max_new_tokens']})")
-    p.add_argument('--temperature', type=float, default=d['temperature'], help=f"0 = greedy (default: {d['temperature']})")
-    p.add_argument('--top-k', type=int, default=d['top_k'], help=f"keep the k most likely tokens; 0 = off (default: {d['top_k']})")
-    p.add_argument('--top-p', type=float, default=d['top_p'], help=f"nucleus sampling threshold in (0, 1] (default: {d['top_p']})")
-    p.add_argument('--repetition-penalty', type=float, default=d['repetition_penalty'],
-                   help=f"> 1 discourages repeats (default: {d['repetition_penalty']})")
-    p.add_argument('--seed', type=int, default=None, help='random seed for reproducible sampling')
+    add_sampling_args(p)
     p.add_argument('--stream', action='store_true', help='print the text as it is generated')
     p.add_argument('--tokenizer', default=None,
                    help="tokenizer folder or hub id (default: the model's own, else $SMOLLM2_TOKENIZER, else the hub's)")
