@@ -5,17 +5,19 @@
 # %% ../../nbs/serve/11c_eval.ipynb #cc22b135
 from __future__ import annotations
 import argparse
+import copy
 import math
 import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..model.arch import SmolLM2
 from ..model.precision import INFERENCE_PRECISIONS
 from ..run.data import tokenize_corpus, split_tokens
 
 # %% auto #0
-__all__ = ['EVAL_WINDOW', 'eval_windows', 'window_nll', 'window_bytes', 'perplexity', 'model_nll', 'llama_cpp_nll', 'evaluate',
-           'cli_eval']
+__all__ = ['EVAL_WINDOW', 'CHAT_PROMPTS', 'eval_windows', 'window_nll', 'window_bytes', 'perplexity', 'model_nll',
+           'llama_cpp_nll', 'evaluate', 'cli_eval', 'decoder_logits', 'precision_quality', 'format_quality']
 
 # %% ../../nbs/serve/11c_eval.ipynb #1c224c4f
 EVAL_WINDOW = 512
@@ -133,3 +135,83 @@ def cli_eval(argv: list[str] | None = None) -> int:
         print(f"llama.cpp: perplexity {l['perplexity']:.3f}  bits per byte {l['bits_per_byte']:.4f}; "
               f"ours / llama.cpp = {r['perplexity'] / l['perplexity']:.4f}")
     return 0
+
+# %% ../../nbs/serve/11c_eval.ipynb #5827193c
+CHAT_PROMPTS = [  # 20 short requests of the kinds an instruct model gets: facts, arithmetic, how-to, writing, translation
+    'What is the capital of France?', 'How many legs does a spider have?', 'Write a haiku about the sea.',
+    'Explain photosynthesis in one sentence.', 'What is 12 times 7?', 'Give me three tips for better sleep.',
+    'Who wrote Romeo and Juliet?', 'What is the boiling point of water in Fahrenheit?',
+    'Translate "good morning" into Spanish.', 'Why is the sky blue?', 'Name a mammal that can fly.',
+    'What does a CPU do?', 'Suggest a name for a pet goldfish.', 'What is the largest planet in our solar system?',
+    'How do I make a cup of tea?', 'What is the opposite of "ancient"?', 'Write one sentence about autumn.',
+    'What causes the seasons on Earth?', 'List the three primary colors.', 'What is a prime number?',
+]
+
+def decoder_logits(decoder, seq: torch.LongTensor, # (1, n) token ids
+                   start: int = 1,                 # prefill this many tokens, then step through the rest
+                  ) -> torch.Tensor:
+    "A batch-1 decoder's next-token logits after each of `seq`'s tokens from position `start - 1` on, fed `seq`'s own tokens (teacher forcing): (n - start, vocab)."
+    logits, step = decoder.start(seq[:, :start], seq.shape[1])
+    return torch.cat([logits.float()] + [step(seq[0, i:i + 1]).float() for i in range(start, seq.shape[1] - 1)])
+
+
+# %% ../../nbs/serve/11c_eval.ipynb #a0d2379e
+def _decoder_label(decoder) -> str:
+    return f'C++ step {decoder.isa}' if getattr(decoder, 'isa', None) else type(decoder).__name__
+
+@torch.inference_mode()
+def precision_quality(model: SmolLM2, tokenizer,
+                      windows: list[np.ndarray],          # held-out token windows (`eval_windows`), scored teacher-forced
+                      prompts: list[str] = CHAT_PROMPTS,  # chat requests answered greedily (the tokenizer's chat template)
+                      modes: tuple = ('fp32', 'bf16', 'int8'), # precisions of `decoders.prepare_for_inference`
+                      new_tokens: int = 32,               # reply length compared (a reply may end earlier, at the end of turn)
+                     ) -> dict:
+    "Each precision and decoding path of `model` against its own fp32 weights through PyTorch's ops: perplexity, KL, top-1 and greedy replies."
+    from smollm2_nb.serve.chat import chat_text, end_of_turn_ids, has_chat_template
+    from smollm2_nb.serve.decoders import prepare_for_inference
+    from smollm2_nb.serve.generate import generate
+    ref = copy.deepcopy(model).float().eval()
+    paths = {'fp32': (ref, None)}                                       # the reference: fp32, PyTorch's ops
+    for mode in modes:
+        m, decoder = prepare_for_inference(copy.deepcopy(model), mode)
+        if mode != 'fp32': paths[mode] = (m, None)                      # the same weights through PyTorch's ops
+        if decoder is not None: paths[f"{mode}, {_decoder_label(decoder)}"] = (m, decoder)
+    stats = {k: dict(nll=0.0, kl=0.0, top1=0, tokens=0) for k in paths}
+    for w in windows:
+        seq = torch.as_tensor(w, dtype=torch.long)[None]                # (1, T)
+        target = seq[0, 1:]
+        ref_logp = F.log_softmax(ref(seq)[0, :-1].float(), -1)          # (T-1, vocab)
+        for k, (m, decoder) in paths.items():
+            logits = m(seq)[0, :-1] if decoder is None else decoder_logits(decoder, seq)
+            logp = F.log_softmax(logits.float(), -1)
+            s = stats[k]
+            s['nll'] += -logp.gather(1, target[:, None]).sum().item()
+            s['kl'] += (ref_logp.exp() * (ref_logp - logp)).sum().item()
+            s['top1'] += (logp.argmax(-1) == ref_logp.argmax(-1)).sum().item()
+            s['tokens'] += len(target)
+    chat, eot = has_chat_template(tokenizer), end_of_turn_ids(tokenizer)
+    replies = {k: [] for k in paths}
+    for prompt in prompts:
+        text = chat_text(tokenizer, [{'role': 'user', 'content': prompt}]) if chat else prompt   # a base model continues the text
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)['input_ids']])
+        for k, (m, decoder) in paths.items():
+            replies[k].append(generate(m, ids, new_tokens, temperature=0, eos_token_id=eot, decoder=decoder)[0, ids.shape[1]:].tolist())
+    out = {}
+    for k, s in stats.items():
+        same = [a == b for a, b in zip(replies[k], replies['fp32'])]
+        prefix = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                  for a, b in zip(replies[k], replies['fp32'])]
+        out[k] = dict(ppl=math.exp(s['nll'] / s['tokens']), kl=s['kl'] / s['tokens'], top1=s['top1'] / s['tokens'],
+                      greedy_same=sum(same), prompts=len(prompts), greedy_prefix=sum(prefix) / max(1, len(prefix)))
+    for r in out.values(): r['ppl_ratio'] = r['ppl'] / out['fp32']['ppl']
+    out['fp32']['replies'] = replies['fp32']
+    return out
+
+def format_quality(q: dict, new_tokens: int = 32) -> str:
+    "`precision_quality`'s figures as a table, one row per path."
+    rows = [f"{'path':26} {'perplexity':>10} {'/ fp32':>7} {'KL nats/token':>13} {'top-1':>6}  greedy replies = fp32's (mean tokens agreed)"]
+    for k, r in q.items():
+        rows.append(f"{k:26} {r['ppl']:10.3f} {r['ppl_ratio']:7.4f} {r['kl']:13.2e} {r['top1']:6.1%}  "
+                    f"{r['greedy_same']:2}/{r['prompts']} ({r['greedy_prefix']:.1f} of up to {new_tokens})")
+    return '\n'.join(rows)
+
