@@ -41,7 +41,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x):
         shape, x = x.shape, x.reshape(-1, x.shape[-1]).to(self.scale.dtype)
-        if hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows:
+        if (hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows
+                and x.dtype == torch.bfloat16):   # with fp32 activations (no native bf16) the fused kernel is slow: 1 s for 8 rows on a Zen 3
             y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scale)  # fused: x @ (w * scale).T
         else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's many rows: several times faster (measured below)
         return y.view(*shape[:-1], self.out_features)

@@ -157,6 +157,16 @@ static void rows_int8(const int8_t* W, const float* scale, const XInt8& q, float
 #endif  // SMOLLM2_AVX512
 
 #ifdef SMOLLM2_AVX2
+// Four rows are read side by side, so the hardware prefetcher sees four short streams (a 576-byte int8 row is nine
+// cache lines) and falls behind: on a Zen 3 EPYC the int8 product ran at 4 GB/s. Each iteration therefore also
+// prefetches its share (256 bytes) of the rows PREFETCH_GROUPS groups of four ahead; 4 was the fastest of 1, 2, 4, 8, 16
+// there (int8 2x, fp32 1.2x faster, one thread). A prefetch past the end of the matrix is harmless: it cannot fault.
+static const int64_t PREFETCH_GROUPS = 4;
+static inline void prefetch_ahead(const void* group, int64_t group_bytes, int64_t it) {
+  const char* p = (const char*)group + PREFETCH_GROUPS * group_bytes + 256 * it;
+  for (int j = 0; j < 4; j++) _mm_prefetch(p + 64 * j, _MM_HINT_T0);
+}
+
 static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -170,6 +180,7 @@ static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64
     const float* w = W + r * in;
     for (int64_t i = 0; i < in; i += 16) {
       __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+      prefetch_ahead(w, 4 * in * 4, i / 16);
       for (int k = 0; k < 4; k++) {
         a[2 * k] = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * in + i), x0, a[2 * k]);
         a[2 * k + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * in + i + 8), x1, a[2 * k + 1]);
@@ -191,6 +202,7 @@ static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, 
     const uint16_t* w = W + r * in;
     for (int64_t i = 0; i < in; i += 16) {                    // 16 weights: 8 even + 8 odd
       __m256 xe = _mm256_loadu_ps(xb.even.data() + i / 2), xo = _mm256_loadu_ps(xb.odd.data() + i / 2);
+      if (i % 32 == 0) prefetch_ahead(w, 4 * in * 2, i / 32);
       for (int k = 0; k < 4; k++) {
         __m256i v = _mm256_loadu_si256((const __m256i*)(w + k * in + i));
         a[2 * k] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), xe, a[2 * k]);
@@ -220,6 +232,7 @@ static void rows_int8(const int8_t* W, const float* scale, const XInt8& q, float
       __m256i x0 = _mm256_loadu_si256(qx), x1 = _mm256_loadu_si256(qx + 1);
       __m256i a0 = _mm256_loadu_si256(ax), a1 = _mm256_loadu_si256(ax + 1);
       __m256 sx = _mm256_set1_ps(q.s[b]);
+      prefetch_ahead(w, 4 * in, b);
       for (int k = 0; k < 4; k++) {
         const __m256i* wk = (const __m256i*)(w + k * in + 64 * b);
         __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(_mm256_loadu_si256(wk), x0)), ones);
@@ -248,6 +261,23 @@ static void matvec(const at::Tensor& W, const at::Tensor& scale, const float* x,
     const float* w = W.data_ptr<float>();
     split([&](int64_t r0, int64_t r1) { rows_f32(w, x, y, r0, r1, in); });
   }
+}
+
+// q . k for attention: two 8-lane accumulators (every class has AVX2 and FMA). A plain loop's float sum is one serial
+// chain the compiler may not reorder, which made attention a visible share of a step at a few hundred positions.
+static inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  __m256 s = _mm256_add_ps(s0, s1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  float r = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+  for (; i < n; i++) r += a[i] * b[i];
+  return r;
 }
 
 static void rmsnorm(const float* x, const float* w, float* out, int64_t d, float eps) {
@@ -293,8 +323,7 @@ at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor 
       const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
       const float* qj = q + j * hd; float m = -INFINITY, z = 0;
       for (int64_t t = 0; t <= pos; t++) {
-        float a = 0; for (int64_t i = 0; i < hd; i++) a += qj[i] * Kj[t * hd + i];
-        sc[t] = a * inv_sqrt; m = std::max(m, sc[t]);
+        sc[t] = dot(qj, Kj + t * hd, hd) * inv_sqrt; m = std::max(m, sc[t]);
       }
       for (int64_t t = 0; t <= pos; t++) { sc[t] = std::exp(sc[t] - m); z += sc[t]; }
       float* o = att.data() + j * hd; std::fill(o, o + hd, 0.0f);
