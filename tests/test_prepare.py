@@ -74,7 +74,7 @@ def test_manifest_fields_and_shards(tmp_path, tok, speeches):
             assert s['file'] == f'{split}-{i:06d}.bin' and len(a) == s['tokens'] and (out / s['file']).stat().st_size == 2 * s['tokens']
             assert a[-1] == tok.eos_token_id and (a == tok.eos_token_id).sum() == s['documents']  # whole documents only
             if i < len(sp['shards']) - 1: assert s['tokens'] >= 1000  # a shard closes once it reaches shard_tokens
-    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST] + [s['file'] for sp in m['splits'].values() for s in sp['shards']])
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, 'dataset-metadata.json'] + [s['file'] for sp in m['splits'].values() for s in sp['shards']])
 
 def test_val_split_is_by_document_content(tmp_path, tok, speeches):
     "The split follows each document's text: shuffling the corpus moves no document between train and val."
