@@ -118,6 +118,13 @@ def test_complete_rerun_and_changed_arguments(tmp_path, tok, speeches):
     assert r.returncode == 2 and 'was prepared with tokenizer' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert shard_bytes(out) == before
 
+def test_a_changed_source_is_refused_naming_what_changed(tmp_path, tok, speeches):
+    src, out = write_jsonl(tmp_path / 'a.jsonl', speeches[:50]), tmp_path / 'out'
+    prepare(src, out, tok, limit_documents=20, progress=False, workers=1)
+    with pytest.raises(PrepareError, match='prepared with source max_documents 20, not None'): prepare(src, out, tok, progress=False)
+    write_jsonl(src, speeches[1:51])  # the file itself changed
+    with pytest.raises(PrepareError, match='prepared with source (bytes|files)'): prepare(src, out, tok, limit_documents=20, progress=False)
+
 @pytest.mark.parametrize('make, args, says', [
     (lambda d: write_jsonl(d / 'a.jsonl', ['x']), ['--text-field', 'content'], "has no field 'content'"),
     (lambda d: (d / 'bad.txt').write_bytes(b'caf\xe9 au lait') and d / 'bad.txt', [], 'is not UTF-8'),
