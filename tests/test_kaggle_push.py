@@ -261,3 +261,33 @@ def test_first_carry_creates_its_dataset_through_the_403s(wheel, tmp_path):
     carried = fake.datasets[f'{KID}-resume'].versions[-1]
     assert carried[ckpt.name] == ckpt.read_bytes() and carried['run.json'] == b'{"status": "stopped"}'
     assert fake.json('SaveKernel')['datasetDataSources'] == [f'{KID}-resume'] and (pushed['resume_step'], resp.version_number) == (700, 1)
+
+
+def test_a_prepared_corpus_travels_as_a_dataset_the_kernel_trains_on(wheel, tmp_path):
+    "`smollm2 data prepare` writes dataset-metadata.json; Kaggle's client uploads the folder; `push --dataset` attaches it."
+    from smollm2_nb.run.prepare import prepare
+    from smollm2_nb.ship.kaggle_client import PushRefused, kaggle_api, push_kernel
+    corpus = tmp_path / 'corpus.txt'
+    corpus.write_text('To be, or not to be, that is the question.\n' * 50)
+    out = tmp_path / 'fineweb-edu-1b'
+    m = prepare(corpus, out, val_fraction=0.0, workers=1, progress=False)
+    meta = json.loads((out / 'dataset-metadata.json').read_text())
+    assert meta['id'] == 'INSERT_USERNAME/fineweb-edu-1b-smollm2-shards', meta
+    meta['id'] = 'ada/fineweb-edu-1b'  # what the README says to do: your user name, any slug
+    (out / 'dataset-metadata.json').write_text(json.dumps(meta))
+    fake = FakeKaggle()
+    fake.dataset_invisible_polls = 0  # uploaded a while before the push, not a second before it
+    with fake.installed():
+        api = kaggle_api()
+        with pytest.raises(PushRefused, match='kaggle datasets create -p DIR'):  # not uploaded yet: refused before any push
+            push_kernel(api, src=ROOT, wheel=wheel, resume=False, prepared_data='ada/fineweb-edu-1b', poll_s=0, out=io.StringIO())
+        assert 'SaveKernel' not in fake.calls()
+        api.dataset_create_new(str(out), public=False, quiet=True)  # `kaggle datasets create -p DIR`
+        _, _, pushed = push_kernel(api, src=ROOT, wheel=wheel, resume=False, prepared_data='ada/fineweb-edu-1b', poll_s=0, out=io.StringIO())
+    uploaded = fake.datasets['ada/fineweb-edu-1b'].versions[0]
+    assert uploaded['manifest.json'] == (out / 'manifest.json').read_bytes()
+    assert uploaded['train-000000.bin'] == (out / 'train-000000.bin').read_bytes() and m['splits']['train']['shards'][0]['tokens'] > 0
+    sent = fake.json('SaveKernel')
+    assert sent['datasetDataSources'] == ['ada/fineweb-edu-1b'] and pushed['prepared_data'] == 'ada/fineweb-edu-1b'
+    assert notebook_vars(sent['text'])['PREPARED_DATA'] == 'ada/fineweb-edu-1b'
+    assert "find_prepared(paths, PREPARED_DATA)" in sent['text'] and "{'data': str(data_dir)}" in sent['text']

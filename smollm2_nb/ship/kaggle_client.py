@@ -117,7 +117,8 @@ def make_payload(wheel: str | os.PathLike, stamp: dict) -> str:
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k040
 GIT_URL = 'https://github.com/smollm2-nb/smollm2_nb'
-PUSH_VARS = ('CODE_PAYLOAD', 'PUSHED_STAMP', 'SMOLLM2_NB_SPEC', 'RESUME_FROM', 'RESUME_STEP', 'SESSION_TIMEOUT_S', 'DATA_SOURCE')
+PUSH_VARS = ('CODE_PAYLOAD', 'PUSHED_STAMP', 'SMOLLM2_NB_SPEC', 'RESUME_FROM', 'RESUME_STEP', 'SESSION_TIMEOUT_S', 'DATA_SOURCE',
+             'PREPARED_DATA')
 MIN_TIMEOUT_S = MARGIN_S + 15 * 60  # the margin plus install and a few steps
 SOURCE_LIMIT = 1_000_000  # Kaggle answers 400 "The kernel source must be less than 1 megabytes in size" at or above this
 SEARCH_VERSIONS = 30      # how many versions back a push looks for one whose output holds a checkpoint
@@ -254,14 +255,16 @@ def prepare_push(folder: str | os.PathLike, dest: str | os.PathLike, username: s
                  values: dict | None = None,        # notebook variables to fill in (`PUSH_VARS`)
                  resume_from: str | None = None,    # the output the kernel mounts and resumes from
                  accelerator: str | None = None,    # machine_shape, e.g. NvidiaTeslaT4 (sent once: in the metadata)
-                 data_source: str | None = None) -> dict: # the dataset holding the tokenizer and corpus
+                 data_source: str | None = None,    # the dataset holding the tokenizer and corpus
+                 prepared_data: str | None = None) -> dict: # a dataset of `smollm2 data prepare` shards to train on
     "Copy the kernel folder to `dest` for `username`, with its inputs and notebook variables filled in; returns the metadata."
     folder, dest = Path(folder), Path(dest)
     meta = json.loads((folder/'kernel-metadata.json').read_text())
     meta['id'] = f"{username}/{meta['id'].split('/')[1]}"
     kernel_input = resume_from and not resume_from.startswith('dataset:')
     meta['kernel_sources'] = [resume_from] if kernel_input else []
-    meta['dataset_sources'] = ([] if kernel_input or not resume_from else [resume_from.removeprefix('dataset:')]) + ([data_source] if data_source else [])
+    meta['dataset_sources'] = ([] if kernel_input or not resume_from else [resume_from.removeprefix('dataset:')]) + ([data_source] if data_source else []) \
+                            + ([prepared_data] if prepared_data else [])
     if accelerator: meta['machine_shape'] = accelerator
     dest.mkdir(parents=True, exist_ok=True)
     nb = set_notebook_vars(json.loads((folder/meta['code_file']).read_text()), **(values or {}))
@@ -285,6 +288,7 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
                 bundle_data: bool = False,                     # attach the tokenizer and Tiny Shakespeare as the dataset <you>/<slug>-data
                 git_spec: str | None = None,                   # opt-in: pip-install this spec instead of the wheel
                 carry: str | os.PathLike | None = None,        # a local run dir to resume from, sent as a dataset
+                prepared_data: str | None = None,              # owner/slug: a dataset of `smollm2 data prepare` shards to train on
                 wheel: str | os.PathLike | None = None,        # a wheel already built from `src` (default: build one)
                 poll_s: float = 15., out=None) -> tuple[dict, object, dict]:
     "Attach data and the resume point, embed the wheel, push; returns (metadata, response, what was pushed)."
@@ -296,6 +300,9 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
     if not username: raise KaggleSetupError("could not tell your Kaggle user name from the credentials; " + CREDENTIALS_HELP)
     kid = f"{username}/{json.loads((folder/'kernel-metadata.json').read_text())['id'].split('/')[1]}"
     data_source = upload_data_dataset(api, f'{kid}-data', data_files(), poll_s=poll_s, out=out) if bundle_data else ''
+    if prepared_data and not _dataset_exists(api, prepared_data):
+        raise PushRefused(f"the dataset {prepared_data} is not on Kaggle (or not visible to you): upload the prepared folder first "
+                          f"with `kaggle datasets create -p DIR` (set the id in DIR/dataset-metadata.json to {prepared_data})")
     if carry:
         step = upload_resume_dataset(api, carry, f'{kid}-resume', poll_s=poll_s, out=out)
         plan = ResumePlan(f'dataset:{kid}-resume', step, f'resuming from {carry} at step {step}, carried as the dataset {kid}-resume')
@@ -310,8 +317,9 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
             payload = make_payload(whl, stamp)
         def send(plan):
             values = dict(CODE_PAYLOAD=payload, PUSHED_STAMP=stamp, SMOLLM2_NB_SPEC=git_spec or '', RESUME_FROM=plan.source or '',
-                          RESUME_STEP=plan.step, SESSION_TIMEOUT_S=timeout, DATA_SOURCE=data_source)
-            meta = prepare_push(folder, Path(d)/'kernel', username, values, plan.source, accelerator, data_source)
+                          RESUME_STEP=plan.step, SESSION_TIMEOUT_S=timeout, DATA_SOURCE=data_source,
+                          PREPARED_DATA=prepared_data or '')
+            meta = prepare_push(folder, Path(d)/'kernel', username, values, plan.source, accelerator, data_source, prepared_data)
             size = check_source_size(Path(d)/'kernel'/meta['code_file'], len(payload))
             return meta, api.kernels_push(str(Path(d)/'kernel'), timeout=str(timeout) if timeout else None), size
         meta, resp, size = send(plan)
@@ -322,7 +330,8 @@ def push_kernel(api, folder: str | os.PathLike | None = None, # kernel folder (d
             plan = ResumePlan(f'dataset:{kid}-resume', plan.step, f'{plan.note}, carried as the dataset {kid}-resume', carry=plan.source)
             meta, resp, size = send(plan)
     return meta, resp, dict(stamp=stamp, resume_from=plan.source, resume_step=plan.step, resume_note=plan.note,
-                            payload_bytes=len(payload), source_bytes=size, data_source=data_source)
+                            payload_bytes=len(payload), source_bytes=size, data_source=data_source,
+                            prepared_data=prepared_data or '')
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #kc02
 def _dataset_exists(api, ref: str) -> bool:
@@ -472,7 +481,8 @@ def _print_push(meta, resp, pushed, git_spec=None):
     print(f"pushed {meta['id']} version {resp.version_number}: {resp.url}\n  code: " +
           (f"{st.get('wheel')} from commit {(st.get('commit') or '?')[:12]}{' + uncommitted changes' if st.get('dirty') else ''}"
            if not git_spec else git_spec) + f" ({pushed['source_bytes'] / 1e3:.0f} KB notebook)\n  {pushed['resume_note']}" +
-          (f"\n  data: the dataset {pushed['data_source']}" if pushed['data_source'] else ''))
+          (f"\n  data: the dataset {pushed['data_source']}" if pushed['data_source'] else '') +
+          (f"\n  trains on the prepared dataset {pushed['prepared_data']}" if pushed.get('prepared_data') else ''))
 
 def cli_kaggle(argv: list[str] | None = None) -> int:
     "`smollm2 kaggle push | status | logs | output`."
@@ -485,6 +495,7 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
     p.add_argument('--resume-from', help="resume from another output (owner/slug or a pinned version owner/slug/N) or a dataset (dataset:owner/slug)")
     p.add_argument('--timeout', type=int, help='session timeout in seconds; the trainer stops with a checkpoint 15 min before')
     p.add_argument('--bundle-data', action='store_true', help='attach the tokenizer and Tiny Shakespeare as the dataset <you>/<slug>-data (train with the internet off)')
+    p.add_argument('--dataset', metavar='OWNER/SLUG', help='train on a corpus prepared by `smollm2 data prepare` and uploaded as this Kaggle dataset')
     p.add_argument('--carry', metavar='RUN_DIR', help="resume from a local run's newest checkpoint, uploaded as the dataset <you>/<slug>-resume")
     p.add_argument('--git-spec', help=f'install this pip spec instead of your working tree, e.g. "smollm2_nb @ git+{GIT_URL}@<tag>"')
     s = sub.add_parser('status', help="status of a version (default: the latest)")
@@ -501,7 +512,8 @@ def cli_kaggle(argv: list[str] | None = None) -> int:
         check_kaggle_client(api)
         if a.cmd == 'push':
             meta, resp, pushed = push_kernel(api, a.path, accelerator=a.accelerator, resume=not a.no_resume, resume_from=a.resume_from,
-                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec, carry=a.carry)
+                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec, carry=a.carry,
+                                             prepared_data=a.dataset)
             if getattr(resp, 'error', None): print(f"push failed: {resp.error}", file=sys.stderr); return 1
             _print_push(meta, resp, pushed, a.git_spec)
             return 0

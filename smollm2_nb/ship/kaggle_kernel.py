@@ -13,8 +13,8 @@ __all__ = ['ROOT_ENV', 'SMOKE_ENV', 'STEPS_ENV', 'NO_GPU_HELP', 'RESUME_FAILED',
            'RUN_TYPE_ENV', 'KagglePaths', 'kaggle_paths', 'smoke_mode', 'gpu_report', 'describe_gpus',
            'KaggleSessionError', 'check_accelerator', 'has_internet', 'check_data_reachable', 'requirements_to_install',
            'find_resume_checkpoint', 'ResumeNotFound', 'source_mounts', 'find_resume', 'prepare_resume',
-           'record_resume_failure', 'attach_data', 'session_seconds', 'remaining_budget_s', 'kernel_config',
-           'finalize_output', 'final_report', 'interactive_session', 'run_training_live']
+           'record_resume_failure', 'attach_data', 'find_prepared', 'session_seconds', 'remaining_budget_s',
+           'kernel_config', 'finalize_output', 'final_report', 'interactive_session', 'run_training_live']
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k005
 ROOT_ENV, SMOKE_ENV, STEPS_ENV = 'SMOLLM2_KAGGLE_ROOT', 'SMOLLM2_KAGGLE_SMOKE', 'SMOLLM2_KAGGLE_STEPS'
@@ -179,6 +179,15 @@ def attach_data(paths: KagglePaths, source: str) -> str: # source: the data data
             return f"data from the dataset {source} at {m}"
     raise KaggleSessionError(f"the push attached the dataset {source} (tokenizer and Tiny Shakespeare) but it is not mounted under "
                              f"{paths.input}: push again once `kaggle datasets status {source}` says ready")
+
+# %% ../../nbs/ship/10_kaggle_kernel.ipynb #4c359e20
+def find_prepared(paths: KagglePaths, source: str) -> Path: # source: the prepared dataset the push attached, owner/slug
+    "The mounted folder of a prepared corpus (the one holding `manifest.json`); `KaggleSessionError` if it is not mounted."
+    from smollm2_nb.run.prepare import MANIFEST
+    for m in source_mounts(paths.input, f'dataset:{source}'):
+        if (m/MANIFEST).is_file(): return m
+    raise KaggleSessionError(f"the push attached the prepared dataset {source} but no {MANIFEST} is mounted under {paths.input}: "
+                             f"push again once `kaggle datasets status {source}` says ready")
 
 # %% ../../nbs/ship/10_kaggle_kernel.ipynb #k018
 SMOKE_OVERRIDES = dict(preset='tiny', steps=8, batch_size=2, seq_len=32, grad_accum=1, ckpt_every=4,
