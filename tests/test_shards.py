@@ -183,3 +183,7 @@ def test_multi_shard_run_resumes_exactly(tmp_path, tok_info):
     assert [m['loss'] for m in got] == [m['loss'] for m in want]              # bit for bit
     assert [m.get('val_loss') for m in got] == [m.get('val_loss') for m in want]
     assert sum('val_loss' in m for m in got) == 4
+    assert 'the data is not what' not in again.stdout + again.stderr
+    other = write_prepared(tmp_path / 'other', {'train': random_docs(50, 5), 'val': []}, tok_info)
+    changed = smollm2('train', '--resume', tmp_path / 'run', '--steps', '9', '--data', other)   # resuming on other data: said
+    assert changed.returncode == 0 and 'the data is not what' in changed.stdout, changed.stdout + changed.stderr

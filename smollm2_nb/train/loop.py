@@ -250,6 +250,11 @@ def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int, mode
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     return tok, data, model, optimizer, scaler, sampler
 
+def _data_changed(before: list | None, now: list) -> bool:
+    "Whether a resumed run's datasets differ from those its run.json recorded (None: nothing recorded to compare)."
+    key = lambda ds: [(d.get('path'), d.get('weight'), d.get('manifest_sha256'), d.get('train_tokens')) for d in ds]
+    return before is not None and key(before) != key(now)
+
 @dataclass
 class Run:
     "A training run while it runs: its config, where it runs, every piece of state it trains and saves, and its counters."
@@ -330,6 +335,9 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
         tok, data, model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world, model_cfg, init, init_tok,
                                                               ckpt.lora if ckpt else None)
         del init
+        if ckpt and rank == 0 and _data_changed(out.info().get('datasets'), data.datasets):
+            tqdm.write(f"note: the data is not what {out.run_json} recorded (other datasets, weights or manifests): "
+                       f"from here the run draws other windows than it would have without the stop")
         objective = NextTokenLoss(model)  # what torch.compile and DDP wrap: forward(x, y) -> loss
         trained = torch.compile(objective) if compiled else objective
         if world > 1: trained = DDP(trained, device_ids=[local] if device.type == 'cuda' else None)
