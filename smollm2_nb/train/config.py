@@ -21,7 +21,7 @@ LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 
 @dataclass
 class TrainConfig:
     "Every knob of a training run; the `smollm2 train` flags mirror these fields."
-    data: str | None = None           # text file or folder of text files; None = Tiny Shakespeare
+    data: str | None = None           # text file, folder of text files, prepared dataset folder, or a mixture 'DIR1:0.7,DIR2:0.3'; None = Tiny Shakespeare
     tokenizer: str | None = None      # hub id or folder; None = $SMOLLM2_TOKENIZER, shared/data, or HuggingFaceTB/SmolLM2-135M
     preset: str = 'smollm2-135m'      # model config: a name in `PRESETS`
     steps: int = 5000                 # total optimizer steps (a resumed run continues up to this)
@@ -46,7 +46,7 @@ class TrainConfig:
     precision: str = 'auto'           # 'auto' | 'fp32' | 'bf16' | 'fp16'
     seed: int = 1337
     keep_last: int = 3                # checkpoints kept in the run dir
-    val_fraction: float = 0.1         # held-out tail of the corpus
+    val_fraction: float = 0.1         # held-out tail of a text corpus (a prepared dataset has its own val split)
     time_budget_s: float | None = None  # stop cleanly (with a checkpoint) before this many seconds; None = no limit
     sample_prompts: list = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     sample_tokens: int = 64           # new tokens per sample

@@ -28,7 +28,8 @@ from ..model.tokenizer import load_tokenizer
 from ..run.layout import atomic_write, finite_json, write_json, append_jsonl, read_jsonl, RunLock, RunDirBusy
 from ..run.checkpoint import Checkpoint, CheckpointError, NonFiniteState, save_checkpoint, read_checkpoint, save_best, warn_skip
 from ..serve.generate import generate_text, SAMPLING_DEFAULTS
-from ..run.data import TokenData, load_data, BatchSampler, get_batch
+from ..run.data import Split, TokenData, load_data, BatchSampler, get_batch
+from ..run.shards import DataError, open_data
 from ..run.layout import RunDir
 from ..run.dashboard import format_duration
 from ..serve.load import load_model
@@ -83,13 +84,13 @@ def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 @torch.no_grad()
-def evaluate(objective, tokens, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
+def evaluate(objective, split: Split, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
     "Mean loss over `cfg.eval_batches` fixed validation batches (the same windows at every evaluation)."
     was_training = objective.training; objective.eval()
-    s = BatchSampler(len(tokens), cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1, rank=rank, world_size=world, what='validation split')
+    s = BatchSampler(split, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1, rank=rank, world_size=world, what='validation split')
     total = torch.zeros((), device=device)
     for i in range(cfg.eval_batches):
-        x, y = get_batch(tokens, s.offsets(i), cfg.seq_len, device)
+        x, y = get_batch(split, s.offsets(i), cfg.seq_len, device)
         with autocast_ctx(torch.device(device).type, precision): total += objective(x, y).float()
     objective.train(was_training)
     return _mean_across_ranks(total / cfg.eval_batches, world).item()
@@ -237,10 +238,10 @@ def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int, mode
            init=None, tok=None, lora: dict | None = None):
     "The tokenizer, data, model (`init`, or a new one; LoRA adapters if asked), optimizer, scaler and sampler of a run (`_restore` brings back the rest of a checkpoint)."
     tok = tok if tok is not None else load_tokenizer(cfg.tokenizer)
-    data = load_data(cfg.data, tok, cfg.val_fraction)
-    sampler = BatchSampler(data.train_tokens, cfg.batch_size, cfg.seq_len, cfg.seed, rank, world, what='training split')
+    data = open_data(cfg.data, tok, cfg.val_fraction)  # before the model: data written by another tokenizer is refused here
+    sampler = BatchSampler(data.train, cfg.batch_size, cfg.seq_len, cfg.seed, rank, world, what='training split')
     if cfg.eval_every and data.val_tokens:
-        BatchSampler(data.val_tokens, cfg.batch_size, cfg.seq_len, rank=rank, world_size=world, what='validation split')
+        BatchSampler(data.val, cfg.batch_size, cfg.seq_len, rank=rank, world_size=world, what='validation split')
     torch.manual_seed(cfg.seed); random.seed(cfg.seed)
     model = (init if init is not None else SmolLM2(model_cfg)).to(device)
     if lora: model = load_lora_state(model, lora)  # resuming adapters: the frozen base and the adapters, as saved
@@ -248,6 +249,11 @@ def _build(cfg: TrainConfig, device, precision: str, rank: int, world: int, mode
     optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == 'fp16')
     return tok, data, model, optimizer, scaler, sampler
+
+def _data_changed(before: list | None, now: list) -> bool:
+    "Whether a resumed run's datasets differ from those its run.json recorded (None: nothing recorded to compare)."
+    key = lambda ds: [(d.get('path'), d.get('weight'), d.get('manifest_sha256'), d.get('train_tokens')) for d in ds]
+    return before is not None and key(before) != key(now)
 
 @dataclass
 class Run:
@@ -329,6 +335,9 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
         tok, data, model, optimizer, scaler, sampler = _build(cfg, device, precision, rank, world, model_cfg, init, init_tok,
                                                               ckpt.lora if ckpt else None)
         del init
+        if ckpt and rank == 0 and _data_changed(out.info().get('datasets'), data.datasets):
+            tqdm.write(f"note: the data is not what {out.run_json} recorded (other datasets, weights or manifests): "
+                       f"from here the run draws other windows than it would have without the stop")
         objective = NextTokenLoss(model)  # what torch.compile and DDP wrap: forward(x, y) -> loss
         trained = torch.compile(objective) if compiled else objective
         if world > 1: trained = DDP(trained, device_ids=[local] if device.type == 'cuda' else None)
@@ -337,7 +346,7 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
                     init=cfg.init, params=sum(p.numel() for p in model.parameters()),
                     trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad), device=str(device), device_name=device_name,
                     precision=precision, compile=compiled, world_size=world, steps=cfg.steps, start_step=ckpt.step if ckpt else 0,
-                    resumed_from=str(ckpt.file) if ckpt else None, tokenizer=data.tokenizer, data=data.files,
+                    resumed_from=str(ckpt.file) if ckpt else None, tokenizer=data.tokenizer, data=data.files, datasets=data.datasets,
                     train_tokens=data.train_tokens, val_tokens=data.val_tokens, pid=os.getpid(),
                     tokens_per_step=cfg.batch_size * cfg.seq_len * cfg.grad_accum * world,
                     started_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
@@ -516,7 +525,8 @@ def train_parser() -> argparse.ArgumentParser:
                                 '), at most 10%% of the schedule',
                    batch_size=f"sequences per micro-batch (default: {d.batch_size}), or 'auto': on a GPU the most that fit, "
                               f"with --grad-accum raised to keep {d.batch_size} x --grad-accum sequences per step")
-    p.add_argument('--data', help='text file or folder of text files (default: Tiny Shakespeare)')
+    p.add_argument('--data', help='text file, folder of text files, prepared dataset folder (`smollm2 data prepare`), or a weighted '
+                   'mixture of these: DIR1:0.7,DIR2:0.3 (default: Tiny Shakespeare)')
     p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
     p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config of a new model (default: {d.preset})')
     p.add_argument('--init', metavar='MODEL', help='fine-tune: start from these weights, their config and tokenizer (a run dir, '
@@ -571,10 +581,12 @@ def config_from_args(argv: list[str]) -> TrainConfig:
 CLI_ERRORS = (NonFiniteLoss, NonFiniteState, ValueError, FileNotFoundError, OSError, RunDirBusy, CheckpointError, UnsupportedGPU)
 
 def cli_train(argv: list[str] | None = None) -> int:
-    "`smollm2 train ...`: 0 when finished, 128 + signal when stopped by one, 1 on an error (one line, no traceback)."
+    "`smollm2 train ...`: 0 when finished, 128 + signal when stopped by one, 2 for unusable --data, 1 on another error (one line, no traceback)."
     try:
         cfg = config_from_args(sys.argv[1:] if argv is None else list(argv))
         s = train(cfg)
+    except DataError as e:   # another tokenizer's ids, an unfinished prepare, a bad mixture: a usage error, before any model is built
+        print(f"smollm2 train: error: {e}", file=sys.stderr); return 2
     except CLI_ERRORS as e:
         print(f"smollm2 train: error: {e}", file=sys.stderr); return 1
     if int(os.environ.get('RANK', 0)) == 0:
