@@ -46,7 +46,7 @@ def _env():
     return env
 
 def smollm2(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'smollm2_nb.cli', *map(str, args)], capture_output=True, text=True, env=_env(), timeout=240)
+    return subprocess.run([sys.executable, '-m', 'smollm2_nb.cli', *map(str, args)], capture_output=True, text=True, env=_env(), timeout=480)  # generous: the machine is shared
 
 def one_line(r: subprocess.CompletedProcess, code: int, contains: str):
     assert r.returncode == code, (r.returncode, r.stderr)
