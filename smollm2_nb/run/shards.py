@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 from ..model.tokenizer import load_tokenizer, resolve_tokenizer
 from .data import Split, TokenData, load_data, tokenizer_id
+from .prepare import FORMAT, MANIFEST, SPLITS   # the format's one owner: the writer
 
 # %% auto #0
-__all__ = ['FORMAT', 'MANIFEST', 'SPLITS', 'DataError', 'is_prepared', 'read_manifest', 'check_tokenizer', 'open_prepared',
-           'parse_mixture', 'open_data']
+__all__ = ['DataError', 'is_prepared', 'read_manifest', 'check_tokenizer', 'open_prepared', 'parse_mixture', 'open_data']
 
 # %% ../../nbs/run/07b_shards.ipynb #2f539cd2
-FORMAT, MANIFEST, SPLITS = 'smollm2-shards/1', 'manifest.json', ('train', 'val')
-
 class DataError(ValueError): "A --data that cannot be used as it is (another tokenizer, an unfinished prepare, a missing shard); the message says what to do."
 
 def is_prepared(path) -> bool:
