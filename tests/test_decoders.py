@@ -87,6 +87,21 @@ def test_auto_is_int8_through_the_step(tiny, isa):
     assert sum(isinstance(c, Int8Linear) for c in m.modules()) == 7 * tiny.config.num_hidden_layers + 1
     native_bf16 = inference.cpu_bf16_native() and isa == 'avx512bf16'     # a forced lower class runs as a CPU of that class would
     assert m.embed_tokens.weight.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert inference.activation_dtype('int8', 'cpu', decoder.kernels) == m.norm.weight.dtype
+
+def test_bf16_without_native_bf16_widens_for_the_prompt(tiny, isa):
+    "bf16 weights on a CPU (or forced class) without native bf16: fp32 activations, one bf16 copy of the tied embedding/head."
+    m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'bf16')
+    native_bf16 = inference.cpu_bf16_native() and isa == 'avx512bf16'
+    assert m.norm.weight.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert m.embed_tokens.weight.dtype == torch.bfloat16
+    assert m.lm_head.weight.data_ptr() == m.embed_tokens.weight.data_ptr()   # one copy of the tied weight
+    if not native_bf16:
+        assert sum(isinstance(c, inference.WidenedLinear) for c in m.modules()) == 7 * tiny.config.num_hidden_layers + 1
+    x = prompt(tiny, 40)                                                  # 40 rows: the widened GEMM; 1 row: rounded to bf16
+    with torch.no_grad(): ref, got = tiny(x), m(x).float()
+    assert ((got - ref).norm() / ref.norm()).item() < 0.02
+    assert generate(m, x, 8, temperature=0, decoder=decoder).shape == (1, 48)
     assert generate(m, prompt(tiny), 8, temperature=0, decoder=decoder).shape == (1, 16)
 
 # CPU flags of real machines (/proc/cpuinfo names), abridged to what the classes look at

@@ -18,9 +18,9 @@ from ..model.arch import SmolLM2, KVCache, apply_rotary
 from ..model.precision import inference_precision, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'TransposedLinear', 'show_source', 'cpu_flags',
-           'cpu_isas', 'cpu_isa', 'cpu_decode_kernels', 'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder',
-           'decoding_precision', 'prepare_for_inference']
+__all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'TransposedLinear', 'WidenedLinear',
+           'WidenedEmbedding', 'show_source', 'cpu_flags', 'cpu_isas', 'cpu_isa', 'cpu_decode_kernels', 'layer_group',
+           'CPUDecoder', 'GraphDecoder', 'Decoder', 'decoding_precision', 'activation_dtype', 'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
 class Int8Linear(nn.Module):
@@ -44,7 +44,7 @@ class Int8Linear(nn.Module):
         if (hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows
                 and x.dtype == torch.bfloat16):   # with fp32 activations (no native bf16) the fused kernel is slow: 1 s for 8 rows on a Zen 3
             y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scale)  # fused: x @ (w * scale).T
-        else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's many rows: several times faster (measured below)
+        else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's rows: a GEMM on widened weights (measured below)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, int8'
@@ -61,6 +61,35 @@ class TransposedLinear(nn.Module):
         return cls(linear.weight)
 
     def forward(self, x): return x @ self.weight_t
+
+class WidenedLinear(nn.Module):
+    "A bias-free linear layer with bf16 weights computed in the activations' dtype (fp32 where the CPU has no native bf16)."
+    bf16_max_rows = 8  # up to this many rows (decoding) x is rounded to bf16; above, the weights are widened (crossover 8-16 on a Zen 3)
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer('weight', weight.detach().to(torch.bfloat16))  # (out, in)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> WidenedLinear:
+        if linear.bias is not None: raise ValueError("WidenedLinear supports bias-free layers only (SmolLM2 has no biases)")
+        return cls(linear.weight)
+
+    def forward(self, x):
+        if x.dtype == self.weight.dtype: return F.linear(x, self.weight)
+        if x.shape[:-1].numel() <= self.bf16_max_rows: return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype))  # a prompt's rows: an fp32 GEMM, ~5x the emulated bf16 one at 512 rows
+
+    def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, bf16 weights'
+
+class WidenedEmbedding(nn.Module):
+    "A token embedding with bf16 rows, returned in `dtype` (the activations' dtype)."
+    def __init__(self, weight: torch.Tensor, dtype=torch.float32):
+        super().__init__()
+        self.register_buffer('weight', weight.detach().to(torch.bfloat16))  # (vocab, d)
+        self.dtype = dtype
+
+    def forward(self, input_ids): return F.embedding(input_ids, self.weight).to(self.dtype)
 
 def _replace_linears(model: nn.Module, make) -> None:
     "Replace every `nn.Linear` in `model` by `make(linear)`."
@@ -182,7 +211,7 @@ class CPUDecoder:
               max_len: int):                     # prompt + new tokens
         "Prefill: `(logits (1, vocab) of the prompt's last position, step)`; `step(tokens (1,))` gives the next logits."
         m, c, T = self.model, self.model.config, input_ids.shape[1]
-        cache = KVCache(c, 1, T, dtype=self.embed.dtype)
+        cache = KVCache(c, 1, T, dtype=m.norm.weight.dtype)            # the activations' dtype
         logits = m(input_ids, cache=cache, last_only=True)[:, -1]                 # (1, vocab)
         shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
         k, v = torch.zeros(shape), torch.zeros(shape)                             # the static KV cache, fp32
@@ -279,6 +308,18 @@ def decoding_precision(mode: str = 'auto', device='cpu') -> str:
     kernels = cpu_decode_kernels() if torch.device(device).type == 'cpu' and mode == 'auto' else None
     return 'int8' if mode == 'auto' and kernels else inference_precision(mode, device)
 
+def activation_dtype(mode: str,   # a precision `decoding_precision` resolved: 'fp32', 'bf16', 'fp16' or 'int8'
+                     device='cpu',
+                     kernels=None, # the C++ step the model will decode through, if any
+                    ) -> torch.dtype:
+    "The dtype of a prepared model's activations and norms: 16-bit only where the device runs it natively."
+    if mode in ('fp32', 'fp16'): return {'fp32': torch.float32, 'fp16': torch.float16}[mode]
+    if torch.device(device).type != 'cpu': return torch.bfloat16
+    # bf16 and int8 weights on a CPU: bf16 activations only with native bf16 (and the step running as the class that
+    # uses it); elsewhere bf16 is emulated and a prompt's products run ~5x slower than fp32's, so fp32 around the weights
+    native = cpu_bf16_native() and (kernels is None or kernels.isa() == 'avx512bf16')
+    return torch.bfloat16 if native else torch.float32
+
 def prepare_for_inference(model: SmolLM2,
                           mode: str = 'auto', # one of `precision.INFERENCE_PRECISIONS`; see `precision.inference_precision`
                          ) -> tuple[SmolLM2, Decoder | None]:
@@ -286,11 +327,13 @@ def prepare_for_inference(model: SmolLM2,
     device = model.embed_tokens.weight.device
     mode = decoding_precision(mode, device)
     kernels = cpu_decode_kernels() if device.type == 'cpu' and mode in ('fp32', 'bf16', 'int8') else None
-    # int8's activations, norms and embedding: bf16 where the CPU (or the class forced) runs it natively, else fp32 (emulated bf16 slows the prompt)
-    half = torch.bfloat16 if device.type != 'cpu' or (cpu_bf16_native() and (not kernels or kernels.isa() == 'avx512bf16')) else torch.float32
-    dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'int8': half}.get(mode, torch.bfloat16)
+    dtype = activation_dtype(mode, device, kernels)
     model.eval().requires_grad_(False).to(dtype)
     if mode == 'int8': _replace_linears(model, lambda linear: Int8Linear.from_linear(linear, dtype))
+    if mode == 'bf16' and dtype != torch.bfloat16:  # bf16 weights around fp32 activations: the prompt runs as fast as fp32's
+        model.embed_tokens = WidenedEmbedding(model.embed_tokens.weight, dtype)
+        _replace_linears(model, WidenedLinear.from_linear)
+        if model.config.tie_word_embeddings: model.lm_head.weight = model.embed_tokens.weight  # one bf16 copy, as before
     if mode not in ('fp32', 'bf16', 'int8'): kernels = None
     if mode == 'fp32' and device.type == 'cpu' and kernels is None: _replace_linears(model, TransposedLinear.from_linear)
     # the batch-1 fast path `generate.decode_tokens` takes: the C++ step on CPU, a CUDA graph on GPU, else none

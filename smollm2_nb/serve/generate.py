@@ -81,7 +81,7 @@ def _check_args(T: int, max_new_tokens, temperature, top_k, top_p, repetition_pe
 
 # %% ../../nbs/serve/06_generate.ipynb #06115a62
 def _model_dtype(model) -> torch.dtype:
-    return model.embed_tokens.weight.dtype  # the activations' dtype (int8 layers keep their own weights)
+    return model.norm.weight.dtype  # the activations' dtype (int8 and widened bf16 layers keep their own weights)
 
 def _as_batch(input_ids, attention_mask):
     input_ids = torch.as_tensor(input_ids, dtype=torch.long)
