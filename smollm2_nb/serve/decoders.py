@@ -19,8 +19,9 @@ from ..model.precision import inference_precision, cpu_bf16_native
 
 # %% auto #0
 __all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'TransposedLinear', 'WidenedLinear',
-           'WidenedEmbedding', 'show_source', 'cpu_flags', 'cpu_isas', 'cpu_isa', 'cpu_decode_kernels', 'layer_group',
-           'CPUDecoder', 'GraphDecoder', 'Decoder', 'decoding_precision', 'activation_dtype', 'prepare_for_inference']
+           'WidenedEmbedding', 'show_source', 'cpu_flags', 'cpu_isas', 'cpu_isa', 'cpu_decode_kernels', 'pack_weights',
+           'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder', 'decoding_precision', 'activation_dtype',
+           'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
 class Int8Linear(nn.Module):
@@ -167,25 +168,30 @@ def cpu_decode_kernels(isa: str | None = 'auto'): # a name in `CPU_ISAS`; 'auto'
     return _kernels[isa] or None
 
 # %% ../../nbs/serve/11_inference.ipynb #97373f0d
-def _padded(W: torch.Tensor, scale: torch.Tensor):
-    "`W` (out, in) with zero rows/columns up to out % 4 == 0 and in % 64 == 0, as the C++ step needs (a copy only if padding)."
-    pad_out, pad_in = -W.shape[0] % 4, -W.shape[1] % 64
-    if pad_out or pad_in:
-        W = F.pad(W, (0, pad_in, 0, pad_out))
-        if scale.numel(): scale = F.pad(scale, (0, pad_out), value=1.0)
-    return W.contiguous(), scale
+def _set_weight(module: nn.Module, w: torch.Tensor):
+    "Point `module.weight` at `w` (a parameter stays a parameter, frozen; a buffer stays a buffer)."
+    module.weight = nn.Parameter(w, requires_grad=False) if isinstance(module.weight, nn.Parameter) else w
 
-def _fuse(layers: list[nn.Module]):
-    "One (out, in) weight for layers that read the same input (q/k/v, gate/up) and its fp32 row scales (int8; else empty); the layers keep views of it."
-    ws = [l.weight for l in layers]
-    W = ws[0] if len(ws) == 1 else torch.cat(ws)                          # (sum of outs, in)
-    scale = torch.cat([l.scale.float() for l in layers]) if isinstance(layers[0], Int8Linear) else torch.empty(0)
-    start = 0
-    for l, w in zip(layers, ws):                                          # no second copy of the weights
-        view = W[start:start + w.shape[0]]; start += w.shape[0]
-        if isinstance(l, nn.Linear): l.weight = nn.Parameter(view, requires_grad=False)
-        else: l.weight = view
-    return _padded(W, scale)
+def pack_weights(groups: list[list[nn.Module]], # layers that read the same input, fused into one matrix each (q/k/v, gate/up)
+                 empty=torch.empty,             # bytes -> an uninitialized uint8 block (`kernels.huge_page_empty`)
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    "Each group's (out, in) weight, padded to out % 4 == 0 and in % 64 == 0 as the C++ step needs, and its fp32 row scales (int8; else empty), all in one block; the layers keep views of their rows."
+    shapes = [(sum(l.weight.shape[0] for l in g), g[0].weight.shape[1]) for g in groups]
+    padded = [(o + -o % 4, i + -i % 64) for o, i in shapes]
+    sizes = [o * i * g[0].weight.element_size() for (o, i), g in zip(padded, groups)]
+    starts = [0]
+    for n in sizes: starts.append(starts[-1] + -(-n // 64) * 64)   # each matrix on a 64-byte cache line
+    block, packed = empty(starts[-1]), []
+    for g, (o, i), (po, pi), start, n in zip(groups, shapes, padded, starts, sizes):
+        W = block[start:start + n].view(g[0].weight.dtype).view(po, pi)
+        if (po, pi) != (o, i): W.zero_()                              # padding rows and columns add nothing
+        row = 0
+        for l in g:                                                   # copied in, then the layer reads its rows of W
+            w = l.weight; W[row:row + w.shape[0], :i] = w
+            _set_weight(l, W[row:row + w.shape[0], :i]); row += w.shape[0]
+        scale = torch.cat([l.scale.float() for l in g]) if isinstance(g[0], Int8Linear) else torch.empty(0)
+        packed.append((W, F.pad(scale, (0, po - o), value=1.0) if scale.numel() else scale))
+    return packed
 
 def layer_group(layer: nn.Module, name: str) -> list[nn.Module]:
     "The linear layers of one decoder layer that the C++ step packs as matrix `name` (they read the same input)."
@@ -198,11 +204,11 @@ class CPUDecoder:
                  kernels=None):        # a `cpu_decode_kernels()` module (default: this CPU's class)
         self.model, self.kernels = model, kernels or cpu_decode_kernels()
         self.isa = self.kernels.isa()                                            # the class it runs as, for display
-        self.mats, self.scales = [], []
-        for layer in model.layers:
-            for name in self.kernels.layout():   # the order the C++ step reads, named in its source
-                W, s = _fuse(layer_group(layer, name)); self.mats.append(W); self.scales.append(s)
-        W, s = _fuse([model.lm_head]); self.mats.append(W); self.scales.append(s)   # the tied embedding, or its int8 copy
+        groups = [layer_group(layer, name) for layer in model.layers for name in self.kernels.layout()]  # the order the C++ step reads
+        self.mats, self.scales = map(list, zip(*pack_weights(groups + [[model.lm_head]], self.kernels.huge_page_empty)))
+        e = model.embed_tokens
+        if model.config.tie_word_embeddings and e.weight.dtype == model.lm_head.weight.dtype:
+            _set_weight(e, model.lm_head.weight)                          # tied (fp32, bf16): one copy, the packed one
         norms = [w for l in model.layers for w in (l.input_layernorm.weight, l.post_attention_layernorm.weight)]
         self.norms = torch.stack(norms + [model.norm.weight]).float()            # (2L + 1, d)
         self.embed = model.embed_tokens.weight.detach().contiguous()             # (vocab, d), fp32 or bf16

@@ -11,9 +11,13 @@
 #include <immintrin.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
 #define SMOLLM2_AVX512 1
@@ -343,10 +347,32 @@ at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor 
   return logits;
 }
 
+// One block of `bytes` for all the packed weights, aligned to 2 MB and marked for transparent huge pages (Linux, with THP
+// in `madvise` or `always` mode). A step reads every weight once, 540 MB in fp32: on 4 KB pages that is a TLB miss and a
+// page walk every 4 KB, on 2 MB pages one every 2 MB. On the Zen 3 EPYC fp32 decoding went from 26-28 to 32-33 tokens/s.
+// Elsewhere, or with no huge page free, the block gets ordinary pages and only the speed differs.
+at::Tensor huge_page_empty(int64_t bytes) {
+  const size_t align = size_t(2) << 20, size = (size_t(bytes) + align - 1) / align * align;
+  void* p = nullptr;
+#if defined(_WIN32)
+  p = _aligned_malloc(size, align);
+  auto release = [](void* q) { _aligned_free(q); };
+#else
+  if (posix_memalign(&p, align, size) != 0) p = nullptr;
+  auto release = [](void* q) { std::free(q); };
+#endif
+  TORCH_CHECK(p != nullptr, "could not allocate ", bytes, " bytes for the packed weights");
+#ifdef __linux__
+  madvise(p, size, MADV_HUGEPAGE);  // a hint; refused or ignored, the pages are ordinary ones
+#endif
+  return torch::from_blob(p, {bytes}, release, at::TensorOptions().dtype(at::kByte));
+}
+
 std::string isa() { return ISA; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "one token through every layer: the logits (vocab,)");
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
+  m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
 }
