@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from smollm2_nb.model.tokenizer import load_tokenizer
 from smollm2_nb.run.data import BatchSampler, Split, get_batch, tokenizer_id
+from smollm2_nb.run.layout import read_jsonl
 from smollm2_nb.run.shards import DataError, open_data, open_prepared, parse_mixture
 
 TINY = ['--preset', 'tiny', '--batch-size', '2', '--seq-len', '32', '--lr', '3e-3', '--warmup-steps', '2',
@@ -165,6 +166,12 @@ def test_mixture_weights_and_identity_in_run_json(tmp_path, tok_info):
     assert info['data'] == [str(a), str(b)]
     assert info['train_tokens'] == sum(d['train_tokens'] for d in ds)
     assert info['val_loss'] is not None                     # validated on a's val split alone
+    (tmp_path / 'mix.json').write_text(json.dumps({'a': 3, 'b': 1}))   # the same mixture as a file beside the data
+    r = smollm2('train', *TINY, '--steps', '2', '--eval-every', '2', '--eval-batches', '1', '--data', tmp_path / 'mix.json', '--out', tmp_path / 'run2')
+    assert r.returncode == 0, r.stderr
+    info2 = json.loads((tmp_path / 'run2' / 'run.json').read_text())
+    assert info2['datasets'] == ds and [m['loss'] for m in read_jsonl(tmp_path / 'run2' / 'metrics.jsonl')] == \
+        [m['loss'] for m in read_jsonl(tmp_path / 'run' / 'metrics.jsonl')]
 
 def test_multi_shard_run_resumes_exactly(tmp_path, tok_info):
     "A run on a dataset of many shards, stopped at step 4 and resumed to 8, logs the losses of an uninterrupted run of 8."

@@ -67,22 +67,35 @@ def open_prepared(path: str | os.PathLike,  # a prepared dataset folder
     return tuple([_open_shard(d, s) for s in m['splits'][k]['shards']] for k in SPLITS)
 
 # %% ../../nbs/run/07b_shards.ipynb #ef1faa7c
+def _mixture_file(path: Path) -> list[tuple[str, float]]:
+    "The `(folder, weight)` pairs of a mixture file: a JSON object `{\"DIR\": weight, ...}`, folders relative to the file."
+    try: mix = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"--data {str(path)!r} is not a readable JSON mixture ({type(e).__name__}); write {{\"DIR\": weight, ...}}") from None
+    if not isinstance(mix, dict) or not mix:
+        raise DataError(f"--data {str(path)!r} holds no datasets; a mixture file is a JSON object {{\"DIR\": weight, ...}}")
+    bad = [d for d, w in mix.items() if isinstance(w, bool) or not isinstance(w, (int, float))]
+    if bad: raise DataError(f"--data {str(path)!r}: the weight of {bad[0]!r} must be a number, as in {{\"DIR\": 0.7}}")
+    return [(str((path.parent / Path(d).expanduser()).resolve()), float(w)) for d, w in mix.items()]
+
 def parse_mixture(data) -> list[tuple[str | None, float]]:
-    "The datasets of `--data` with their normalised weights: None (Tiny Shakespeare), a path, or `PATH1:0.7,PATH2:0.3`."
+    "The datasets of `--data` with their normalised weights: None (Tiny Shakespeare), a path, `PATH1:0.7,PATH2:0.3`, or a JSON file of them."
     if data is None: return [(None, 1.0)]
     s = str(data)
-    if Path(s).expanduser().exists(): return [(s, 1.0)]
-    items = [x.strip() for x in s.split(',')]
-    parts = []
-    for item in items:
-        path, sep, w = item.rpartition(':')
-        try: weight = float(w) if sep and path else None
-        except ValueError: weight = None
-        if weight is None:
-            if len(items) == 1: return [(s, 1.0)]   # one path (it may not exist: the reader says so)
-            raise DataError(f"--data {s!r}: {item!r} is not PATH:WEIGHT; write a mixture as DIR1:0.7,DIR2:0.3")
-        if not (math.isfinite(weight) and weight > 0): raise DataError(f"--data {s!r}: the weight of {path!r} must be a positive number, got {w!r}")
-        parts.append((path, weight))
+    if s.lower().endswith('.json') and Path(s).expanduser().is_file(): parts = _mixture_file(Path(s).expanduser())
+    elif Path(s).expanduser().exists(): return [(s, 1.0)]
+    else:
+        items, parts = [x.strip() for x in s.split(',')], []
+        for item in items:
+            path, sep, w = item.rpartition(':')
+            try: weight = float(w) if sep and path else None
+            except ValueError: weight = None
+            if weight is None:
+                if len(items) == 1: return [(s, 1.0)]   # one path (it may not exist: the reader says so)
+                raise DataError(f"--data {s!r}: {item!r} is not PATH:WEIGHT; write a mixture as DIR1:0.7,DIR2:0.3")
+            parts.append((path, weight))
+    for path, weight in parts:
+        if not (math.isfinite(weight) and weight > 0): raise DataError(f"--data {s!r}: the weight of {path!r} must be a positive number, got {weight!r}")
     if len({p for p, _ in parts}) < len(parts): raise DataError(f"--data {s!r} names a dataset twice; give each one weight")
     total = sum(w for _, w in parts)
     return [(p, w / total) for p, w in parts]

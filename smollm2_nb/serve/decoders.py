@@ -4,6 +4,7 @@
 
 # %% ../../nbs/serve/11_inference.ipynb #cd013894
 from __future__ import annotations
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -209,6 +210,9 @@ class CPUDecoder:
         e = model.embed_tokens
         if model.config.tie_word_embeddings and e.weight.dtype == model.lm_head.weight.dtype:
             _set_weight(e, model.lm_head.weight)                          # tied (fp32, bf16): one copy, the packed one
+        block = self.mats[0].untyped_storage().data_ptr()
+        for t in [*model.parameters(), *model.buffers()]:  # the rest (norms, an int8 model's embedding) copied out too: weights read
+            if t.untyped_storage().data_ptr() != block: t.data = t.data.clone()  # from safetensors are a memory map, kept whole while one tensor of it lives
         norms = [w for l in model.layers for w in (l.input_layernorm.weight, l.post_attention_layernorm.weight)]
         self.norms = torch.stack(norms + [model.norm.weight]).float()            # (2L + 1, d)
         self.embed = model.embed_tokens.weight.detach().contiguous()             # (vocab, d), fp32 or bf16
@@ -326,6 +330,11 @@ def activation_dtype(mode: str,   # a precision `decoding_precision` resolved: '
     native = cpu_bf16_native() and (kernels is None or kernels.isa() == 'avx512bf16')
     return torch.bfloat16 if native else torch.float32
 
+def _release_freed_memory():
+    "Hand the heap memory freed by the conversion back to the OS (glibc keeps it otherwise: ~250 MB of int8's and bf16's temporaries)."
+    try: ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError): pass   # not glibc (macOS, musl): nothing to do
+
 def prepare_for_inference(model: SmolLM2,
                           mode: str = 'auto', # one of `precision.INFERENCE_PRECISIONS`; see `precision.inference_precision`
                          ) -> tuple[SmolLM2, Decoder | None]:
@@ -344,4 +353,5 @@ def prepare_for_inference(model: SmolLM2,
     if mode == 'fp32' and device.type == 'cpu' and kernels is None: _replace_linears(model, TransposedLinear.from_linear)
     # the batch-1 fast path `generate.decode_tokens` takes: the C++ step on CPU, a CUDA graph on GPU, else none
     decoder = CPUDecoder(model, kernels) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
+    if device.type == 'cpu': _release_freed_memory()
     return model, decoder

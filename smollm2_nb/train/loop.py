@@ -526,7 +526,7 @@ def train_parser() -> argparse.ArgumentParser:
                    batch_size=f"sequences per micro-batch (default: {d.batch_size}), or 'auto': on a GPU the most that fit, "
                               f"with --grad-accum raised to keep {d.batch_size} x --grad-accum sequences per step")
     p.add_argument('--data', help='text file, folder of text files, prepared dataset folder (`smollm2 data prepare`), or a weighted '
-                   'mixture of these: DIR1:0.7,DIR2:0.3 (default: Tiny Shakespeare)')
+                   'mixture of these: DIR1:0.7,DIR2:0.3 or a JSON file {"DIR": 0.7, ...} (default: Tiny Shakespeare)')
     p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
     p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config of a new model (default: {d.preset})')
     p.add_argument('--init', metavar='MODEL', help='fine-tune: start from these weights, their config and tokenizer (a run dir, '
