@@ -63,11 +63,11 @@ def outputs_with(nb: dict, mime: str) -> list:
     return [o for c in nb['cells'] for o in c.get('outputs', []) if mime in o.get('data', {})]
 
 
-def push_and_run(fake, kernel_env, wheel, tmp_path, steps, **run):
+def push_and_run(fake, kernel_env, wheel, tmp_path, steps, push: dict | None = None, **run):
     "`smollm2 kaggle push --bundle-data` (through the client), then run that version as Kaggle would; returns what happened."
     from smollm2_nb.ship.kaggle_client import kaggle_api, push_kernel
     with fake.installed():
-        meta, resp, pushed = push_kernel(kaggle_api(), src=ROOT, wheel=wheel, bundle_data=True, poll_s=0, out=io.StringIO())
+        meta, resp, pushed = push_kernel(kaggle_api(), src=ROOT, wheel=wheel, bundle_data=True, poll_s=0, out=io.StringIO(), **(push or {}))
     v = fake.version(f'{KID}/{resp.version_number}')
     root = tmp_path / f'kaggle-v{v.number}'
     fake.start_version(KID, root, v.number)  # /kaggle/input holds what this version attached (and Kaggle mounted)
@@ -132,6 +132,30 @@ def test_chain_trains_resumes_survives_a_failed_resume_and_resumes_from_the_last
     assert outputs_with(v4['nb'], 'application/vnd.jupyter.widget-view+json'), 'the interactive run shows the live dashboard'
     assert outputs_with(v4['nb'], 'image/png'), 'and ends with the static figure'
     assert fake.calls().count('SaveKernel') == 4
+
+
+def test_kernel_trains_on_a_prepared_dataset_it_was_pushed_with(kernel_env, tmp_path):
+    "`smollm2 data prepare` -> `kaggle datasets create -p DIR` -> `smollm2 kaggle push --dataset`: the kernel trains on the mounted shards."
+    from smollm2_nb.run.data import shakespeare_path
+    from smollm2_nb.run.prepare import prepare
+    from smollm2_nb.ship.kaggle_client import build_wheel, kaggle_api
+    speeches = [s for s in shakespeare_path().read_text().split('\n\n') if s.strip()]
+    (tmp_path / 'speeches.jsonl').write_text(''.join(json.dumps({'text': s}) + '\n' for s in speeches))
+    out = tmp_path / 'speeches'
+    m = prepare(tmp_path / 'speeches.jsonl', out, val_fraction=0.05, shard_tokens=20_000, workers=1, progress=False)
+    meta = json.loads((out / 'dataset-metadata.json').read_text())
+    (out / 'dataset-metadata.json').write_text(json.dumps(dict(meta, id='ada/speeches')))  # the README's sed: your name, a slug
+    fake = FakeKaggle()
+    fake.dataset_invisible_polls = 0
+    with fake.installed(): kaggle_api().dataset_create_new(str(out), public=False, quiet=True)
+    v1 = push_and_run(fake, kernel_env, build_wheel(ROOT, tmp_path / 'dist'), tmp_path, 8, push=dict(prepared_data='ada/speeches'))
+    assert v1['code'] == 0, v1['err'][-3000:] + v1['out'][-3000:]
+    assert sorted(v1['version'].request['datasetDataSources']) == sorted(['ada/speeches', f'{KID}-data'])
+    run = json.loads((v1['run'] / 'run.json').read_text())
+    mounted = Path(run['data'][0])
+    assert mounted.parent.parent.name == 'datasets' and (mounted / 'manifest.json').read_bytes() == (out / 'manifest.json').read_bytes()
+    assert run['datasets'][0]['kind'] == 'prepared' and run['datasets'][0]['shards']['train'] == len(m['splits']['train']['shards']) > 1
+    assert [x['step'] for x in metrics(v1['run'])][-1] == 8
 
 
 def kernel_parameters() -> dict:
