@@ -104,6 +104,44 @@ def test_hub_dataset_streamed(tmp_path, tok, speeches, monkeypatch):
     monkeypatch.setattr(datasets, 'load_dataset', offline)
     with pytest.raises(PrepareError, match='could not be opened'): prepare('HuggingFaceTB/smollm-corpus', tmp_path / 'hub2', tok, progress=False)
 
+def test_hub_stream_resumes_from_its_saved_position(tmp_path, tok, speeches, monkeypatch):
+    """A stopped prepare of a Hub stream restarts the stream where its checkpoint saved it, not at its first record.
+    The Hub can't be reached here: `datasets.load_dataset` is replaced by the real streaming reader of `datasets` over
+    local Parquet files (what it streams from the Hub), so `state_dict`/`load_state_dict` are datasets' own."""
+    datasets = pytest.importorskip('datasets')
+    import pyarrow as pa, pyarrow.parquet as pq
+    import smollm2_nb.run.prepare as P
+    docs, files = [f'{k}. {s}' for k in range(2) for s in speeches], []
+    for j in range(8):  # eight files, as a Hub dataset is many Parquet files
+        files.append(str(tmp_path / f'part-{j}.parquet'))
+        pq.write_table(pa.table({'text': docs[j::8]}), files[-1], row_group_size=100)
+    read, stop_after = [0], [None]
+    def count(rec):
+        read[0] += 1
+        if stop_after[0] is not None and read[0] > stop_after[0]: raise KeyboardInterrupt  # Ctrl-C mid-stream
+        return rec
+    real_load_dataset = datasets.load_dataset
+    def fake_load_dataset(path, name=None, split=None, streaming=False):
+        assert (path, name, split, streaming) == ('HuggingFaceTB/smollm-corpus', 'fineweb-edu-dedup', 'train', True)
+        return real_load_dataset('parquet', data_files=files, split='train', streaming=True).map(count)
+    monkeypatch.setattr(datasets, 'load_dataset', fake_load_dataset)
+    monkeypatch.setattr(P, 'HUB_STATE_EVERY', 100)
+    run = lambda out: prepare('HuggingFaceTB/smollm-corpus', out, tok, hub_config='fineweb-edu-dedup', val_fraction=0.1,
+                              shard_tokens=20_000, workers=2, progress=False)
+    run(tmp_path / 'ref')
+    total = read[0]
+    assert total == len(docs)
+    read[0], stop_after[0] = 0, total * 7 // 10
+    with pytest.raises(KeyboardInterrupt): run(tmp_path / 'out')
+    m = json.loads((tmp_path / 'out' / MANIFEST).read_text())
+    at, consumed = m['resume']['hub_state']['documents'], m['resume']['documents']
+    assert not m['complete'] and total // 2 < at <= consumed < at + 100, (at, consumed)
+    assert '"shard_idx": 0' not in json.dumps(m['resume']['hub_state']['state'])  # a later file than the first
+    read[0], stop_after[0] = 0, None
+    run(tmp_path / 'out')
+    assert shard_bytes(tmp_path / 'out') == shard_bytes(tmp_path / 'ref')
+    assert read[0] == total - at  # the `at` records before the saved position were not read again
+
 def test_complete_rerun_and_changed_arguments(tmp_path, tok, speeches):
     src, out = write_jsonl(tmp_path / 'a.jsonl', speeches[:100]), tmp_path / 'out'
     assert smollm2('data', 'prepare', src, '--out', out, '--shard-tokens', 2000, '--val-fraction', 0.1).returncode == 0

@@ -29,10 +29,10 @@ from .layout import RunDirBusy, RunLock, read_json, write_json
 
 # %% auto #0
 __all__ = ['FORMAT', 'MANIFEST', 'SPLITS', 'DEFAULT_SHARD_TOKENS', 'DEFAULT_VAL_FRACTION', 'CHUNK_BYTES', 'CHUNK_DOCS',
-           'KAGGLE_METADATA', 'KAGGLE_USER_PLACEHOLDER', 'PrepareError', 'file_kind', 'Source', 'resolve_source',
-           'read_documents', 'is_val', 'tokenize_chunk', 'chunk_documents', 'worker_pool', 'tokenize_chunks',
-           'write_tokens', 'new_manifest', 'open_manifest', 'clean_leftovers', 'write_kaggle_metadata', 'prepare',
-           'data_parser', 'cli_data']
+           'HUB_STATE_EVERY', 'KAGGLE_METADATA', 'KAGGLE_USER_PLACEHOLDER', 'PrepareError', 'file_kind', 'Source',
+           'resolve_source', 'read_documents', 'is_val', 'tokenize_chunk', 'chunk_documents', 'worker_pool',
+           'tokenize_chunks', 'write_tokens', 'new_manifest', 'open_manifest', 'clean_leftovers',
+           'write_kaggle_metadata', 'prepare', 'data_parser', 'cli_data']
 
 # %% ../../nbs/run/07a_prepare.ipynb #98e39101
 FORMAT = 'smollm2-shards/1'             # the manifest's "format": bump it when the layout changes
@@ -143,7 +143,10 @@ def _read_parquet(f: Path, left: list, text_field: str):
             if left[0]: left[0] -= 1; continue
             yield _text_of({text_field: t}, text_field, f"row {done - 1} of {str(f)!r}"), size * done // rows
 
-def _read_hub(src: Source, left: list):
+HUB_STATE_EVERY = 1_000  # records between two saved positions of a Hub stream
+
+def _read_hub(src: Source, left: list, state: dict | None = None, marks: dict | None = None):
+    "A Hub dataset streamed, from `state` (`{'documents': k, 'state': ...}`) if given; `marks[k]`: the stream's position after k records."
     try: import datasets
     except ImportError: raise PrepareError("reading a Hub dataset needs the `datasets` package: pip install 'smollm2_nb[data]'") from None
     try: ds = datasets.load_dataset(src.hub, name=src.config, split=src.split, streaming=True)
@@ -151,16 +154,22 @@ def _read_hub(src: Source, left: list):
         why = (str(e).strip().splitlines() or [''])[0]
         raise PrepareError(f"{src.hub!r} is no local file or folder, and the Hub dataset could not be opened "
                            f"({type(e).__name__}: {why})") from None
-    skip, pos = left[0], 0
-    for i, rec in enumerate(itertools.islice(ds, skip, None), skip):  # a stream can only be read past, not seeked
+    skip, start, pos = left[0], 0, 0
+    if state and state['documents'] <= skip and hasattr(ds, 'load_state_dict'):
+        try: ds.load_state_dict(state['state']); start = state['documents']  # the files before it are never opened
+        except Exception: ds = datasets.load_dataset(src.hub, name=src.config, split=src.split, streaming=True)  # another layout: read past
+    marking = marks is not None and hasattr(ds, 'state_dict')
+    if marking and start: marks[start] = state['state']
+    for i, rec in enumerate(itertools.islice(ds, skip - start, None), skip):  # from there, a stream can only be read past
         t = _text_of(rec, src.text_field, f"record {i} of {src.hub}")
         pos += len(t)
+        if marking and (i + 1) % HUB_STATE_EVERY == 0: marks[i + 1] = ds.state_dict()  # the stream is after record i
         yield t, pos
 
-def read_documents(src: Source, skip: int = 0):
+def read_documents(src: Source, skip: int = 0, hub_state: dict | None = None, hub_marks: dict | None = None):
     "Yield `(text, position)` for the documents of `src` in order after the first `skip`; position: bytes of the files read."
     left = [skip]  # documents still to pass over, counted down by the readers
-    if src.hub: yield from _read_hub(src, left); return
+    if src.hub: yield from _read_hub(src, left, hub_state, hub_marks); return
     base = 0
     for f in src.files:
         kind, size = file_kind(f), f.stat().st_size
@@ -314,8 +323,8 @@ def write_kaggle_metadata(out: Path) -> Path:
 # %% ../../nbs/run/07a_prepare.ipynb #b00d3dc4
 class _Splits:
     "The documents of each split not yet in a shard, and the commits that turn them into shards."
-    def __init__(self, out: Path, m: dict):
-        self.out, self.m = out, m
+    def __init__(self, out: Path, m: dict, hub_marks: dict | None = None):
+        self.out, self.m, self.marks = out, m, hub_marks
         self.bufs = {s: [] for s in SPLITS}
         self.tokens, self.docs = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
         for s, p in m['resume']['pending'].items():  # what the last checkpoint saved
@@ -343,7 +352,12 @@ class _Splits:
                 self.bufs[s] = [np.fromfile(self.out / name, dtype='<u2')]  # one array, not thousands of views
                 pending[s] = dict(file=name, tokens=self.tokens[s], documents=self.docs[s])
         old = self.m['resume']['pending']
-        self.m['complete'], self.m['resume'] = complete, dict(documents=consumed, pending=pending)
+        resume = dict(documents=consumed, pending=pending)
+        at = max((k for k in self.marks or () if k <= consumed), default=None)  # the Hub stream's last position not past it
+        if at is not None:
+            resume['hub_state'] = dict(documents=at, state=self.marks[at])
+            for k in [k for k in self.marks if k < at]: del self.marks[k]
+        self.m['complete'], self.m['resume'] = complete, resume
         write_json(self.out / MANIFEST, self.m)
         for p in old.values():
             if p['file'] not in {q['file'] for q in pending.values()}: (self.out / p['file']).unlink(missing_ok=True)
@@ -392,8 +406,9 @@ def prepare(source: str | os.PathLike,             # text/.jsonl/.parquet file, 
         consumed = m['resume']['documents']
         if consumed: _say(progress, f"resuming {out} after document {consumed:,} ({sum(len(s['shards']) for s in m['splits'].values())} "
                                     f"shards kept{f', {len(gone)} unlisted removed' if gone else ''})")
-        splits = _Splits(out, m)
-        docs = itertools.islice(read_documents(src, skip=consumed), None if limit_documents is None else max(0, limit_documents - consumed))
+        marks = {} if src.hub else None
+        splits = _Splits(out, m, marks)
+        docs = itertools.islice(read_documents(src, consumed, m['resume'].get('hub_state'), marks), None if limit_documents is None else max(0, limit_documents - consumed))
         total = src.total_bytes
         bar = tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024, disable=not progress, dynamic_ncols=True,
                    desc='prepare', file=sys.stderr, delay=0.5)  # delay: an error on the first document prints no bar
