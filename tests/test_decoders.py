@@ -72,12 +72,17 @@ def test_cpu_decoder_matches_model_tiny(tiny, isa):
 def test_cpu_decoder_matches_model_135m(isa):
     check_decoder_matches_model(plain_model('smollm2-135m'), 'smollm2-135m', isa)
 
-def test_cpu_decoder_long_generation(tiny, isa):
-    "Past the prompt by many steps (the cache, RoPE positions), and a prompt of one token."
+@pytest.mark.parametrize('threads', [1, 2])
+def test_cpu_decoder_long_generation(tiny, isa, threads):
+    "Past the prompt by many steps (the cache, RoPE positions; from 128 positions the heads' attention is split among the threads), and a prompt of one token."
     m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
     assert decoder.isa == isa
-    for x in (prompt(tiny, 1), prompt(tiny, 40)):
-        assert torch.equal(generate(m, x, 100, temperature=0, decoder=decoder), generate(tiny, x, 100, temperature=0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for x in (prompt(tiny, 1), prompt(tiny, 40)):
+            assert torch.equal(generate(m, x, 100, temperature=0, decoder=decoder), generate(tiny, x, 100, temperature=0))
+    finally: torch.set_num_threads(before)
 
 def test_auto_is_int8_through_the_step(tiny, isa):
     "`auto` on a CPU that runs the C++ step: int8 weights through it, in every class; fp32 norms and embedding without native bf16."

@@ -297,6 +297,8 @@ static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  //
   }
 }
 
+static const int64_t PARALLEL_ATTENTION_FROM = 128;  // positions
+
 // One new token through every layer: the same steps as SmolLM2.forward, for batch 1, with fp32 activations.
 // mats per layer: [q;k;v], o, [gate;up], down, then the LM head; scales (fp32, per row) for int8 matrices.
 at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
@@ -305,7 +307,7 @@ at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor 
   int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = embed.size(1);
   TORCH_CHECK(pos < S, "position ", pos, " is past the KV cache of ", S, " positions");
   std::vector<float> x(d), h(mats[QKV].size(1)), qkv(mats[QKV].size(0)), att(mats[O].size(1)), tmp(mats[O].size(0)),
-                     gu(mats[GATE_UP].size(0)), act(mats[DOWN].size(1)), sc(pos + 1);        // padding columns stay 0
+                     gu(mats[GATE_UP].size(0)), act(mats[DOWN].size(1)), sc(nh * (pos + 1));        // padding columns stay 0
   if (embed.scalar_type() == at::kBFloat16) {
     const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
     for (int64_t i = 0; i < d; i++) { uint32_t u = uint32_t(e[i]) << 16; std::memcpy(&x[i], &u, 4); }
@@ -323,16 +325,20 @@ at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor 
       std::memcpy(K + ((l * nkv + j) * S + pos) * hd, k + j * hd, hd * 4);
       std::memcpy(V + ((l * nkv + j) * S + pos) * hd, v + j * hd, hd * 4);
     }
-    for (int64_t j = 0; j < nh; j++) {                        // query head j attends to positions 0..pos of its KV head
-      const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
-      const float* qj = q + j * hd; float m = -INFINITY, z = 0;
-      for (int64_t t = 0; t <= pos; t++) {
-        sc[t] = dot(qj, Kj + t * hd, hd) * inv_sqrt; m = std::max(m, sc[t]);
+    // query head j attends to positions 0..pos of its KV head. The heads are split among torch's threads once the
+    // cache is long enough for reading it to matter (a parallel region costs a few microseconds)
+    at::parallel_for(0, nh, pos >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; j++) {
+        const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
+        const float* qj = q + j * hd; float m = -INFINITY, z = 0, *scj = sc.data() + j * (pos + 1);
+        for (int64_t t = 0; t <= pos; t++) {
+          scj[t] = dot(qj, Kj + t * hd, hd) * inv_sqrt; m = std::max(m, scj[t]);
+        }
+        for (int64_t t = 0; t <= pos; t++) { scj[t] = std::exp(scj[t] - m); z += scj[t]; }
+        float* o = att.data() + j * hd; std::fill(o, o + hd, 0.0f);
+        for (int64_t t = 0; t <= pos; t++) { float p = scj[t] / z; for (int64_t i = 0; i < hd; i++) o[i] += p * Vj[t * hd + i]; }
       }
-      for (int64_t t = 0; t <= pos; t++) { sc[t] = std::exp(sc[t] - m); z += sc[t]; }
-      float* o = att.data() + j * hd; std::fill(o, o + hd, 0.0f);
-      for (int64_t t = 0; t <= pos; t++) { float p = sc[t] / z; for (int64_t i = 0; i < hd; i++) o[i] += p * Vj[t * hd + i]; }
-    }
+    });
     matvec(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data());
     for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
     rmsnorm(x.data(), nw + (2 * l + 1) * d, h.data(), d, eps);
