@@ -149,7 +149,8 @@ def _read_hub(src: Source, left: list, state: dict | None = None, marks: dict | 
     "A Hub dataset streamed, from `state` (`{'documents': k, 'state': ...}`) if given; `marks[k]`: the stream's position after k records."
     try: import datasets
     except ImportError: raise PrepareError("reading a Hub dataset needs the `datasets` package: pip install 'smollm2_nb[data]'") from None
-    try: ds = datasets.load_dataset(src.hub, name=src.config, split=src.split, streaming=True)
+    open_stream = lambda: datasets.load_dataset(src.hub, name=src.config, split=src.split, streaming=True)
+    try: ds = open_stream()
     except Exception as e:  # offline, no such dataset or config, ...: whatever it is, one line
         why = (str(e).strip().splitlines() or [''])[0]
         raise PrepareError(f"{src.hub!r} is no local file or folder, and the Hub dataset could not be opened "
@@ -157,7 +158,7 @@ def _read_hub(src: Source, left: list, state: dict | None = None, marks: dict | 
     skip, start, pos = left[0], 0, 0
     if state and state['documents'] <= skip and hasattr(ds, 'load_state_dict'):
         try: ds.load_state_dict(state['state']); start = state['documents']  # the files before it are never opened
-        except Exception: ds = datasets.load_dataset(src.hub, name=src.config, split=src.split, streaming=True)  # another layout: read past
+        except Exception: ds = open_stream()  # a position from another layout of the dataset: read past instead
     marking = marks is not None and hasattr(ds, 'state_dict')
     if marking and start: marks[start] = state['state']
     for i, rec in enumerate(itertools.islice(ds, skip - start, None), skip):  # from there, a stream can only be read past
