@@ -1,6 +1,11 @@
 """The batch-1 decoders of `smollm2_nb.serve.decoders` against the plain model: the C++ step on CPU in every instruction-set
-class this CPU runs (AVX2, AVX-512, AVX-512 VNNI, AVX-512 BF16), the static-cache step (eager)."""
+class this CPU runs (AVX2, AVX-512, AVX-512 VNNI, AVX-512 BF16; NEON on ARM), the static-cache step (eager); and the
+products of every class against plain C++, the ARM classes under emulation where qemu and a cross compiler are here."""
 import copy
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
@@ -114,7 +119,8 @@ SKYLAKE_X = {'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq
 ICE_LAKE = SKYLAKE_X | {'avx512_vnni', 'avx512vbmi'}
 SAPPHIRE_RAPIDS = ICE_LAKE | {'avx512_bf16', 'amx_tile'}
 ZEN3 = {'avx', 'avx2', 'fma', 'f16c', 'bmi2'}
-GRAVITON = {'fp', 'asimd', 'sve'}   # arm64's names: none of the x86 classes
+GRAVITON = {'fp', 'asimd', 'sve'}   # arm64's names (Linux's 'Features'): no dot-product extension (Graviton 1 class)
+GRAVITON3 = GRAVITON | {'asimddp', 'sve2'}
 
 def test_classes_from_cpu_flags(monkeypatch):
     monkeypatch.delenv(ISA_ENV, raising=False); monkeypatch.delenv('SMOLLM2_CPU_KERNELS', raising=False)
@@ -122,7 +128,8 @@ def test_classes_from_cpu_flags(monkeypatch):
     assert cpu_isas(ICE_LAKE) == ['avx512vnni', 'avx512', 'avx2']
     assert cpu_isas(SKYLAKE_X) == ['avx512', 'avx2']
     assert cpu_isas(ZEN3) == ['avx2'] and cpu_isas(ZEN3 - {'fma'}) == []
-    assert cpu_isas(GRAVITON) == [] and cpu_isa(GRAVITON) is None      # PyTorch's ops
+    assert cpu_isas(GRAVITON) == ['neon'] and cpu_isas(GRAVITON3) == ['neondot', 'neon'] and cpu_isas(SAPPHIRE_RAPIDS) == cpu_isas(SAPPHIRE_RAPIDS - {'asimd'})
+    assert cpu_isas({'fp'}) == [] and cpu_isa({'fp'}) is None           # PyTorch's ops
     assert [cpu_isa(f) for f in (SAPPHIRE_RAPIDS, ICE_LAKE, SKYLAKE_X, ZEN3)] == ['avx512bf16', 'avx512vnni', 'avx512', 'avx2']
     if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):     # this CPU: our reading of its flags agrees with PyTorch's
         assert 'avx2' in cpu_isas() and ('avx512' in cpu_isas()) == (torch.backends.cpu.get_cpu_capability() == 'AVX512')
@@ -136,7 +143,7 @@ def test_forcing_a_class(monkeypatch):
     monkeypatch.setenv(ISA_ENV, 'avx512bf16')
     with pytest.raises(ValueError, match='does not run it .it runs: avx512, avx2.'): cpu_isa(SKYLAKE_X)
     monkeypatch.setenv(ISA_ENV, 'avx3')
-    with pytest.raises(ValueError, match='use one of avx512bf16, avx512vnni, avx512, avx2 or none'): cpu_isa(ZEN3)
+    with pytest.raises(ValueError, match='use one of avx512bf16, avx512vnni, avx512, avx2, neondot, neon or none'): cpu_isa(ZEN3)
 
 def test_graph_decoder_eager_matches_model(tiny):
     x = prompt(tiny)
@@ -237,3 +244,32 @@ def test_int8_linear_prompt_path_matches_decode_path():
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()
     assert rel(many, ref) < 0.01 and rel(few, ref) < 0.01, (rel(many, ref), rel(few, ref))   # quantization error: ~5e-3
     assert rel(many, few) < 5e-3, rel(many, few)                      # bf16 rounding apart, measured ~2e-3
+
+CSRC, CHECK = inference.CSRC, Path(__file__).parent / 'csrc' / 'kernels_check.cpp'
+ARM_CXX, QEMU = shutil.which('aarch64-linux-gnu-g++'), shutil.which('qemu-aarch64')
+ARM_TOOLS = 'apt-get install g++-aarch64-linux-gnu qemu-user'
+
+def is_arm_class(isa): return CPU_ISAS[isa][0][0].startswith('-march=armv')   # x86's flags are -m<feature>
+
+@pytest.mark.parametrize('cls', list(CPU_ISAS))
+def test_kernels_match_reference(cls, tmp_path):
+    "Each class's products (fp32, bf16, int8, q . k) against plain C++ in double: natively where this CPU runs the class, the ARM ones under qemu."
+    native = cls in cpu_isas()
+    if not native and not is_arm_class(cls): pytest.skip(f'this CPU does not run {cls} (it runs: {cpu_isas()})')
+    if not native and not (ARM_CXX and QEMU): pytest.skip(f'{cls} runs under emulation with a cross compiler and qemu: {ARM_TOOLS}')
+    cxx = shutil.which('c++') if native else ARM_CXX
+    if not cxx: pytest.skip('no C++ compiler here')
+    exe = tmp_path / f'check_{cls}'
+    subprocess.run([cxx, '-O3', *CPU_ISAS[cls][0], *([] if native else ['-static']), f'-I{CSRC}', str(CHECK), '-o', str(exe)], check=True)
+    out = subprocess.run([str(exe)] if native else [QEMU, str(exe)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == f'ok {cls}', out.stdout + out.stderr
+    assert out.stdout.splitlines()[0] == f'class {cls}'             # the flags selected the class they are named for
+
+@pytest.mark.skipif(not ARM_CXX, reason=f'the ARM build is checked with a cross compiler: {ARM_TOOLS}')
+def test_step_compiles_for_arm():
+    "The whole step, torch's headers included, compiles for 64-bit ARM (it cannot be linked or run here: no ARM torch)."
+    from torch.utils.cpp_extension import include_paths
+    inc = [f'-I{p}' for p in [*include_paths(), sysconfig.get_paths()['include']]]
+    out = subprocess.run([ARM_CXX, '-std=c++20', '-fsyntax-only', '-fopenmp', *CPU_ISAS['neondot'][0], '-DTORCH_EXTENSION_NAME=x',
+                          *inc, str(inference.CPU_DECODE_SOURCE)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]

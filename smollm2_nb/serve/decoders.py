@@ -5,9 +5,12 @@
 # %% ../../nbs/serve/11_inference.ipynb #cd013894
 from __future__ import annotations
 import ctypes
+import hashlib
 import importlib.util
 import os
+import platform
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -117,16 +120,19 @@ CPU_ISAS = {  # the classes the C++ step is compiled for, fastest first: (compil
     'avx512vnni': (_AVX512 + ['-mavx512vnni'], {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni'}),
     'avx512':     (_AVX512, {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'}),
     'avx2':       (['-mavx2', '-mfma', '-mf16c'], {'avx2', 'fma', 'f16c'}),
+    'neondot':    (['-march=armv8.2-a+dotprod'], {'asimd', 'asimddp'}),  # 64-bit ARM, as Linux names its 'Features'
+    'neon':       (['-march=armv8-a'], {'asimd'}),
 }
 ISA_ENV = 'SMOLLM2_CPU_ISA'  # force a class ('avx2', ...; 'none' = PyTorch's ops): tests and benchmarks run every class a CPU has
 
 def cpu_flags() -> set[str]:
-    "This CPU's feature flags as Linux names them (`/proc/cpuinfo`); elsewhere, what PyTorch reports about it."
+    "This CPU's feature flags as Linux names them (`/proc/cpuinfo`: x86 'flags', ARM 'Features'); elsewhere, what the platform and PyTorch report."
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('flags'): return set(line.split(':', 1)[1].split())
-        return set()                                          # a Linux CPU without x86 flags (ARM: 'Features')
+            if line.startswith(('flags', 'Features')): return set(line.split(':', 1)[1].split())
+        return set()
     except OSError: pass
+    if platform.machine().lower() in ('arm64', 'aarch64'): return {'asimd', 'asimddp'}  # macOS: Apple silicon has both
     cap, flags = torch.backends.cpu.get_cpu_capability(), set()  # 'AVX512' means F, BW, VL and DQ to PyTorch
     if cap in ('AVX2', 'AVX512'): flags |= CPU_ISAS['avx2'][1]
     if cap == 'AVX512': flags |= CPU_ISAS['avx512'][1] | ({'avx512_vnni', 'avx512_bf16'} if cpu_bf16_native() else set())
@@ -150,6 +156,10 @@ def cpu_isa(flags: set[str] | None = None) -> str | None:
 
 _kernels = {}  # class -> the built module, or False where the build failed (tried once per process)
 
+def _sources_digest() -> str:
+    "8 hex digits of the C++ sources: torch's build cache checks the .cpp it compiles, not the header it includes."
+    return hashlib.sha1(b''.join(p.read_bytes() for p in sorted(CSRC.glob('*.[ch]*')))).hexdigest()[:8]
+
 def cpu_decode_kernels(isa: str | None = 'auto'): # a name in `CPU_ISAS`; 'auto': `cpu_isa()`
     "The compiled CPU decoding step for `isa` (built with the C++ compiler on first use, then cached by torch), or None where it cannot run."
     if isa == 'auto': isa = cpu_isa()
@@ -161,9 +171,10 @@ def cpu_decode_kernels(isa: str | None = 'auto'): # a name in `CPU_ISAS`; 'auto'
         if not is_ninja_available():  # torch builds extensions with ninja
             warnings.warn('the faster CPU decoding step needs the ninja build tool (`pip install ninja`); decoding uses PyTorch ops')
             return None
-        try:  # one build per class, under its own name, so forcing another class does not rebuild this one
-            _kernels[isa] = load(f'smollm2_cpu_decode_{isa}', sources=[str(CPU_DECODE_SOURCE)],
-                                 extra_cflags=['-O3', '-fopenmp', *CPU_ISAS[isa][0]], extra_ldflags=['-fopenmp'])
+        omp = [] if sys.platform == 'darwin' else ['-fopenmp']  # Apple's clang has no OpenMP: one thread there
+        try:  # one build per class and version of the sources, so forcing another class or upgrading rebuilds nothing else
+            _kernels[isa] = load(f'smollm2_cpu_decode_{isa}_{_sources_digest()}', sources=[str(CPU_DECODE_SOURCE)],
+                                 extra_cflags=['-O3', *omp, *CPU_ISAS[isa][0]], extra_ldflags=omp)
         except Exception as e:  # a compiler that cannot build it: decode with PyTorch ops instead
             warnings.warn(f'the CPU decoding step ({isa}) did not compile ({e.__class__.__name__}); decoding uses PyTorch ops')
     return _kernels[isa] or None
