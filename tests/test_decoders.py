@@ -2,6 +2,7 @@
 class this CPU runs (AVX2, AVX-512, AVX-512 VNNI, AVX-512 BF16; NEON on ARM), the static-cache step (eager); and the
 products of every class against plain C++, the ARM classes under emulation where qemu and a cross compiler are here."""
 import copy
+import os
 import shutil
 import subprocess
 import sysconfig
@@ -257,7 +258,7 @@ def test_kernels_match_reference(cls, tmp_path):
     native = cls in cpu_isas()
     if not native and not is_arm_class(cls): pytest.skip(f'this CPU does not run {cls} (it runs: {cpu_isas()})')
     if not native and not (ARM_CXX and QEMU): pytest.skip(f'{cls} runs under emulation with a cross compiler and qemu: {ARM_TOOLS}')
-    cxx = shutil.which('c++') if native else ARM_CXX
+    cxx = shutil.which(os.environ.get('CXX', 'c++')) if native else ARM_CXX
     if not cxx: pytest.skip('no C++ compiler here')
     exe = tmp_path / f'check_{cls}'
     subprocess.run([cxx, '-O3', *CPU_ISAS[cls][0], *([] if native else ['-static']), f'-I{CSRC}', str(CHECK), '-o', str(exe)], check=True)

@@ -183,9 +183,9 @@ static inline float hsum(__m256 v) {
 }
 
 // fp32 and bf16 read one row at a time, a single stream the hardware prefetcher follows. Against four rows side by side
-// (with the prefetch above) in a standalone test of one token's matrices on the Zen 3 EPYC, 2 threads, median of 25
-// rounds: fp32 37.5 -> 41.6 tokens/s (1.11x), bf16 50.8 -> 58.1 (1.14x); int8 was the same either way and keeps both.
-// Four accumulators keep both FMA ports busy.
+// (with the prefetch above), on the Zen 3 EPYC with 2 threads: one token's products alone 1.11x (fp32) and 1.14x
+// (bf16) faster (benchmarks/csrc/matvec_*.cpp), the whole step 1.02-1.04x and 1.03-1.07x (benchmarks/bench_step_ab.py);
+// int8 was the same either way and keeps both. Four accumulators keep both FMA ports busy.
 static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) {
   for (int64_t r = r0; r < r1; r++) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
