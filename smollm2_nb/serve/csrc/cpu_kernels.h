@@ -63,9 +63,16 @@ static QuantX quantize_x(const float* x, int64_t in) {
 
 // bf16 weights without a bf16 dot product: a 32-bit lane holds two bf16 values; the even one shifted up 16 bits and the
 // odd one masked are both exact fp32 numbers. So x is split once into its even and odd elements (`split_x`).
+#if defined(SMOLLM2_AVX2) || (defined(SMOLLM2_AVX512) && !defined(__AVX512BF16__))
 static void split_x(const float* x, float* even, float* odd, int64_t in) {
   for (int64_t i = 0; i < in / 2; i++) { even[i] = x[2 * i]; odd[i] = x[2 * i + 1]; }
 }
+struct XBf16 { std::vector<float> even, odd; };
+static XBf16 prepare_bf16(const float* x, int64_t in) {
+  XBf16 r; r.even.resize(in / 2); r.odd.resize(in / 2); split_x(x, r.even.data(), r.odd.data(), in);
+  return r;
+}
+#endif
 
 #ifdef SMOLLM2_AVX512
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
@@ -105,11 +112,6 @@ static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, 
   }
 }
 #else
-struct XBf16 { std::vector<float> even, odd; };
-static XBf16 prepare_bf16(const float* x, int64_t in) {
-  XBf16 r; r.even.resize(in / 2); r.odd.resize(in / 2); split_x(x, r.even.data(), r.odd.data(), in);
-  return r;
-}
 static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, int64_t r1, int64_t in) {
   const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000);
   for (int64_t r = r0; r < r1; r += 4) {
@@ -183,8 +185,8 @@ static inline float hsum(__m256 v) {
 }
 
 // fp32 and bf16 read one row at a time, a single stream the hardware prefetcher follows. Against four rows side by side
-// (with the prefetch above), on the Zen 3 EPYC with 2 threads: one token's products alone 1.11x (fp32) and 1.14x
-// (bf16) faster (benchmarks/csrc/matvec_*.cpp), the whole step 1.02-1.04x and 1.03-1.07x (benchmarks/bench_step_ab.py);
+// (with the prefetch above), on the Zen 3 EPYC with 2 threads: one token's products alone 1.05-1.11x (fp32) and
+// 1.14-1.15x (bf16) faster (benchmarks/csrc/matvec_*.cpp), the whole step 1.02-1.04x and 1.03-1.07x (bench_step_ab.py);
 // int8 was the same either way and keeps both. Four accumulators keep both FMA ports busy.
 static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) {
   for (int64_t r = r0; r < r1; r++) {
@@ -200,11 +202,6 @@ static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64
   }
 }
 
-struct XBf16 { std::vector<float> even, odd; };
-static XBf16 prepare_bf16(const float* x, int64_t in) {
-  XBf16 r; r.even.resize(in / 2); r.odd.resize(in / 2); split_x(x, r.even.data(), r.odd.data(), in);
-  return r;
-}
 static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, int64_t r1, int64_t in) {
   const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000);
   const float *xe = xb.even.data(), *xo = xb.odd.data();
