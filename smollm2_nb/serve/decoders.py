@@ -28,31 +28,50 @@ __all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'Tr
            'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
+def _bf16_up(x: torch.Tensor) -> torch.Tensor:
+    "Positive fp32 values rounded up to the nearest bf16 value (returned as exact fp32)."
+    return ((x.float().contiguous().view(torch.int32) + 0xFFFF) & -0x10000).view(torch.float32)
+
 class Int8Linear(nn.Module):
-    "A bias-free linear layer with int8 weights and one scale per output channel."
+    "A bias-free linear layer with int8 weights: one scale per output channel, or one per block of `block` inputs along it."
     fused_max_rows = 15  # up to this many rows (decoding) the fused int8 kernel wins; above, a bf16 GEMM (crossover ~16 here)
-    def __init__(self, weight: torch.Tensor, dtype=torch.bfloat16):
+    def __init__(self, weight: torch.Tensor,
+                 dtype=torch.bfloat16,   # the activations' dtype (per-row scales are stored in it; block scales in bf16)
+                 block: int | None = None): # None: a scale per row (PyTorch's fused int8 kernel takes only that); 64: the C++ step's
         super().__init__()
         w = weight.detach().float()
-        scale = w.abs().amax(1).clamp(min=1e-12) / 127                           # (out,)
-        self.register_buffer('weight', (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))  # (out, in)
-        self.register_buffer('scale', scale.to(dtype))
-        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        (o, i), self.block = w.shape, block
+        v = F.pad(w, (0, -i % block)).view(o, -1, block) if block else w[:, None]   # (out, blocks, block); a short last block padded
+        scale = v.abs().amax(-1).clamp(min=1e-12) / 127                             # (out, blocks)
+        if block: scale = _bf16_up(scale)   # what the C++ step reads, rounded up so that no weight clips
+        self.register_buffer('weight', (v / scale[..., None]).round().clamp(-127, 127).to(torch.int8).view(o, -1)[:, :i].contiguous())
+        self.register_buffer('scale', scale.to(torch.bfloat16) if block else scale[:, 0].to(dtype))   # (out, blocks) or (out,)
+        self.in_features, self.out_features = i, o
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, dtype=torch.bfloat16) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, dtype=torch.bfloat16, block: int | None = None) -> Int8Linear:
         if linear.bias is not None: raise ValueError("Int8Linear supports bias-free layers only (SmolLM2 has no biases)")
-        return cls(linear.weight, dtype)
+        return cls(linear.weight, dtype, block)
+
+    def dequantized(self, dtype=torch.float32) -> torch.Tensor:
+        "The weights times their scales: (out, in) in `dtype`."
+        if not self.block: return (self.weight * self.scale.float()[:, None]).to(dtype)
+        o, i = self.weight.shape
+        w = F.pad(self.weight, (0, -i % self.block)).view(o, -1, self.block)
+        return (w * self.scale.float()[..., None]).view(o, -1)[:, :i].to(dtype)    # int8 times fp32: widened and scaled in one pass
 
     def forward(self, x):
-        shape, x = x.shape, x.reshape(-1, x.shape[-1]).to(self.scale.dtype)
-        if (hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows
-                and x.dtype == torch.bfloat16):   # with fp32 activations (no native bf16) the fused kernel is slow: 1 s for 8 rows on a Zen 3
-            y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scale)  # fused: x @ (w * scale).T
-        else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's rows: a GEMM on widened weights (measured below)
+        shape, x = x.shape, x.reshape(-1, x.shape[-1])
+        if self.block: y = F.linear(x, self.dequantized(x.dtype))             # scales vary along a row: widen them in
+        else:
+            x = x.to(self.scale.dtype)
+            if (hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows
+                    and x.dtype == torch.bfloat16):   # with fp32 activations (no native bf16) the fused kernel is slow: 1 s for 8 rows on a Zen 3
+                y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scale)  # fused: x @ (w * scale).T
+            else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's rows: a GEMM on widened weights (measured below)
         return y.view(*shape[:-1], self.out_features)
 
-    def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, int8'
+    def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, int8, scale per {f"{self.block} inputs" if self.block else "row"}'
 
 class TransposedLinear(nn.Module):
     "A bias-free linear layer storing its weight as (in, out): faster batch-1 products on CPU."
@@ -187,7 +206,7 @@ def _set_weight(module: nn.Module, w: torch.Tensor):
 def pack_weights(groups: list[list[nn.Module]], # layers that read the same input, fused into one matrix each (q/k/v, gate/up)
                  empty=torch.empty,             # bytes -> an uninitialized uint8 block (`kernels.huge_page_empty`)
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    "Each group's (out, in) weight, padded to out % 4 == 0 and in % 64 == 0 as the C++ step needs, and its fp32 row scales (int8; else empty), all in one block; the layers keep views of their rows."
+    "Each group's (out, in) weight, padded to out % 4 == 0 and in % 64 == 0 as the C++ step needs, and its bf16 scales per row and block of 64 (int8; else empty), all in one block; the layers keep views of their rows."
     shapes = [(sum(l.weight.shape[0] for l in g), g[0].weight.shape[1]) for g in groups]
     padded = [(o + -o % 4, i + -i % 64) for o, i in shapes]
     sizes = [o * i * g[0].weight.element_size() for (o, i), g in zip(padded, groups)]
@@ -201,8 +220,11 @@ def pack_weights(groups: list[list[nn.Module]], # layers that read the same inpu
         for l in g:                                                   # copied in, then the layer reads its rows of W
             w = l.weight; W[row:row + w.shape[0], :i] = w
             _set_weight(l, W[row:row + w.shape[0], :i]); row += w.shape[0]
-        scale = torch.cat([l.scale.float() for l in g]) if isinstance(g[0], Int8Linear) else torch.empty(0)
-        packed.append((W, F.pad(scale, (0, po - o), value=1.0) if scale.numel() else scale))
+        scale = torch.empty(0)
+        if isinstance(g[0], Int8Linear):   # (out, in / 64); a scale per row is the same scale for each of its blocks
+            if any(l.block != 64 for l in g): raise ValueError("the C++ step reads int8 layers with a scale per block of 64 (`prepare_for_inference` makes them where the step runs)")
+            scale = F.pad(torch.cat([l.scale for l in g]), (0, 0, 0, po - o), value=1.0).contiguous()   # bf16 (out, in / 64)
+        packed.append((W, scale))
     return packed
 
 def layer_group(layer: nn.Module, name: str) -> list[nn.Module]:
@@ -355,7 +377,8 @@ def prepare_for_inference(model: SmolLM2,
     kernels = cpu_decode_kernels() if device.type == 'cpu' and mode in ('fp32', 'bf16', 'int8') else None
     dtype = activation_dtype(mode, device, kernels)
     model.eval().requires_grad_(False).to(dtype)
-    if mode == 'int8': _replace_linears(model, lambda linear: Int8Linear.from_linear(linear, dtype))
+    if mode == 'int8':   # a scale per block of 64 where the C++ step runs; per row for PyTorch's fused int8 kernel elsewhere
+        _replace_linears(model, lambda linear: Int8Linear.from_linear(linear, dtype, 64 if kernels else None))
     if mode == 'bf16' and dtype != torch.bfloat16:  # bf16 weights around fp32 activations: the prompt runs as fast as fp32's
         model.embed_tokens = WidenedEmbedding(model.embed_tokens.weight, dtype)
         _replace_linears(model, WidenedLinear.from_linear)

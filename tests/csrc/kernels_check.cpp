@@ -25,10 +25,11 @@ static bool close(const char* what, int64_t out, int64_t in, const std::vector<f
 }
 
 static bool check(int64_t out, int64_t in, int64_t r0, int64_t r1) {
-  std::vector<float> x(in), W(out * in), scale(out);
+  std::vector<float> x(in), W(out * in);
+  std::vector<uint16_t> scale(out * in / 64);
   for (auto& v : x) v = uniform();
   for (auto& v : W) v = uniform();
-  for (auto& v : scale) v = 0.01f * (1.0f + uniform());
+  for (auto& v : scale) v = to_bf16(0.01f * (1.0f + uniform()));
   std::vector<double> ref(out), mag(out);
   std::vector<float> y(out);
   // fp32
@@ -50,16 +51,18 @@ static bool check(int64_t out, int64_t in, int64_t r0, int64_t r1) {
   XBf16 xb = prepare_bf16(x.data(), in);
   rows_bf16(Wb.data(), xb, y.data(), r0, r1, in);
   if (!close("bf16", out, in, y, ref, mag, r0, r1, std::string(ISA) == "avx512bf16" ? 1e-2 : 1e-5)) return false;
-  // int8 weights, x quantized per 64: the integer sums are exact, so the reference takes the same quantized x
+  // int8 weights with a scale per (row, block of 64), x quantized per 32: the integer sums are exact, so the reference
+  // takes the same quantized x
   std::vector<int8_t> Wq(out * in);
   for (int64_t k = 0; k < out * in; k++) Wq[k] = int8_t(std::lrint(W[k] * 127));
   QuantX q = quantize_x(x.data(), in);
   for (int64_t r = 0; r < out; r++) {
     ref[r] = mag[r] = 0;
-    for (int64_t b = 0; b < in / 64; b++) {
+    for (int64_t b = 0; b < in / 32; b++) {
       int64_t sum = 0, abs_sum = 0;
-      for (int64_t i = 64 * b; i < 64 * (b + 1); i++) { sum += int64_t(Wq[r * in + i]) * q.q[i]; abs_sum += std::abs(int64_t(Wq[r * in + i]) * q.q[i]); }
-      ref[r] += double(sum) * q.s[b] * scale[r]; mag[r] += double(abs_sum) * q.s[b] * scale[r];
+      for (int64_t i = 32 * b; i < 32 * (b + 1); i++) { sum += int64_t(Wq[r * in + i]) * q.q[i]; abs_sum += std::abs(int64_t(Wq[r * in + i]) * q.q[i]); }
+      double s = double(q.s[b]) * from_bf16(scale[r * (in / 64) + b / 2]);
+      ref[r] += double(sum) * s; mag[r] += double(abs_sum) * s;
     }
   }
   std::fill(y.begin(), y.end(), -7.0f);

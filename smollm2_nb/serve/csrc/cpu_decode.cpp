@@ -29,8 +29,9 @@ static void matvec(const at::Tensor& W, const at::Tensor& scale, const float* x,
     const uint16_t* w = (const uint16_t*)W.data_ptr();
     split([&](int64_t r0, int64_t r1) { rows_bf16(w, xb, y, r0, r1, in); });
   } else if (W.scalar_type() == at::kChar) {
+    TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.numel() == out * (in / 64), "int8 scales: bf16, one per row and block of 64");
     XInt8 q = prepare_int8(x, in);
-    const int8_t* w = W.data_ptr<int8_t>(); const float* s = scale.data_ptr<float>();
+    const int8_t* w = W.data_ptr<int8_t>(); const uint16_t* s = (const uint16_t*)scale.data_ptr();   // bf16 (out, in / 64)
     split([&](int64_t r0, int64_t r1) { rows_int8(w, s, q, y, r0, r1, in); });
   } else {
     const float* w = W.data_ptr<float>();
@@ -54,7 +55,7 @@ static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  //
 static const int64_t PARALLEL_ATTENTION_FROM = 128;  // positions
 
 // One new token through every layer: the same steps as SmolLM2.forward, for batch 1, with fp32 activations.
-// mats per layer: [q;k;v], o, [gate;up], down, then the LM head; scales (fp32, per row) for int8 matrices.
+// mats per layer: [q;k;v], o, [gate;up], down, then the LM head; scales (bf16, per row and block of 64) for int8 matrices.
 at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
                        std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
                        int64_t nh, int64_t inter, double eps) {
