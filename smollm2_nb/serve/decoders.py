@@ -28,6 +28,10 @@ __all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'Tr
            'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
+def _blocks(w: torch.Tensor, block: int) -> torch.Tensor:
+    "(out, in) as (out, ceil(in / block), block), a short last block padded with zeros."
+    return F.pad(w, (0, -w.shape[1] % block)).view(w.shape[0], -1, block)
+
 def _bf16_up(x: torch.Tensor) -> torch.Tensor:
     "Positive fp32 values rounded up to the nearest bf16 value (returned as exact fp32)."
     return ((x.float().contiguous().view(torch.int32) + 0xFFFF) & -0x10000).view(torch.float32)
@@ -41,7 +45,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         w = weight.detach().float()
         (o, i), self.block = w.shape, block
-        v = F.pad(w, (0, -i % block)).view(o, -1, block) if block else w[:, None]   # (out, blocks, block); a short last block padded
+        v = _blocks(w, block) if block else w[:, None]                               # (out, blocks, block)
         scale = v.abs().amax(-1).clamp(min=1e-12) / 127                             # (out, blocks)
         if block: scale = _bf16_up(scale)   # what the C++ step reads, rounded up so that no weight clips
         self.register_buffer('weight', (v / scale[..., None]).round().clamp(-127, 127).to(torch.int8).view(o, -1)[:, :i].contiguous())
@@ -57,8 +61,7 @@ class Int8Linear(nn.Module):
         "The weights times their scales: (out, in) in `dtype`."
         if not self.block: return (self.weight * self.scale.float()[:, None]).to(dtype)
         o, i = self.weight.shape
-        w = F.pad(self.weight, (0, -i % self.block)).view(o, -1, self.block)
-        return (w * self.scale.float()[..., None]).view(o, -1)[:, :i].to(dtype)    # int8 times fp32: widened and scaled in one pass
+        return (_blocks(self.weight, self.block) * self.scale.float()[..., None]).view(o, -1)[:, :i].to(dtype)    # int8 times fp32: widened and scaled in one pass
 
     def forward(self, x):
         shape, x = x.shape, x.reshape(-1, x.shape[-1])
