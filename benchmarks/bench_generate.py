@@ -15,7 +15,9 @@ settings (f16 KV cache, weight repacking on), `--threads` threads.
     ours            `prepare_for_inference`: the batch-1 decoder (the C++ step on CPU, CUDA graphs on GPU)
     ours, torch ops the same model with `decoder=None`: PyTorch's operators step by step (the path before the decoder)
 
-Prefill (a long prompt, `--prefill-len` tokens, one forward pass) is timed too: the decoders leave it to the model.
+The latency of the first token (the prompt and one new token) is shown as its inverse, so that a larger ratio is faster
+as in the other tables. Prefill of a long prompt (`--prefill-len` tokens, one forward pass of the model) is timed too:
+our C++ step takes a short prompt itself (`CPUDecoder.prefill_up_to` tokens), the model a long one.
 `--memory` adds the resident memory of each path: each loads and decodes in a fresh process, which reports its resident
 set after decoding (VmRSS) and its peak (VmHWM, which for our paths includes loading the fp32 weights before they are
 converted). On a GPU, a second table compares our CUDA-graph decoding with `transformers`' eager `generate` on that GPU.
@@ -44,13 +46,15 @@ from pathlib import Path
 import torch
 
 
-def tokens_per_sec(fn, n: int, decode_only: bool = False) -> float:
-    "Tokens/s of fn(n); decode_only: of the last n - 1 tokens, the time of fn(1) (the prompt and the first token) subtracted."
-    t0 = time.perf_counter(); fn(n)
-    tn = time.perf_counter() - t0
-    if not decode_only: return n / tn
-    t0 = time.perf_counter(); fn(1)
-    return (n - 1) / (tn - (time.perf_counter() - t0))
+def seconds(fn, *args) -> float:
+    t0 = time.perf_counter(); fn(*args)
+    return time.perf_counter() - t0
+
+
+def tokens_per_sec(fn, n: int, decode_only: bool = False) -> tuple[float, float]:
+    "(tokens/s of fn(n), seconds of fn(1): the prompt and the first token); decode_only: tokens/s of the last n - 1 tokens, fn(1)'s time subtracted."
+    tn, t1 = seconds(fn, n), seconds(fn, 1)
+    return ((n - 1) / (tn - t1) if decode_only else n / tn), t1
 
 
 def llama_cpp_default(path, n_ctx: int, threads: int):
@@ -60,9 +64,13 @@ def llama_cpp_default(path, n_ctx: int, threads: int):
 
 
 def llama_cpp_runner(path, prompt: list[int], n_ctx: int, threads: int):
-    "fn(n) generating n greedy tokens with llama.cpp on the GGUF file at `path`."
+    "fn(n) generating n greedy tokens with llama.cpp on the GGUF file at `path`, the prompt evaluated each time as ours is."
     llm = llama_cpp_default(path, n_ctx, threads)
     def run(n):
+        # llama-cpp-python's `generate` keeps the longest prefix its KV cache shares with the previous call's tokens
+        # (llama_cpp/llama.py, "Check for kv cache prefix match", even with reset=True), so every round after the first
+        # would evaluate one prompt token instead of all of them; until stop 31 it did, in every table of this benchmark
+        llm.reset()
         out = 0
         for _ in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
             out += 1
@@ -161,6 +169,8 @@ def main(argv=None):
     p.add_argument('--paths', default='fp32,bf16,int8', help='our precisions on CPU')
     p.add_argument('--memory', action='store_true', help='also measure the resident memory of each path')
     p.add_argument('--no-torch-ops', action='store_true', help='skip the "ours, torch ops" paths')
+    p.add_argument('--model-prefill', action='store_true',
+                   help='also time each of our paths with the prompt through the model (PyTorch) instead of the C++ step')
     p.add_argument('--no-llama-cpp', action='store_true')
     p.add_argument('--no-transformers', action='store_true')
     p.add_argument('--isa', help='class of our C++ step: avx2, avx512, avx512vnni, avx512bf16, none (default: the fastest this CPU runs)')
@@ -210,6 +220,9 @@ def main(argv=None):
         m, decoder = prepare_for_inference(copy.deepcopy(base), path)
         runners[f'ours {path}'] = lambda n, m=m, d=decoder: generate(m, prompt, n, temperature=0, decoder=d)
         if long_prompt is not None: prefill[f'ours {path}'] = lambda m=m: generate(m, long_prompt, 1, temperature=0)
+        if args.model_prefill and decoder is not None:     # the same decoder, its prompt through the model's GEMMs
+            slow = copy.copy(decoder); slow.prefill_up_to = dict.fromkeys(decoder.prefill_up_to, 0)
+            runners[f'ours {path}, model prefill'] = lambda n, m=m, d=slow: generate(m, prompt, n, temperature=0, decoder=d)
         if not args.no_torch_ops and decoder is not None:  # same weights, PyTorch's operators for every step
             runners[f'ours {path}, torch ops'] = lambda n, m=m: generate(m, prompt, n, temperature=0)
 
@@ -235,9 +248,11 @@ def main(argv=None):
                     prefill[f'llama.cpp {name}'] = lambda big=big: (big.reset(), big.eval(long_prompt[0].tolist()))
 
     for fn in runners.values(): fn(8)  # warmup: allocations, kernel choice
-    tps = {name: [] for name in runners}
+    tps, first = {name: [] for name in runners}, {name: [] for name in runners}
     for _ in range(args.repeats):
-        for name, fn in runners.items(): tps[name].append(tokens_per_sec(fn, args.new_tokens, args.decode_only))
+        for name, fn in runners.items():
+            rate, t1 = tokens_per_sec(fn, args.new_tokens, args.decode_only)
+            tps[name].append(rate); first[name].append(1 / t1)
     pre = {name: [] for name in prefill}
     for fn in prefill.values(): fn()   # warmup
     for _ in range(3 if prefill else 0):
@@ -248,11 +263,12 @@ def main(argv=None):
     twin = {'fp32': 'llama.cpp f32', 'bf16': 'llama.cpp f16', 'int8': 'llama.cpp q8_0'}
     ratios = {}
     for path in paths:
-        for name in (f'ours {path}', f'ours {path}, torch ops'):
+        for name in (f'ours {path}', f'ours {path}, torch ops', f'ours {path}, model prefill'):
             ratios[name] = {'vs llama.cpp': twin.get(path), 'vs transformers': 'transformers fp32'}
     for name in gguf_files: ratios[f'llama.cpp {name}'] = {'vs transformers': 'transformers fp32'}
     say(*table(tps, f'\nCPU decode, {args.new_tokens} new tokens after a {args.prompt_len}-token prompt'
                     f'{" (the time of the prompt subtracted)" if args.decode_only else ""}:', ratios))
+    say(*table(first, f'\nFirst token after the {args.prompt_len}-token prompt (1 / its latency: first tokens/s; prompt and one token):', ratios))
     if pre:
         say(*table(pre, f'\nCPU prefill, one {args.prefill_len}-token prompt (prompt tokens/s, 3 rounds):',
                    {f'ours {q}': {'vs llama.cpp': twin.get(q), 'vs transformers': 'transformers fp32'} for q in paths}))

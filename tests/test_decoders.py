@@ -64,7 +64,9 @@ def check_decoder_matches_model(base, preset, isa):
         err = rel_err(logits, ref_logits)
         with torch.no_grad(): torch_err = rel_err(m(ref)[0, x.shape[1] - 1:-1].float(), ref_logits)
         assert err < LIMITS[preset][mode], (preset, isa, mode, err)
-        assert err < max(1.5 * torch_err, LIMITS[preset]['fp32']), (preset, isa, mode, err, torch_err)  # no worse than PyTorch's ops
+        # no worse than PyTorch's ops; int8's step also rounds the activations to int8 (per 32, as llama.cpp's q8_0), the prompt's
+        # included since it runs through the step, where PyTorch's ops keep them in bf16/fp32: tiny's 0.091 against 0.058 there
+        assert err < max({'int8': 2.0}.get(mode, 1.5) * torch_err, LIMITS[preset]['fp32']), (preset, isa, mode, err, torch_err)
         top1 = (logits.argmax(-1) == ref_logits.argmax(-1)).float().mean().item()
         assert top1 >= {'fp32': 1.0, 'bf16': 0.8, 'int8': 0.6}[mode], (preset, isa, mode, top1)
         ref_logp, logp = F.log_softmax(ref_logits, -1), F.log_softmax(logits, -1)
@@ -89,6 +91,21 @@ def test_cpu_decoder_long_generation(tiny, isa, threads):
         for x in (prompt(tiny, 1), prompt(tiny, 40)):
             assert torch.equal(generate(m, x, 100, temperature=0, decoder=decoder), generate(tiny, x, 100, temperature=0))
     finally: torch.set_num_threads(before)
+
+@pytest.mark.parametrize('preset', ['tiny', 'smollm2-135m'])
+def test_prefill_is_the_step_token_by_token(preset, isa):
+    "A short prompt's tokens through the C++ step at once (each product reads its weights once for all of them): the same logits, bit for bit, as one token at a time, and the same KV cache after."
+    base, T = plain_model(preset), 12
+    x = prompt(base, T + 1)
+    for mode in ('fp32', 'bf16', 'int8'):
+        m, decoder = prepare_for_inference(copy.deepcopy(base), mode)
+        assert decoder.prefill_up_to[decoder.mats[0].dtype] >= T
+        with torch.inference_mode():
+            at_once, step = decoder.start(x[:, :T], T + 4)
+            one_by_one, step1 = decoder.start(x[:, :1], T + 4)
+            for i in range(1, T): one_by_one = step1(x[0, i:i + 1])
+            assert torch.equal(at_once, one_by_one), (preset, isa, mode)
+            assert torch.equal(step(x[0, T:]), step1(x[0, T:])), (preset, isa, mode)   # reads the cache both filled
 
 def test_auto_is_int8_through_the_step(tiny, isa):
     "`auto` on a CPU that runs the C++ step: int8 weights through it, in every class; fp32 norms and embedding without native bf16."

@@ -22,10 +22,10 @@ from ..model.arch import SmolLM2, KVCache, apply_rotary
 from ..model.precision import inference_precision, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'Int8Linear', 'TransposedLinear', 'WidenedLinear',
-           'WidenedEmbedding', 'show_source', 'cpu_flags', 'cpu_isas', 'cpu_isa', 'cpu_decode_kernels', 'pack_weights',
-           'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder', 'decoding_precision', 'activation_dtype',
-           'prepare_for_inference']
+__all__ = ['ONEDNN_LINEAR', 'CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'gemm', 'Int8Linear', 'GemmLinear',
+           'TransposedLinear', 'WidenedLinear', 'WidenedEmbedding', 'show_source', 'cpu_flags', 'cpu_isas', 'cpu_isa',
+           'cpu_decode_kernels', 'pack_weights', 'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder',
+           'decoding_precision', 'activation_dtype', 'prepare_for_inference']
 
 # %% ../../nbs/serve/11_inference.ipynb #c5d4139e
 def _blocks(w: torch.Tensor, block: int) -> torch.Tensor:
@@ -35,6 +35,17 @@ def _blocks(w: torch.Tensor, block: int) -> torch.Tensor:
 def _bf16_up(x: torch.Tensor) -> torch.Tensor:
     "Positive fp32 values rounded up to the nearest bf16 value (returned as exact fp32)."
     return ((x.float().contiguous().view(torch.int32) + 0xFFFF) & -0x10000).view(torch.float32)
+
+def _has_onednn_linear() -> bool:
+    try: return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')
+    except (AttributeError, RuntimeError): return False
+ONEDNN_LINEAR = _has_onednn_linear()
+
+def gemm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    "`F.linear(x, w)` (bias-free); in fp32 on a CPU through oneDNN's GEMM, the one PyTorch's compiler emits for a CPU linear layer (measured below)."
+    if ONEDNN_LINEAR and x.dtype == w.dtype == torch.float32 and x.device.type == 'cpu':
+        return torch.ops.mkldnn._linear_pointwise(x, w, None, 'none', [], '')
+    return F.linear(x, w)
 
 class Int8Linear(nn.Module):
     "A bias-free linear layer with int8 weights: one scale per output channel, or one per block of `block` inputs along it."
@@ -65,16 +76,27 @@ class Int8Linear(nn.Module):
 
     def forward(self, x):
         shape, x = x.shape, x.reshape(-1, x.shape[-1])
-        if self.block: y = F.linear(x, self.dequantized(x.dtype))             # scales vary along a row: widen them in
+        if self.block: y = gemm(x, self.dequantized(x.dtype))                 # scales vary along a row: widen them in
         else:
             x = x.to(self.scale.dtype)
             if (hasattr(torch, '_weight_int8pack_mm') and x.device.type == 'cpu' and x.shape[0] <= self.fused_max_rows
                     and x.dtype == torch.bfloat16):   # with fp32 activations (no native bf16) the fused kernel is slow: 1 s for 8 rows on a Zen 3
                 y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scale)  # fused: x @ (w * scale).T
-            else: y = F.linear(x, self.weight.to(x.dtype)) * self.scale  # a prompt's rows: a GEMM on widened weights (measured below)
+            else: y = gemm(x, self.weight.to(x.dtype)) * self.scale      # a prompt's rows: a GEMM on widened weights (measured below)
         return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, int8, scale per {f"{self.block} inputs" if self.block else "row"}'
+
+class GemmLinear(nn.Linear):
+    "A bias-free `nn.Linear` whose product is `gemm`: an fp32 model's prompt through oneDNN (the C++ step reads the same weight)."
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> GemmLinear:
+        if linear.bias is not None: raise ValueError("GemmLinear supports bias-free layers only (SmolLM2 has no biases)")
+        new = cls(linear.in_features, linear.out_features, bias=False, device='meta')
+        new.weight = linear.weight                       # the same parameter: a tied head stays tied
+        return new
+
+    def forward(self, x): return gemm(x, self.weight)
 
 class TransposedLinear(nn.Module):
     "A bias-free linear layer storing its weight as (in, out): faster batch-1 products on CPU."
@@ -105,7 +127,7 @@ class WidenedLinear(nn.Module):
     def forward(self, x):
         if x.dtype == self.weight.dtype: return F.linear(x, self.weight)
         if x.shape[:-1].numel() <= self.bf16_max_rows: return F.linear(x.to(self.weight.dtype), self.weight).to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype))  # a prompt's rows: an fp32 GEMM, ~5x the emulated bf16 one at 512 rows
+        return gemm(x, self.weight.to(x.dtype))  # a prompt's rows: an fp32 GEMM, ~5x the emulated bf16 one at 512 rows
 
     def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, bf16 weights'
 
@@ -236,7 +258,7 @@ def layer_group(layer: nn.Module, name: str) -> list[nn.Module]:
     return dict(qkv=[a.q_proj, a.k_proj, a.v_proj], o=[a.o_proj], gate_up=[m.gate_proj, m.up_proj], down=[m.down_proj])[name]
 
 class CPUDecoder:
-    "Batch-1 decoding on a CPU: the prompt through the model (prefill), then each new token through the compiled C++ step."
+    "Batch-1 decoding on a CPU: the prompt (prefill: a short one through the compiled C++ step, a long one through the model), then each new token through the step."
     def __init__(self, model: SmolLM2, # prepared with `prepare_for_inference` ('fp32', 'bf16' or 'int8')
                  kernels=None):        # a `cpu_decode_kernels()` module (default: this CPU's class)
         self.model, self.kernels = model, kernels or cpu_decode_kernels()
@@ -253,23 +275,29 @@ class CPUDecoder:
         self.norms = torch.stack(norms + [model.norm.weight]).float()            # (2L + 1, d)
         self.embed = model.embed_tokens.weight.detach().contiguous()             # (vocab, d), fp32 or bf16
 
+    prefill_up_to = {torch.float32: 16, torch.bfloat16: 16, torch.int8: 128}  # prompt tokens the C++ step takes at once (measured below)
+
     def start(self, input_ids: torch.LongTensor, # (1, T) the prompt
               max_len: int):                     # prompt + new tokens
         "Prefill: `(logits (1, vocab) of the prompt's last position, step)`; `step(tokens (1,))` gives the next logits."
         m, c, T = self.model, self.model.config, input_ids.shape[1]
-        cache = KVCache(c, 1, T, dtype=m.norm.weight.dtype)            # the activations' dtype
-        logits = m(input_ids, cache=cache, last_only=True)[:, -1]                 # (1, vocab)
         shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
         k, v = torch.zeros(shape), torch.zeros(shape)                             # the static KV cache, fp32
-        k[:, :, :T], v[:, :, :T] = torch.stack(cache.k)[:, 0], torch.stack(cache.v)[:, 0]
         cos, sin = (t[:, :c.head_dim // 2].contiguous() for t in m.rotary(torch.arange(max_len)))  # (max_len, hd/2)
+        run = lambda fn, tokens, pos: fn(tokens, pos, self.embed, self.norms, self.mats, self.scales, cos, sin, k, v,
+                                         c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)[None, :c.vocab_size]
+        if T <= self.prefill_up_to[self.mats[0].dtype]:   # a short prompt: all its tokens through the C++ step at once
+            logits = run(self.kernels.prefill, input_ids[0], 0)
+        else:                                               # a long one: PyTorch's GEMMs, then its KV cache copied over
+            cache = KVCache(c, 1, T, dtype=m.norm.weight.dtype)        # the activations' dtype
+            logits = m(input_ids, cache=cache, last_only=True)[:, -1]             # (1, vocab)
+            k[:, :, :T], v[:, :, :T] = torch.stack(cache.k)[:, 0], torch.stack(cache.v)[:, 0]
         pos = T
         def step(tokens):
             nonlocal pos
-            out = self.kernels.decode_step(int(tokens[0]), pos, self.embed, self.norms, self.mats, self.scales, cos, sin,
-                                         k, v, c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)
+            out = run(self.kernels.decode_step, int(tokens[0]), pos)
             pos += 1
-            return out[None, :c.vocab_size]                                      # (1, vocab)
+            return out                                                            # (1, vocab)
         return logits.float(), step
 
 # %% ../../nbs/serve/11_inference.ipynb #a56c7f1c
@@ -387,7 +415,8 @@ def prepare_for_inference(model: SmolLM2,
         _replace_linears(model, WidenedLinear.from_linear)
         if model.config.tie_word_embeddings: model.lm_head.weight = model.embed_tokens.weight  # one bf16 copy, as before
     if mode not in ('fp32', 'bf16', 'int8'): kernels = None
-    if mode == 'fp32' and device.type == 'cpu' and kernels is None: _replace_linears(model, TransposedLinear.from_linear)
+    if mode == 'fp32' and device.type == 'cpu':   # decoding: the C++ step or, without it, the transposed layout; prompts: oneDNN
+        _replace_linears(model, GemmLinear.from_linear if kernels else TransposedLinear.from_linear)
     # the batch-1 fast path `generate.decode_tokens` takes: the C++ step on CPU, a CUDA graph on GPU, else none
     decoder = CPUDecoder(model, kernels) if kernels else GraphDecoder(model) if device.type == 'cuda' else None
     if device.type == 'cpu': _release_freed_memory()

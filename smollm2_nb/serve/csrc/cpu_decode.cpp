@@ -20,22 +20,32 @@
 enum Mat : int64_t { QKV = 0, O = 1, GATE_UP = 2, DOWN = 3, PER_LAYER = 4 };
 std::vector<std::string> layout() { return {"qkv", "o", "gate_up", "down"}; }
 
-// y = W x, rows split among torch's threads (one parallel region per product)
-static void matvec(const at::Tensor& W, const at::Tensor& scale, const float* x, float* y) {
+// Y (T, out) = X (T, in) W^T, the rows split among torch's threads (one parallel region per product). A new token is
+// T = 1: each thread streams its rows once. For a prompt's T tokens each thread reads its rows a chunk of CHUNK_BYTES at
+// a time and runs all T inputs through the chunk while it sits in the core's cache, so the weights come from memory
+// once for the whole prompt instead of once per token.
+static const int64_t CHUNK_BYTES = 64 << 10;
+static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X, float* Y, int64_t T) {
   int64_t out = W.size(0), in = W.size(1);
-  auto split = [&](auto rows) { at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) { rows(4 * b0, 4 * b1); }); };
+  int64_t chunk = T == 1 ? out : std::max<int64_t>(4, CHUNK_BYTES / (in * W.element_size()) / 4 * 4);
+  auto split = [&](auto rows) {
+    at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t c0 = 4 * b0; c0 < 4 * b1; c0 += chunk)
+        for (int64_t t = 0; t < T; t++) rows(t, c0, std::min(c0 + chunk, 4 * b1));
+    });
+  };
   if (W.scalar_type() == at::kBFloat16) {
-    XBf16 xb = prepare_bf16(x, in);
+    std::vector<XBf16> xb; for (int64_t t = 0; t < T; t++) xb.push_back(prepare_bf16(X + t * in, in));
     const uint16_t* w = (const uint16_t*)W.data_ptr();
-    split([&](int64_t r0, int64_t r1) { rows_bf16(w, xb, y, r0, r1, in); });
+    split([&](int64_t t, int64_t r0, int64_t r1) { rows_bf16(w, xb[t], Y + t * out, r0, r1, in); });
   } else if (W.scalar_type() == at::kChar) {
     TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.numel() == out * (in / 64), "int8 scales: bf16, one per row and block of 64");
-    XInt8 q = prepare_int8(x, in);
+    std::vector<XInt8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_int8(X + t * in, in));
     const int8_t* w = W.data_ptr<int8_t>(); const uint16_t* s = (const uint16_t*)scale.data_ptr();   // bf16 (out, in / 64)
-    split([&](int64_t r0, int64_t r1) { rows_int8(w, s, q, y, r0, r1, in); });
+    split([&](int64_t t, int64_t r0, int64_t r1) { rows_int8(w, s, q[t], Y + t * out, r0, r1, in); });
   } else {
     const float* w = W.data_ptr<float>();
-    split([&](int64_t r0, int64_t r1) { rows_f32(w, x, y, r0, r1, in); });
+    split([&](int64_t t, int64_t r0, int64_t r1) { rows_f32(w, X + t * in, Y + t * out, r0, r1, in); });
   }
 }
 
@@ -54,58 +64,92 @@ static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  //
 
 static const int64_t PARALLEL_ATTENTION_FROM = 128;  // positions
 
-// One new token through every layer: the same steps as SmolLM2.forward, for batch 1, with fp32 activations.
-// mats per layer: [q;k;v], o, [gate;up], down, then the LM head; scales (bf16, per row and block of 64) for int8 matrices.
-at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
-                       std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
-                       int64_t nh, int64_t inter, double eps) {
-  int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = embed.size(1);
-  TORCH_CHECK(pos < S, "position ", pos, " is past the KV cache of ", S, " positions");
-  std::vector<float> x(d), h(mats[QKV].size(1)), qkv(mats[QKV].size(0)), att(mats[O].size(1)), tmp(mats[O].size(0)),
-                     gu(mats[GATE_UP].size(0)), act(mats[DOWN].size(1)), sc(nh * (pos + 1));        // padding columns stay 0
-  if (embed.scalar_type() == at::kBFloat16) {
-    const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
-    for (int64_t i = 0; i < d; i++) { uint32_t u = uint32_t(e[i]) << 16; std::memcpy(&x[i], &u, 4); }
-  } else std::memcpy(x.data(), embed.data_ptr<float>() + token * d, d * 4);
-  const float *nw = norms.data_ptr<float>(), *c = cos.data_ptr<float>() + pos * (hd / 2), *s = sin.data_ptr<float>() + pos * (hd / 2);
+// T new tokens at positions pos0 .. pos0 + T - 1 through every layer: the same steps as SmolLM2.forward, for batch 1,
+// with fp32 activations; the logits of the last one. mats per layer: [q;k;v], o, [gate;up], down, then the LM head;
+// scales (bf16, per row and block of 64) for int8 matrices.
+static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::Tensor& embed, const at::Tensor& norms,
+                      const std::vector<at::Tensor>& mats, const std::vector<at::Tensor>& scales, const at::Tensor& cos,
+                      const at::Tensor& sin, at::Tensor& kc, at::Tensor& vc, int64_t nh, int64_t inter, double eps) {
+  int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = embed.size(1), last = pos0 + T - 1;
+  TORCH_CHECK(T >= 1 && pos0 >= 0 && last < S, "positions ", pos0, "..", last, " are outside the KV cache of ", S, " positions");
+  // one row per token; a row is as long as the matrix that reads it (padding columns stay 0) or writes it
+  int64_t nin = mats[QKV].size(1), nqkv = mats[QKV].size(0), natt = mats[O].size(1), nout = mats[O].size(0),
+          ngu = mats[GATE_UP].size(0), nact = mats[DOWN].size(1), ndown = mats[DOWN].size(0);
+  std::vector<float> x(T * d), h(T * nin), qkv(T * nqkv), att(T * natt), tmp(T * std::max(nout, ndown)), gu(T * ngu),
+                     act(T * nact);
+  for (int64_t t = 0; t < T; t++) {
+    int64_t token = tokens[t];
+    TORCH_CHECK(token >= 0 && token < embed.size(0), "token ", token, " is outside the vocabulary of ", embed.size(0));
+    if (embed.scalar_type() == at::kBFloat16) {
+      const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
+      for (int64_t i = 0; i < d; i++) x[t * d + i] = widen_bf16(e[i]);
+    } else std::memcpy(&x[t * d], embed.data_ptr<float>() + token * d, d * 4);
+  }
+  const float *nw = norms.data_ptr<float>(), *C = cos.data_ptr<float>(), *Sn = sin.data_ptr<float>();
   float *K = kc.data_ptr<float>(), *V = vc.data_ptr<float>();
   float inv_sqrt = 1.0f / std::sqrt((float)hd);
   for (int64_t l = 0; l < L; l++) {
-    rmsnorm(x.data(), nw + 2 * l * d, h.data(), d, eps);
-    matvec(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data());
-    float *q = qkv.data(), *k = q + nh * hd, *v = k + nkv * hd;
-    for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
-    for (int64_t j = 0; j < nkv; j++) {                       // this position's keys/values into the cache
-      rope(k + j * hd, c, s, hd);
-      std::memcpy(K + ((l * nkv + j) * S + pos) * hd, k + j * hd, hd * 4);
-      std::memcpy(V + ((l * nkv + j) * S + pos) * hd, v + j * hd, hd * 4);
+    for (int64_t t = 0; t < T; t++) rmsnorm(&x[t * d], nw + 2 * l * d, &h[t * nin], d, eps);
+    matmul(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data(), T);
+    for (int64_t t = 0; t < T; t++) {
+      int64_t p = pos0 + t; const float *c = C + p * (hd / 2), *s = Sn + p * (hd / 2);
+      float *q = &qkv[t * nqkv], *k = q + nh * hd, *v = k + nkv * hd;
+      for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
+      for (int64_t j = 0; j < nkv; j++) {                     // this position's keys/values into the cache
+        rope(k + j * hd, c, s, hd);
+        std::memcpy(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd * 4);
+        std::memcpy(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd * 4);
+      }
     }
-    // query head j attends to positions 0..pos of its KV head. The heads are split among torch's threads once the
-    // cache is long enough for reading it to matter (a parallel region costs a few microseconds)
-    at::parallel_for(0, nh, pos >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; j++) {
+    // query head j of token t attends to positions 0..pos0 + t of its KV head. The (token, head) pairs are split among
+    // torch's threads for a prompt, and for one token once the cache is long enough for reading it to matter (a
+    // parallel region costs a few microseconds)
+    at::parallel_for(0, T * nh, T > 1 || last >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
+      std::vector<float> sc(last + 1);                        // this thread's scores
+      for (int64_t i = i0; i < i1; i++) {
+        int64_t t = i / nh, j = i % nh, p = pos0 + t;
         const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
-        const float* qj = q + j * hd; float m = -INFINITY, z = 0, *scj = sc.data() + j * (pos + 1);
-        for (int64_t t = 0; t <= pos; t++) {
-          scj[t] = dot(qj, Kj + t * hd, hd) * inv_sqrt; m = std::max(m, scj[t]);
-        }
-        for (int64_t t = 0; t <= pos; t++) { scj[t] = std::exp(scj[t] - m); z += scj[t]; }
-        float* o = att.data() + j * hd; std::fill(o, o + hd, 0.0f);
-        for (int64_t t = 0; t <= pos; t++) { float p = scj[t] / z; for (int64_t i = 0; i < hd; i++) o[i] += p * Vj[t * hd + i]; }
+        const float* qj = &qkv[t * nqkv + j * hd]; float m = -INFINITY, z = 0, *sci = sc.data();
+        for (int64_t u = 0; u <= p; u++) { sci[u] = dot(qj, Kj + u * hd, hd) * inv_sqrt; m = std::max(m, sci[u]); }
+        for (int64_t u = 0; u <= p; u++) { sci[u] = std::exp(sci[u] - m); z += sci[u]; }
+        float* o = &att[t * natt + j * hd]; std::fill(o, o + hd, 0.0f);
+        for (int64_t u = 0; u <= p; u++) { float w = sci[u] / z; for (int64_t e = 0; e < hd; e++) o[e] += w * Vj[u * hd + e]; }
       }
     });
-    matvec(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data());
-    for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
-    rmsnorm(x.data(), nw + (2 * l + 1) * d, h.data(), d, eps);
-    matvec(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data());
-    for (int64_t i = 0; i < inter; i++) act[i] = gu[i] / (1.0f + std::exp(-gu[i])) * gu[inter + i];   // silu(gate) * up
-    matvec(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data());
-    for (int64_t i = 0; i < d; i++) x[i] += tmp[i];
+    matmul(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), T);
+    for (int64_t t = 0; t < T; t++) {
+      for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * nout + i];
+      rmsnorm(&x[t * d], nw + (2 * l + 1) * d, &h[t * nin], d, eps);
+    }
+    matmul(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data(), T);
+    for (int64_t t = 0; t < T; t++) {
+      const float* g = &gu[t * ngu]; float* a = &act[t * nact];
+      for (int64_t i = 0; i < inter; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[inter + i];   // silu(gate) * up
+    }
+    matmul(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), T);
+    for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * ndown + i];
   }
-  rmsnorm(x.data(), nw + 2 * L * d, h.data(), d, eps);
+  std::vector<float> hl(mats.back().size(1));                 // the LM head reads the last token alone
+  rmsnorm(&x[(T - 1) * d], nw + 2 * L * d, hl.data(), d, eps);
   at::Tensor logits = at::empty({mats.back().size(0)}, at::kFloat);
-  matvec(mats.back(), scales.back(), h.data(), logits.data_ptr<float>());
+  matmul(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), 1);
   return logits;
+}
+
+// One new token through every layer: its logits (vocab,)
+at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
+                       std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
+                       int64_t nh, int64_t inter, double eps) {
+  return run(&token, 1, pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps);
+}
+
+// A prompt's tokens (T,) at positions pos .. pos + T - 1 through every layer together, filling the KV cache: the
+// logits of the last one
+at::Tensor prefill(at::Tensor tokens, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
+                   std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
+                   int64_t nh, int64_t inter, double eps) {
+  at::Tensor t = tokens.to(at::kLong).contiguous().view(-1);
+  return run(t.data_ptr<int64_t>(), t.numel(), pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps);
 }
 
 // One block of `bytes` for all the packed weights, aligned to 2 MB and marked for transparent huge pages (Linux, with THP
@@ -134,6 +178,7 @@ std::string isa() { return ISA; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "one token through every layer: the logits (vocab,)");
+  m.def("prefill", &prefill, "a prompt's tokens through every layer together, filling the KV cache: the last one's logits (vocab,)");
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
   m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
