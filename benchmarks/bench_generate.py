@@ -204,7 +204,8 @@ def main(argv=None):
     except ValueError as e: p.error(str(e))
     kernels = cpu_decode_kernels(isa)
     say(f'weights: {what}', f'CPU: {cpu_name()}; classes it runs: {", ".join(cpu_isas()) or "none"}',
-        f'torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; C++ decoding step: '
+        f'torch {torch.__version__} (kernels: {torch.backends.cpu.get_cpu_capability()}; oneDNN up to '
+        f'{os.environ.get("ONEDNN_MAX_CPU_ISA", "the CPU")}), {torch.get_num_threads()} threads on {os.cpu_count()} CPUs; C++ decoding step: '
         f'{"class " + kernels.isa() if kernels else "no (PyTorch ops)"}; batch 1, greedy, prompt {args.prompt_len} tokens, '
         f'{args.new_tokens} new tokens, {args.repeats} interleaved rounds')
 
