@@ -23,29 +23,37 @@ std::vector<std::string> layout() { return {"qkv", "o", "gate_up", "down"}; }
 // Y (T, out) = X (T, in) W^T, the rows split among torch's threads (one parallel region per product). A new token is
 // T = 1: each thread streams its rows once. For a prompt's T tokens each thread reads its rows a chunk of CHUNK_BYTES at
 // a time and runs all T inputs through the chunk while it sits in the core's cache, so the weights come from memory
-// once for the whole prompt instead of once per token.
+// once for the whole prompt instead of once per token; fp32 and bf16 kernels take several tokens per load of a weight.
 static const int64_t CHUNK_BYTES = 64 << 10;
 static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X, float* Y, int64_t T) {
   int64_t out = W.size(0), in = W.size(1);
   int64_t chunk = T == 1 ? out : std::max<int64_t>(4, CHUNK_BYTES / (in * W.element_size()) / 4 * 4);
-  auto split = [&](auto rows) {
+  int tokens = W.scalar_type() == at::kFloat ? F32_TOKENS : W.scalar_type() == at::kBFloat16 ? BF16_TOKENS : 1;
+  std::vector<float*> ys(T); for (int64_t t = 0; t < T; t++) ys[t] = Y + t * out;
+  auto split = [&](auto rows) {   // rows(t, nt, r0, r1): tokens t .. t + nt - 1 through rows r0 .. r1 - 1
     at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t c0 = 4 * b0; c0 < 4 * b1; c0 += chunk)
-        for (int64_t t = 0; t < T; t++) rows(t, c0, std::min(c0 + chunk, 4 * b1));
+        for (int64_t t = 0; t < T; t += tokens) rows(t, (int)std::min<int64_t>(tokens, T - t), c0, std::min(c0 + chunk, 4 * b1));
     });
   };
   if (W.scalar_type() == at::kBFloat16) {
     std::vector<XBf16> xb; for (int64_t t = 0; t < T; t++) xb.push_back(prepare_bf16(X + t * in, in));
+    std::vector<const XBf16*> xs(T); for (int64_t t = 0; t < T; t++) xs[t] = &xb[t];
     const uint16_t* w = (const uint16_t*)W.data_ptr();
-    split([&](int64_t t, int64_t r0, int64_t r1) { rows_bf16(w, xb[t], Y + t * out, r0, r1, in); });
+    split([&](int64_t t, int nt, int64_t r0, int64_t r1) {
+      by_tokens(nt, [&](auto n) { rows_bf16_t<decltype(n)::value>(w, &xs[t], &ys[t], r0, r1, in); });
+    });
   } else if (W.scalar_type() == at::kChar) {
     TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.numel() == out * (in / 64), "int8 scales: bf16, one per row and block of 64");
     std::vector<XInt8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_int8(X + t * in, in));
     const int8_t* w = W.data_ptr<int8_t>(); const uint16_t* s = (const uint16_t*)scale.data_ptr();   // bf16 (out, in / 64)
-    split([&](int64_t t, int64_t r0, int64_t r1) { rows_int8(w, s, q[t], Y + t * out, r0, r1, in); });
+    split([&](int64_t t, int, int64_t r0, int64_t r1) { rows_int8(w, s, q[t], ys[t], r0, r1, in); });
   } else {
+    std::vector<const float*> xs(T); for (int64_t t = 0; t < T; t++) xs[t] = X + t * in;
     const float* w = W.data_ptr<float>();
-    split([&](int64_t t, int64_t r0, int64_t r1) { rows_f32(w, X + t * in, Y + t * out, r0, r1, in); });
+    split([&](int64_t t, int nt, int64_t r0, int64_t r1) {
+      by_tokens(nt, [&](auto n) { rows_f32_t<decltype(n)::value>(w, &xs[t], &ys[t], r0, r1, in); });
+    });
   }
 }
 

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #include <immintrin.h>
@@ -97,15 +98,23 @@ static inline void prefetch_ahead(const void* group, int64_t group_bytes, int64_
 #ifdef SMOLLM2_AVX512
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
-static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) {
+// fp32 and bf16 take NT tokens at once (a prompt's; one when decoding): each weight loaded serves all NT of them, and
+// each (row, token) sum is formed exactly as with one token, so a prompt's logits are the step's bit for bit
+static const int F32_TOKENS = 4, BF16_TOKENS = 2;   // the most at once: 16 accumulators of the 32 registers
+template <int NT>
+static void rows_f32_t(const float* W, const float* const* x, float* const* y, int64_t r0, int64_t r1, int64_t in) {
   for (int64_t r = r0; r < r1; r += 4) {
-    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 a[4][NT];
+    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) a[k][t] = _mm512_setzero_ps();
     const float* w = W + r * in;
     for (int64_t i = 0; i < in; i += 16) {
-      __m512 xv = _mm512_loadu_ps(x + i);
-      for (int k = 0; k < 4; k++) a[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * in + i), xv, a[k]);
+      __m512 xv[NT]; for (int t = 0; t < NT; t++) xv[t] = _mm512_loadu_ps(x[t] + i);
+      for (int k = 0; k < 4; k++) {
+        __m512 wv = _mm512_loadu_ps(w + k * in + i);
+        for (int t = 0; t < NT; t++) a[k][t] = _mm512_fmadd_ps(wv, xv[t], a[k][t]);
+      }
     }
-    for (int k = 0; k < 4; k++) y[r + k] = hsum(a[k]);
+    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) y[t][r + k] = hsum(a[k][t]);
   }
 }
 
@@ -117,35 +126,41 @@ static XBf16 prepare_bf16(const float* x, int64_t in) {
   for (int64_t i = 0; i < in; i += 32) r.v[i / 32] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i));
   return r;
 }
-static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, int64_t r1, int64_t in) {
+template <int NT>
+static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
   for (int64_t r = r0; r < r1; r += 4) {
-    __m512 a[8]; for (int k = 0; k < 8; k++) a[k] = _mm512_setzero_ps();
+    __m512 a[8][NT]; for (int k = 0; k < 8; k++) for (int t = 0; t < NT; t++) a[k][t] = _mm512_setzero_ps();
     const uint16_t* w = W + r * in;
     for (int64_t i = 0; i < in; i += 64) {
-      __m512bh x0 = xb.v[i / 32], x1 = xb.v[i / 32 + 1];
       for (int k = 0; k < 4; k++) {
-        a[2 * k] = _mm512_dpbf16_ps(a[2 * k], (__m512bh)_mm512_loadu_si512(w + k * in + i), x0);
-        a[2 * k + 1] = _mm512_dpbf16_ps(a[2 * k + 1], (__m512bh)_mm512_loadu_si512(w + k * in + i + 32), x1);
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + k * in + i), w1 = (__m512bh)_mm512_loadu_si512(w + k * in + i + 32);
+        for (int t = 0; t < NT; t++) {
+          a[2 * k][t] = _mm512_dpbf16_ps(a[2 * k][t], w0, xb[t]->v[i / 32]);
+          a[2 * k + 1][t] = _mm512_dpbf16_ps(a[2 * k + 1][t], w1, xb[t]->v[i / 32 + 1]);
+        }
       }
     }
-    for (int k = 0; k < 4; k++) y[r + k] = hsum(_mm512_add_ps(a[2 * k], a[2 * k + 1]));
+    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) y[t][r + k] = hsum(_mm512_add_ps(a[2 * k][t], a[2 * k + 1][t]));
   }
 }
 #else
-static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, int64_t r1, int64_t in) {
+template <int NT>
+static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
   const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000);
   for (int64_t r = r0; r < r1; r += 4) {
-    __m512 a[8]; for (int k = 0; k < 8; k++) a[k] = _mm512_setzero_ps();
+    __m512 a[8][NT]; for (int k = 0; k < 8; k++) for (int t = 0; t < NT; t++) a[k][t] = _mm512_setzero_ps();
     const uint16_t* w = W + r * in;
     for (int64_t i = 0; i < in; i += 32) {                    // 32 weights: 16 even + 16 odd
-      __m512 xe = _mm512_loadu_ps(xb.even.data() + i / 2), xo = _mm512_loadu_ps(xb.odd.data() + i / 2);
       for (int k = 0; k < 4; k++) {
         __m512i v = _mm512_loadu_si512(w + k * in + i);
-        a[2 * k] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), xe, a[2 * k]);
-        a[2 * k + 1] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), xo, a[2 * k + 1]);
+        __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), wo = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+        for (int t = 0; t < NT; t++) {
+          a[2 * k][t] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xb[t]->even.data() + i / 2), a[2 * k][t]);
+          a[2 * k + 1][t] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xb[t]->odd.data() + i / 2), a[2 * k + 1][t]);
+        }
       }
     }
-    for (int k = 0; k < 4; k++) y[r + k] = hsum(_mm512_add_ps(a[2 * k], a[2 * k + 1]));
+    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) y[t][r + k] = hsum(_mm512_add_ps(a[2 * k][t], a[2 * k + 1][t]));
   }
 }
 #endif
@@ -204,34 +219,40 @@ static inline float hsum(__m256 v) {
 // (with the prefetch above), on the Zen 3 EPYC with 2 threads: one token's products alone 1.05-1.11x (fp32) and
 // 1.14-1.15x (bf16) faster (benchmarks/csrc/matvec_*.cpp), the whole step 1.02-1.04x and 1.03-1.07x (bench_step_ab.py);
 // int8 was the same either way and keeps both. Four accumulators keep both FMA ports busy.
-static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) {
+// NT tokens at once for a prompt, as in the AVX-512 classes: 8 accumulators of the 16 registers
+static const int F32_TOKENS = 2, BF16_TOKENS = 2;
+template <int NT>
+static void rows_f32_t(const float* W, const float* const* x, float* const* y, int64_t r0, int64_t r1, int64_t in) {
   for (int64_t r = r0; r < r1; r++) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 a[4][NT]; for (int j = 0; j < 4; j++) for (int t = 0; t < NT; t++) a[j][t] = _mm256_setzero_ps();
     const float* w = W + r * in;
     for (int64_t i = 0; i < in; i += 32) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+      for (int j = 0; j < 4; j++) {
+        __m256 wv = _mm256_loadu_ps(w + i + 8 * j);
+        for (int t = 0; t < NT; t++) a[j][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + i + 8 * j), a[j][t]);
+      }
     }
-    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (int t = 0; t < NT; t++) y[t][r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0][t], a[1][t]), _mm256_add_ps(a[2][t], a[3][t])));
   }
 }
 
-static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, int64_t r1, int64_t in) {
+template <int NT>
+static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
   const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000);
-  const float *xe = xb.even.data(), *xo = xb.odd.data();
   for (int64_t r = r0; r < r1; r++) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 a[4][NT]; for (int j = 0; j < 4; j++) for (int t = 0; t < NT; t++) a[j][t] = _mm256_setzero_ps();
     const uint16_t* w = W + r * in;
     for (int64_t i = 0; i < in; i += 32) {                    // 32 weights: 16 even + 16 odd
       __m256i v0 = _mm256_loadu_si256((const __m256i*)(w + i)), v1 = _mm256_loadu_si256((const __m256i*)(w + i + 16));
-      a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), _mm256_loadu_ps(xe + i / 2), a0);
-      a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v0, hi)), _mm256_loadu_ps(xo + i / 2), a1);
-      a2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), _mm256_loadu_ps(xe + i / 2 + 8), a2);
-      a3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v1, hi)), _mm256_loadu_ps(xo + i / 2 + 8), a3);
+      __m256 wv[4] = {_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), _mm256_castsi256_ps(_mm256_and_si256(v0, hi)),
+                      _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), _mm256_castsi256_ps(_mm256_and_si256(v1, hi))};
+      for (int t = 0; t < NT; t++) {
+        const float *xe = xb[t]->even.data() + i / 2, *xo = xb[t]->odd.data() + i / 2;
+        const float* xs[4] = {xe, xo, xe + 8, xo + 8};
+        for (int j = 0; j < 4; j++) a[j][t] = _mm256_fmadd_ps(wv[j], _mm256_loadu_ps(xs[j]), a[j][t]);
+      }
     }
-    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (int t = 0; t < NT; t++) y[t][r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0][t], a[1][t]), _mm256_add_ps(a[2][t], a[3][t])));
   }
 }
 
@@ -332,6 +353,17 @@ static void rows_int8(const int8_t* W, const uint16_t* ws, const XInt8& q, float
   }
 }
 
+// a prompt's tokens one at a time (the x86 classes take several per weight load)
+static const int F32_TOKENS = 1, BF16_TOKENS = 1;
+template <int NT>
+static void rows_f32_t(const float* W, const float* const* x, float* const* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int t = 0; t < NT; t++) rows_f32(W, x[t], y[t], r0, r1, in);
+}
+template <int NT>
+static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int t = 0; t < NT; t++) rows_bf16(W, *xb[t], y[t], r0, r1, in);
+}
+
 // q . k for attention
 static inline float dot(const float* a, const float* b, int64_t n) {
   float32x4_t s0 = vdupq_n_f32(0), s1 = s0;
@@ -345,6 +377,23 @@ static inline float dot(const float* a, const float* b, int64_t n) {
   return r;
 }
 #endif  // SMOLLM2_NEON
+
+#if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)
+static void rows_f32(const float* W, const float* x, float* y, int64_t r0, int64_t r1, int64_t in) { rows_f32_t<1>(W, &x, &y, r0, r1, in); }
+static void rows_bf16(const uint16_t* W, const XBf16& xb, float* y, int64_t r0, int64_t r1, int64_t in) {
+  const XBf16* p = &xb; rows_bf16_t<1>(W, &p, &y, r0, r1, in);
+}
+#endif
+
+// nt (1 .. 4) tokens through rows r0 .. r1 of a fp32 or bf16 matrix: the template instance for nt
+template <class Rows> static void by_tokens(int nt, Rows rows) {
+  switch (nt) {
+    case 4: rows(std::integral_constant<int, 4>()); break;
+    case 3: rows(std::integral_constant<int, 3>()); break;
+    case 2: rows(std::integral_constant<int, 2>()); break;
+    default: rows(std::integral_constant<int, 1>());
+  }
+}
 
 #if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)
 // q . k for attention: two 8-lane accumulators (every x86 class has AVX2 and FMA). A plain loop's float sum is one serial
