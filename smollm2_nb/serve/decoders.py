@@ -275,7 +275,7 @@ class CPUDecoder:
         self.norms = torch.stack(norms + [model.norm.weight]).float()            # (2L + 1, d)
         self.embed = model.embed_tokens.weight.detach().contiguous()             # (vocab, d), fp32 or bf16
 
-    prefill_up_to = {torch.float32: 16, torch.bfloat16: 16, torch.int8: 128}  # prompt tokens the C++ step takes at once (measured below)
+    prefill_up_to = {torch.float32: 32, torch.bfloat16: 32, torch.int8: 128}  # prompt tokens the C++ step takes at once (measured below)
 
     def start(self, input_ids: torch.LongTensor, # (1, T) the prompt
               max_len: int):                     # prompt + new tokens
