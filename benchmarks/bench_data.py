@@ -121,10 +121,10 @@ def main():
     s, l = results['small'], results['large']
     ratio = l['peak_rss'] / s['peak_rss']
     print(f"\n(a) peak RSS, {l['mb']:,.0f} MB corpus / {s['mb']:,.0f} MB corpus = {ratio:.3f} "
-          f"({'within' if abs(ratio - 1) <= 0.10 else 'NOT within'} the 10% target)")
+          f"({'within' if abs(ratio - 1) <= 0.10 else 'NOT within'} 10%)")
     worst = max(sum(r['data_s']) / sum(r['step_s']) for r in results.values())
     print(f"(b) data loading (sampler + get_batch): at most {worst:.4%} of the step time "
-          f"({'within' if worst <= 0.02 else 'NOT within'} the 2% target); "
+          f"({'within' if worst <= 0.02 else 'NOT within'} 2%); "
           f"max over steps {1e3 * max(max(r['data_s']) for r in results.values()):.2f} ms")
 
 if __name__ == '__main__': main()

@@ -69,7 +69,7 @@ def llama_cpp_runner(path, prompt: list[int], n_ctx: int, threads: int):
     def run(n):
         # llama-cpp-python's `generate` keeps the longest prefix its KV cache shares with the previous call's tokens
         # (llama_cpp/llama.py, "Check for kv cache prefix match", even with reset=True), so every round after the first
-        # would evaluate one prompt token instead of all of them; until stop 31 it did, in every table of this benchmark
+        # would evaluate one prompt token instead of all of them (runs before 2026-12-04 did; their ratios understate ours)
         llm.reset()
         out = 0
         for _ in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):

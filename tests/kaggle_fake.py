@@ -22,7 +22,7 @@ import urllib3
 
 API = 'https://api.kaggle.com/v1/'         # kagglesdk/kaggle_env.py: _env_to_endpoint[PROD]; kaggle_http_client.py:_get_request_url
 STORAGE = 'https://storage.fake-kaggle.test/'  # signed GCS URLs in reality; any host works, the client GETs/PUTs them as given
-SOURCE_LIMIT = 1_000_000  # "The kernel source must be less than 1 megabytes in size" (HTTP 400, seen on SaveKernel; issue #22)
+SOURCE_LIMIT = 1_000_000  # "The kernel source must be less than 1 megabytes in size" (HTTP 400, seen on SaveKernel)
 
 
 def _denied(what: str, ref: str) -> tuple[int, dict]:
@@ -78,7 +78,7 @@ class FakeKaggle:
         self.responses: list[requests.Response] = []   # what each request in `sent` was answered
         self.mount_kernel_sources = True   # False: accepted by SaveKernel but nothing mounted (the self-attachment case)
         self.invalid_kernel_sources = False  # True: SaveKernel lists kernel sources as invalid (and mounts nothing)
-        self.dataset_invisible_polls = 1   # GetDatasetStatus answers 403 this many times just after a create (issue #22)
+        self.dataset_invisible_polls = 1   # GetDatasetStatus answers 403 this many times just after a create (observed on Kaggle)
         self.dataset_pending_polls = 1
         self.log_cuts = 0                  # the next this-many log stream connections are cut mid-stream
         self.log_cut_after = 2             # ... after this many new events each
@@ -217,7 +217,7 @@ class FakeKaggle:
         ref = f"{b.get('ownerSlug')}/{b.get('datasetSlug')}"
         d = self.datasets.get(ref)
         if d is None: return _denied('datasets', ref)
-        if d.invisible_polls > 0:  # just after creation the status call can still be denied (issue #22)
+        if d.invisible_polls > 0:  # just after creation the status call can still be denied (observed on Kaggle)
             d.invisible_polls -= 1; return _denied('datasets', ref)
         if d.pending_polls > 0: d.pending_polls -= 1; return 200, {'status': 'BLOBS_RECEIVED'}
         return 200, {'status': 'READY'}  # DatabundleVersionStatus names (kagglesdk/datasets/types/dataset_enums.py)

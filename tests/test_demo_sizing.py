@@ -1,11 +1,11 @@
-"`smollm2 demo` on a CPU is sized from a measured step time, so the whole command fits its budget on any CPU (issue #23)."
+"`smollm2 demo` on a CPU is sized from a measured step time, so the whole command fits its budget on any CPU."
 import pytest
 from smollm2_nb.train.demo import (size_cpu_demo, measure_step_seconds, demo_config, CPU_DEMO_BUDGET_S, CPU_DEMO_BATCHES,
                                    CPU_DEMO_STEPS)
 
-# seconds per 16 x 128 step: this project's AVX-512 EPYC idle (~0.75; 400 steps with evals and samples took 5 min 53 s),
-# the 2-core AVX2 EPYC of issue #23 (2.0-2.5 s per step with evals and samples)
-FAST, AVX2_ISSUE_23, SLOW = 0.75, 2.25, 30.0
+# seconds per 16 x 128 step: a 2-core AVX-512 EPYC (Zen 5), idle (~0.75; 400 steps with evals and samples took 5 min 53 s),
+# a 2-core AVX2 EPYC (Zen 3) (2.0-2.5 s per step with evals and samples)
+FAST, AVX2_ZEN3, SLOW = 0.75, 2.25, 30.0
 
 def tokens(size): return size['batch_size'] * size['steps']
 
@@ -13,7 +13,7 @@ def test_a_fast_cpu_runs_the_full_cpu_demo():
     assert size_cpu_demo(FAST) == dict(batch_size=16, steps=400, est_s=size_cpu_demo(FAST)['est_s'])
     assert size_cpu_demo(FAST)['est_s'] <= CPU_DEMO_BUDGET_S
 
-@pytest.mark.parametrize('step_s', [AVX2_ISSUE_23, 1.2, 1.6, 3.0, 3.6])   # above ~3.9 s the 150-step floor wins
+@pytest.mark.parametrize('step_s', [AVX2_ZEN3, 1.2, 1.6, 3.0, 3.6])   # above ~3.9 s the 150-step floor wins
 def test_a_slower_cpu_gets_a_smaller_demo_within_the_budget(step_s):
     size = size_cpu_demo(step_s)
     assert size['batch_size'] in CPU_DEMO_BATCHES and CPU_DEMO_STEPS[0] <= size['steps'] <= CPU_DEMO_STEPS[1]
@@ -21,11 +21,11 @@ def test_a_slower_cpu_gets_a_smaller_demo_within_the_budget(step_s):
     assert size['est_s'] <= CPU_DEMO_BUDGET_S
     assert size['est_s'] >= 0.85 * CPU_DEMO_BUDGET_S or size == size_cpu_demo(FAST) or size['steps'] == CPU_DEMO_STEPS[1]  # uses it
 
-def test_issue_23_machine():
+def test_avx2_zen3_machine():
     "2.25 s per 16 x 128 step took ~20 min for 400 + 50 steps; sized, the estimate is 8 min or less, still hundreds of steps."
-    size = size_cpu_demo(AVX2_ISSUE_23)
+    size = size_cpu_demo(AVX2_ZEN3)
     assert size['batch_size'] == 8 and size['steps'] >= 250, size
-    assert (size['steps'] + 50) * AVX2_ISSUE_23 * size['batch_size'] / 16 < CPU_DEMO_BUDGET_S
+    assert (size['steps'] + 50) * AVX2_ZEN3 * size['batch_size'] / 16 < CPU_DEMO_BUDGET_S
 
 def test_slower_never_trains_on_more_tokens():
     sizes = [size_cpu_demo(s / 10) for s in range(5, 80)]

@@ -8,7 +8,7 @@ process that finishes the run. Workers whose start after that all-reduce takes l
 import io, json
 
 
-TIMEOUT_S = 30  # a 2-process gloo all-reduce under torchrun took ~14 s on this project's busy 2-core machine
+TIMEOUT_S = 30  # a 2-process gloo all-reduce under torchrun took ~14 s on a busy 2-core x86 CPU
 
 
 def test_hung_all_reduce_retries_without_p2p_then_falls_back_to_one_process(tmp_path, monkeypatch):

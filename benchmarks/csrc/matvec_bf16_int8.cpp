@@ -1,5 +1,5 @@
 // Batch-1 bf16 and int8 products over one token's matrices of SmolLM2-135M, AVX2, 2 OpenMP threads: four rows side by
-// side with the software prefetch (the step's AVX2 kernels before stop 28) against one row at a time.
+// side with the software prefetch (the step's AVX2 kernels until 2026-12-03) against one row at a time.
 //   g++ -O3 -mavx2 -mfma -fopenmp benchmarks/csrc/matvec_bf16_int8.cpp -o /tmp/matvec_bi && OMP_NUM_THREADS=2 /tmp/matvec_bi 25
 #include <immintrin.h>
 #include <omp.h>

@@ -1,6 +1,6 @@
 // Batch-1 fp32 products over one token's matrices of SmolLM2-135M (30 x [q;k;v], o, [gate;up], down, and the 49152-row
 // head: 540 MB), 2 OpenMP threads, one parallel region per matrix as the step has: four rows side by side (the step
-// before stop 28, with and without its software prefetch), one row at a time (with prefetches at several distances),
+// until 2026-12-03, with and without its software prefetch), one row at a time (with prefetches at several distances),
 // and a plain streaming read of the same bytes, the ceiling of any batch-1 fp32 decoder on the machine.
 //   g++ -O3 -mavx2 -mfma -fopenmp benchmarks/csrc/matvec_fp32.cpp -o /tmp/matvec_fp32 && OMP_NUM_THREADS=2 /tmp/matvec_fp32 25
 // Prints, per variant, the median and best of the rounds in tokens/s (one token = one pass over all the matrices).

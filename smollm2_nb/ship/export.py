@@ -94,7 +94,7 @@ def llama_cpp_model(path: str | Path, n_ctx: int = 256, logits_all: bool = False
                     kv_cache: str = 'f32', # keys and values in 'f32' (exact comparison) or 'f16' (llama.cpp's default)
                    ):
     "llama.cpp (`llama_cpp.Llama`) on the GGUF file at `path`, with weight repacking off."
-    # llama.cpp repacks weights for AMX/AVX512 CPUs at load time; on this project's CPU (AMX) the repacked q8_0 kernels
+    # llama.cpp repacks weights for AMX/AVX512 CPUs at load time; on a Sapphire Rapids Xeon (AMX) the repacked q8_0 kernels
     # crashed (a segfault in decode), so the comparison loads weights as stored: same numbers, plainer kernels.
     import llama_cpp.llama as L
     kv = {'f32': 0, 'f16': 1}[kv_cache]   # GGML_TYPE_F32, GGML_TYPE_F16

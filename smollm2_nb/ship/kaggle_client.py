@@ -349,7 +349,7 @@ def wait_dataset_ready(api, ref: str, wait_s: float = 3600, poll_s: float = 15.)
         try: status = api.dataset_status(ref)
         except requests.HTTPError as e:
             if not _unknown(e): raise
-            status = 'not visible yet'  # just after it is created the status call can still answer 403 (issue #22)
+            status = 'not visible yet'  # just after it is created the status call can still answer 403 (observed on Kaggle)
         if status == 'ready': return
         if status in ('failed', 'deleted'): raise PushRefused(f"Kaggle could not process the dataset {ref} ({status}); push again")
         if time.time() - t0 > wait_s: raise PushRefused(f"the dataset {ref} is still {status} after {wait_s / 60:.0f} min; push again later")

@@ -89,7 +89,7 @@ def check_data_reachable(online=None) -> str: # online: a callable returning boo
     tok = resolve_tokenizer()
     need = [n for n, local in (('the tokenizer', Path(tok).is_dir()), ('Tiny Shakespeare', bool(os.environ.get(SHAKESPEARE_ENV)))) if not local]
     if need and not (online or has_internet)():
-        raise KaggleSessionError(f"this session has no internet, and {' and '.join(need)} must be downloaded: turn the internet on "
+        raise KaggleSessionError(f"this Kaggle session has no internet, and {' and '.join(need)} must be downloaded: turn the internet on "
                                  f"(Settings -> Internet, needs a phone-verified account) or push with --bundle-data so they travel with the code")
     return f"tokenizer {tok}; data: {os.environ.get(SHAKESPEARE_ENV) or 'Tiny Shakespeare (download)'}"
 
