@@ -4,7 +4,7 @@
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #kc00002
 from __future__ import annotations
-import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, subprocess, sys, tempfile, time, zipfile
+import importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, subprocess, sys, tempfile, time, zipfile
 from pathlib import Path
 from ..run.layout import RunDir
 from .kaggle_kernel import DATA_CORPUS, MARGIN_S, RESUME_FAILED
@@ -485,61 +485,6 @@ def _print_push(meta, resp, pushed, git_spec=None):
           (f"\n  trains on the prepared dataset {pushed['prepared_data']}" if pushed.get('prepared_data') else ''))
 
 def cli_kaggle(argv: list[str] | None = None) -> int:
-    "`smollm2 kaggle push | status | logs | output`."
-    ap = argparse.ArgumentParser(prog='smollm2 kaggle', description='Train on Kaggle: push the kernel, follow it, fetch its output.')
-    sub = ap.add_subparsers(dest='cmd', required=True)
-    p = sub.add_parser('push', help='push your working tree as a new kernel version (it starts running)')
-    p.add_argument('--path', help='kernel folder (default: the repository kaggle/)')
-    p.add_argument('--accelerator', help='machine shape, e.g. NvidiaTeslaT4 (default, 2x T4), NvidiaL4, NvidiaTeslaA100')
-    p.add_argument('--no-resume', action='store_true', help='start from step 0 instead of the newest version holding a checkpoint')
-    p.add_argument('--resume-from', help="resume from another output (owner/slug or a pinned version owner/slug/N) or a dataset (dataset:owner/slug)")
-    p.add_argument('--timeout', type=int, help='session timeout in seconds; the trainer stops with a checkpoint 15 min before')
-    p.add_argument('--bundle-data', action='store_true', help='attach the tokenizer and Tiny Shakespeare as the dataset <you>/<slug>-data (train with the internet off)')
-    p.add_argument('--dataset', metavar='OWNER/SLUG', help='train on a corpus prepared by `smollm2 data prepare` and uploaded as this Kaggle dataset')
-    p.add_argument('--carry', metavar='RUN_DIR', help="resume from a local run's newest checkpoint, uploaded as the dataset <you>/<slug>-resume")
-    p.add_argument('--git-spec', help=f'install this pip spec instead of your working tree, e.g. "smollm2_nb @ git+{GIT_URL}@<tag>"')
-    s = sub.add_parser('status', help="status of a version (default: the latest)")
-    s.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours, from kernel-metadata.json)')
-    lg = sub.add_parser('logs', help="a version's log (what the notebook printed)")
-    lg.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours)')
-    lg.add_argument('--follow', '-f', action='store_true', help='stream the log while the version runs (reconnects when the stream is cut)')
-    o = sub.add_parser('output', help="download the newest checkpoint, weights-only model and small files of a version")
-    o.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours, latest version)')
-    o.add_argument('--out', default='runs/kaggle', help='local run directory (default: runs/kaggle); existing files are kept')
-    a = ap.parse_args(argv)
-    try:
-        api = kaggle_api()
-        check_kaggle_client(api)
-        if a.cmd == 'push':
-            meta, resp, pushed = push_kernel(api, a.path, accelerator=a.accelerator, resume=not a.no_resume, resume_from=a.resume_from,
-                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec, carry=a.carry,
-                                             prepared_data=a.dataset)
-            if getattr(resp, 'error', None): print(f"push failed: {resp.error}", file=sys.stderr); return 1
-            _print_push(meta, resp, pushed, a.git_spec)
-            return 0
-        try: ref = kernel_ref(api, a.kernel)
-        except ValueError as e: print(f"smollm2 kaggle {a.cmd}: {e}", file=sys.stderr); return 2
-        if a.cmd == 'status':
-            status, why = kernel_status(api, ref)
-            if status is None: print(f"{ref}: no such kernel or version (or not visible to you)", file=sys.stderr); return 1
-            print(f"{ref}: {status}" + (f" ({why})" if why else ''))
-        elif a.cmd == 'logs':
-            if a.follow: api.kernels_logs_cli(ref, follow=True)  # the client reconnects after a cut and skips the replayed lines
-            else: print('\n'.join(log_lines(api.kernels_logs(ref))))
-        else:
-            status, why = kernel_status(api, ref)
-            if status in RUNNING:
-                print(f"{ref} is still {status}: its output appears when it finishes. Follow it with `smollm2 kaggle logs -f`", file=sys.stderr); return 1
-            if status is None: print(f"{ref} does not exist (or is not visible to you)", file=sys.stderr); return 1
-            if status in FAILED: print(f"warning: {ref} ended {status}" + (f" ({why})" if why else '') + "; downloading what it saved", file=sys.stderr)
-            got = download_output(api, ref, a.out)
-            for f in got['kept']: print(f"kept your local {f} (not overwritten; use an empty --out for the version's copy)")
-            for n in got['refused']: print(f"refused {n!r}: it resolves outside {a.out}; nothing was written for it", file=sys.stderr)
-            print(f"downloaded {len(got['downloaded'])} files to {a.out} (skipped {len(got['skipped'])} older checkpoints); "
-                  f"resume locally with: smollm2 train --out {a.out} --resume")
-            if got['refused'] or not (got['downloaded'] or got['kept']): return 1
-    except KaggleSetupError as e:
-        print(e, file=sys.stderr); return 2
-    except (PushRefused, ValueError, OSError, RuntimeError) as e:  # refused pushes, bad metadata, HTTP errors (requests' are OSErrors)
-        print(f"smollm2 kaggle {a.cmd} failed: {e}", file=sys.stderr); return 1
-    return 0
+    "`smollm2 kaggle push | status | logs | output`. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['kaggle'*(sys.argv[1:] if argv is None else argv)])

@@ -4,7 +4,6 @@
 
 # %% ../../nbs/train/08b_train.ipynb #6ae34b65
 from __future__ import annotations
-import argparse
 import json
 import math
 import os
@@ -40,8 +39,8 @@ from .lora import add_lora, lora_state, load_lora_state, merged_state_dict, merg
 __all__ = ['CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'evaluate', 'rng_state', 'set_rng_state',
            'GracefulStop', 'read_resume_checkpoint', 'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank',
            'pick_device', 'resolve_batch_size', 'ProgressPrinter', 'NonFiniteLoss', 'Run', 'setup_run', 'train_step',
-           'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_args',
-           'cli_train']
+           'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_flags',
+           'config_from_args', 'cli_train']
 
 # %% ../../nbs/train/08b_train.ipynb #46c9635e
 def forward_backward(objective, batches, # the micro-batches of one step: [(x, y), ...]
@@ -505,57 +504,16 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
     return summary
 
 # %% ../../nbs/train/08b_train.ipynb #45a09e01
-def _duration(s: str) -> float:
-    "Seconds from '3600', '90m' or '11.5h'."
-    mult = {'s': 1, 'm': 60, 'h': 3600}.get(s[-1:].lower())
-    return float(s[:-1]) * mult if mult else float(s)
+def train_parser():
+    "The parser of `smollm2 train`, generated from its function (kept for one release)."
+    from smollm2_nb.cli import command_parser
+    return command_parser('train')
 
-def _batch_size(s: str) -> int | str:
-    if s == 'auto': return s
-    try: return int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"a whole number or 'auto', got {s!r}") from None
-
-def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='smollm2 train', argument_default=argparse.SUPPRESS,
-                                description='Train SmolLM2 (default: the 135M model from scratch on Tiny Shakespeare, 5000 steps). '
-                                            'On a CPU, `smollm2 demo` runs a version that finishes in minutes.')
-    d = TrainConfig()
-    special = dict(lr="peak lr (default: the schedule's: " + ', '.join(f"{k} {v['lr']}" for k, v in SCHEDULES.items()) + ')',
-                   warmup_steps="default: the schedule's (" + ', '.join(f"{k} {v['warmup_steps']}" for k, v in SCHEDULES.items()) +
-                                '), at most 10%% of the schedule',
-                   batch_size=f"sequences per micro-batch (default: {d.batch_size}), or 'auto': on a GPU the most that fit, "
-                              f"with --grad-accum raised to keep {d.batch_size} x --grad-accum sequences per step")
-    p.add_argument('--data', help='text file, folder of text files, prepared dataset folder (`smollm2 data prepare`), or a weighted '
-                   'mixture of these: DIR1:0.7,DIR2:0.3 or a JSON file {"DIR": 0.7, ...} (default: Tiny Shakespeare)')
-    p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
-    p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config of a new model (default: {d.preset})')
-    p.add_argument('--init', metavar='MODEL', help='fine-tune: start from these weights, their config and tokenizer (a run dir, '
-                   'checkpoint, Hugging Face folder or hub id: anything `smollm2 generate --model` takes)')
-    p.add_argument('--lora-rank', type=int, dest='lora_rank', help='with --init: train LoRA adapters of this rank (peft), every '
-                   'other weight frozen; checkpoints, best/ and exports hold the merged model (default: 0, train every weight)')
-    p.add_argument('--lora-alpha', type=float, dest='lora_alpha', help='adapters scaled by alpha / rank (default: 2 x rank)')
-    p.add_argument('--lora-targets', dest='lora_targets', help=f'layers that get adapters (default: {d.lora_targets})')
-    for name, typ in [('steps', int), ('batch_size', _batch_size), ('seq_len', int), ('grad_accum', int), ('lr', float),
-                      ('warmup_steps', int), ('schedule_steps', int), ('weight_decay', float), ('ckpt_every', int), ('sample_every', int),
-                      ('eval_every', int), ('eval_batches', int), ('sample_tokens', int), ('log_every', int), ('keep_last', int),
-                      ('val_fraction', float), ('seed', int)]:
-        p.add_argument('--' + name.replace('_', '-'), type=typ, dest=name, help=special.get(name, f'default: {getattr(d, name)}'))
-    p.add_argument('--schedule', choices=list(SCHEDULES), help=f'lr schedule (default: {d.schedule})')
-    p.add_argument('--replan-schedule', action='store_true', help='with --resume: stretch the schedule over the new --steps')
-    p.add_argument('--out', help=f'run dir (default: {d.out}; with --resume DIR, that dir)')
-    p.add_argument('--resume', nargs='?', const=True, help='continue from the newest checkpoint of --out, or of the given run dir / checkpoint')
-    p.add_argument('--compile', action=argparse.BooleanOptionalAction, help='torch.compile the model (default: on for CUDA sm_70+)')
-    p.add_argument('--precision', choices=TRAIN_PRECISIONS, help='default: auto (bf16 on sm_80+, fp16 on older GPUs, fp32 on CPU)')
-    p.add_argument('--time-budget', type=_duration, dest='time_budget_s', help="stop cleanly before this long: seconds, '90m' or '11.5h'")
-    p.add_argument('--prompt', action='append', dest='sample_prompts', help='a sample prompt (repeat for several)')
-    p.add_argument('--device', help='cuda, cuda:1 or cpu (default: cuda if available)')
-    p.add_argument('--no-progress', action='store_false', dest='progress', help='a printed line per --log-every steps instead of a progress bar')
-    return p
-
-def config_from_args(argv: list[str]) -> TrainConfig:
-    "The `TrainConfig` of a `smollm2 train` command line (with --resume: the checkpoint's settings + the flags given)."
-    given = vars(train_parser().parse_args(argv))
-    replan = given.pop('replan_schedule', False)
+def config_from_flags(given: dict,          # the TrainConfig fields given on the command line, by name
+                      replan: bool = False, # with a resume: stretch the schedule over the new `steps`
+                     ) -> TrainConfig:
+    "The `TrainConfig` of a command line: the fields given; with `resume`, the checkpoint's settings + the fields given."
+    given = dict(given)
     if 'init' in given and 'preset' in given: raise ValueError("--init takes the model's config from MODEL: drop --preset")
     if not given.get('resume'):
         if replan: raise ValueError("--replan-schedule only applies with --resume")
@@ -578,22 +536,18 @@ def config_from_args(argv: list[str]) -> TrainConfig:
     if replan and 'schedule_steps' not in given: cfg = replace(cfg, schedule_steps=cfg.steps, warmup_steps=given.get('warmup_steps'))
     return cfg
 
+def config_from_args(argv: list[str]) -> TrainConfig:
+    "The `TrainConfig` of a `smollm2 train` command line (kept for one release; `config_from_flags` takes the flags by name)."
+    from smollm2_nb.cli import command_parser, parse_command
+    given = parse_command(command_parser('train'), list(argv))
+    return config_from_flags(given['config'], given['replan_schedule'])
+
 CLI_ERRORS = (NonFiniteLoss, NonFiniteState, ValueError, FileNotFoundError, OSError, RunDirBusy, CheckpointError, UnsupportedGPU)
 
 def cli_train(argv: list[str] | None = None) -> int:
-    "`smollm2 train ...`: 0 when finished, 128 + signal when stopped by one, 2 for unusable --data, 1 on another error (one line, no traceback)."
-    try:
-        cfg = config_from_args(sys.argv[1:] if argv is None else list(argv))
-        s = train(cfg)
-    except DataError as e:   # another tokenizer's ids, an unfinished prepare, a bad mixture: a usage error, before any model is built
-        print(f"smollm2 train: error: {e}", file=sys.stderr); return 2
-    except CLI_ERRORS as e:
-        print(f"smollm2 train: error: {e}", file=sys.stderr); return 1
-    if int(os.environ.get('RANK', 0)) == 0:
-        print(f"{s['status']} at step {s['step']}/{s['steps']}: loss {s['loss']}, val_loss {s['val_loss']}; checkpoint {s['checkpoint']}")
-        if s['status'] == 'stopped':
-            print(f"resume with: smollm2 train --resume {s['run_dir']}" + (" --time-budget ..." if s['stop_reason'] == 'time budget' else ''))
-    return 128 + getattr(signal, s['stop_reason']) if s.get('stop_reason') in GracefulStop.SIGNALS else 0
+    "`smollm2 train ...`: 0 when finished, 128 + signal when stopped by one, 2 for bad input, 1 on another error (one line). Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['train'*(sys.argv[1:] if argv is None else argv)])
 
 # %% ../../nbs/train/08b_train.ipynb #396e5acc
 if __name__ == '__main__' and Path(sys.argv[0]).stem == 'loop': sys.exit(cli_train(sys.argv[1:]))  # `python -m smollm2_nb.train.loop`
