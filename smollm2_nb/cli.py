@@ -294,4 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(argv[0], argv[1:])
 
 # %% ../nbs/13_cli.ipynb #7c02b3e0
-if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli': sys.exit(main())  # `python -m smollm2_nb.cli`; not in Jupyter
+if __name__ == '__main__' and Path(sys.argv[0]).stem == 'cli':  # `python -m smollm2_nb.cli`; not in Jupyter
+    from smollm2_nb.cli import main as _main   # the module under its own name, so commands raise the same `UsageError` class
+    sys.exit(_main())
