@@ -158,6 +158,7 @@ def function_parser(fn, prog: str, description: str, flags: dict | None = None, 
     p.grouped = {}   # parameter -> the dataclass fields it gathers
     for name, par in inspect.signature(fn).parameters.items():
         anno = hints.get(name)
+        if par.kind in (par.VAR_POSITIONAL, par.VAR_KEYWORD): continue
         if dataclasses.is_dataclass(anno):
             fdocs, fhints = docments(anno), typing.get_type_hints(anno)
             p.grouped[name] = [f.name for f in dataclasses.fields(anno)]

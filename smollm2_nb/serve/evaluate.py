@@ -16,7 +16,8 @@ from ..run.data import tokenize_corpus, split_tokens
 
 # %% auto #0
 __all__ = ['EVAL_WINDOW', 'CHAT_PROMPTS', 'eval_windows', 'window_nll', 'window_bytes', 'perplexity', 'model_nll',
-           'llama_cpp_nll', 'evaluate', 'cli_eval', 'decoder_logits', 'precision_quality', 'format_quality']
+           'llama_cpp_model', 'llama_cpp_logits', 'llama_cpp_greedy', 'llama_cpp_nll', 'evaluate', 'cli_eval',
+           'decoder_logits', 'precision_quality', 'format_quality']
 
 # %% ../../nbs/serve/11c_eval.ipynb #1c224c4f
 EVAL_WINDOW = 512
@@ -55,10 +56,43 @@ def model_nll(model, windows: list[np.ndarray], batch_size: int = 4) -> list[np.
         i = j
     return out
 
+# %% ../../nbs/serve/11c_eval.ipynb #6b56ab0e
+def llama_cpp_model(path: str | Path, n_ctx: int = 256, logits_all: bool = False,
+                    kv_cache: str = 'f32', # keys and values in 'f32' (exact comparison) or 'f16' (llama.cpp's default)
+                   ):
+    "llama.cpp (`llama_cpp.Llama`) on the GGUF file at `path`, with weight repacking off."
+    # llama.cpp repacks weights for AMX/AVX512 CPUs at load time; on this project's CPU (AMX) the repacked q8_0 kernels
+    # crashed (a segfault in decode), so the comparison loads weights as stored: same numbers, plainer kernels.
+    import llama_cpp.llama as L
+    kv = {'f32': 0, 'f16': 1}[kv_cache]   # GGML_TYPE_F32, GGML_TYPE_F16
+    default = L.llama_cpp.llama_model_default_params
+    def params():
+        p = default()
+        if hasattr(p, 'use_extra_bufts'): p.use_extra_bufts = False
+        return p
+    L.llama_cpp.llama_model_default_params = params
+    try: return L.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, n_threads=2,
+                       type_k=kv, type_v=kv)
+    finally: L.llama_cpp.llama_model_default_params = default
+
+def llama_cpp_logits(path: str | Path, ids: list[int], kv_cache: str = 'f32') -> np.ndarray:
+    "(len(ids), vocab) logits of llama.cpp for `ids` from the GGUF file at `path`."
+    llm = llama_cpp_model(path, max(64, len(ids)), logits_all=True, kv_cache=kv_cache)
+    llm.eval(ids)
+    return np.array(llm.scores[:len(ids)], dtype=np.float32)
+
+def llama_cpp_greedy(path: str | Path, ids: list[int], n: int) -> list[int]:
+    "`n` greedy tokens of llama.cpp after `ids`."
+    llm = llama_cpp_model(path, max(64, len(ids) + n))
+    out = []
+    for t in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        out.append(t)
+        if len(out) == n: break
+    return out
+
 # %% ../../nbs/serve/11c_eval.ipynb #f8c26426
 def llama_cpp_nll(path, windows: list[np.ndarray]) -> list[np.ndarray]:
     "`window_nll` of each window under llama.cpp running the GGUF file at `path`."
-    from smollm2_nb.ship.export import llama_cpp_model
     llm = llama_cpp_model(path, n_ctx=max(64, max(len(w) for w in windows)), logits_all=True)
     out = []
     for w in windows:

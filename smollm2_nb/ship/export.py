@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 import numpy as np
 from ..model.hf import save_pretrained
+from ..serve.evaluate import llama_cpp_model, llama_cpp_logits, llama_cpp_greedy  # llama.cpp as the reference, owned by `serve.evaluate`
 
 # %% auto #0
-__all__ = ['GGUF_DTYPES', 'gguf_name', 'rope_pairs', 'gguf_vocab', 'save_gguf', 'llama_cpp_model', 'llama_cpp_logits',
-           'llama_cpp_greedy', 'cli_export']
+__all__ = ['GGUF_DTYPES', 'gguf_name', 'rope_pairs', 'gguf_vocab', 'save_gguf', 'cli_export']
 
 # %% ../../nbs/ship/14_export.ipynb #99d77eb8
 GGUF_DTYPES = ('f32', 'f16', 'q8_0', 'q4_1')  # q4_1: the official SmolLM2-135M-Instruct GGUF's type
@@ -87,40 +87,6 @@ def save_gguf(model, tokenizer, path: str | Path,
             w.add_tensor(gguf_name(name), q, raw_shape=q.shape, raw_dtype=qtype)
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     return path
-
-# %% ../../nbs/ship/14_export.ipynb #6b56ab0e
-def llama_cpp_model(path: str | Path, n_ctx: int = 256, logits_all: bool = False,
-                    kv_cache: str = 'f32', # keys and values in 'f32' (exact comparison) or 'f16' (llama.cpp's default)
-                   ):
-    "llama.cpp (`llama_cpp.Llama`) on the GGUF file at `path`, with weight repacking off."
-    # llama.cpp repacks weights for AMX/AVX512 CPUs at load time; on this project's CPU (AMX) the repacked q8_0 kernels
-    # crashed (a segfault in decode), so the comparison loads weights as stored: same numbers, plainer kernels.
-    import llama_cpp.llama as L
-    kv = {'f32': 0, 'f16': 1}[kv_cache]   # GGML_TYPE_F32, GGML_TYPE_F16
-    default = L.llama_cpp.llama_model_default_params
-    def params():
-        p = default()
-        if hasattr(p, 'use_extra_bufts'): p.use_extra_bufts = False
-        return p
-    L.llama_cpp.llama_model_default_params = params
-    try: return L.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, n_threads=2,
-                       type_k=kv, type_v=kv)
-    finally: L.llama_cpp.llama_model_default_params = default
-
-def llama_cpp_logits(path: str | Path, ids: list[int], kv_cache: str = 'f32') -> np.ndarray:
-    "(len(ids), vocab) logits of llama.cpp for `ids` from the GGUF file at `path`."
-    llm = llama_cpp_model(path, max(64, len(ids)), logits_all=True, kv_cache=kv_cache)
-    llm.eval(ids)
-    return np.array(llm.scores[:len(ids)], dtype=np.float32)
-
-def llama_cpp_greedy(path: str | Path, ids: list[int], n: int) -> list[int]:
-    "`n` greedy tokens of llama.cpp after `ids`."
-    llm = llama_cpp_model(path, max(64, len(ids) + n))
-    out = []
-    for t in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
-        out.append(t)
-        if len(out) == n: break
-    return out
 
 # %% ../../nbs/ship/14_export.ipynb #35616b1b
 def cli_export(argv: list[str] | None = None) -> int:
