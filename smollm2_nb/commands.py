@@ -20,9 +20,11 @@ __all__ = ['auto_device', 'sampling_kwargs', 'params', 'generate', 'chat', 'eval
            'export', 'hub_push', 'space_push', 'bench', 'kaggle_push', 'kaggle_status', 'kaggle_logs', 'kaggle_output']
 
 # %% ../nbs/13a_commands.ipynb #96ec6bc9
-def auto_device(device: str) -> str | None:
-    "`--device auto` as the library spells it (None: cuda if available, else cpu)."
-    return None if device == 'auto' else device
+def auto_device(device: str) -> str:
+    "`--device auto` made concrete: cuda if available, else cpu."
+    if device != 'auto': return device
+    import torch
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 def sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed) -> dict:
     "The sampling flags as `generate`'s keyword arguments (top_k 0 = off)."
@@ -98,16 +100,17 @@ def generate(*, model: str,     # checkpoint file, run directory, Hugging Face f
              tokenizer: str | None = None, precision: str = 'auto', device: str = 'auto'):
     "Generate text with a SmolLM2 model: print a completion of --prompt."
     from smollm2_nb.serve.generate import stream as stream_pieces, generate_text
-    m, tok, info = _loaded(model, precision, device, tokenizer)
+    loaded = _loaded(model, precision, device, tokenizer)
+    m, tok, info = loaded.model, loaded.tokenizer, loaded.facts
     print(f"smollm2 generate: {info['picked']}, {info['serving']} weights", file=sys.stderr)  # which weights, e.g. a run's best
     s = sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed)
     n = s.pop('max_new_tokens')
     try:
         if stream:
             print(prompt, end='', flush=True)
-            for piece in stream_pieces(m, tok, prompt, n, decoder=info['decoder'], **s): print(piece, end='', flush=True)
+            for piece in stream_pieces(m, tok, prompt, n, decoder=loaded.decoder, **s): print(piece, end='', flush=True)
             print()
-        else: print(generate_text(m, tok, prompt, n, decoder=info['decoder'], **s))
+        else: print(generate_text(m, tok, prompt, n, decoder=loaded.decoder, **s))
     except ValueError as e: raise UsageError(e) from None    # a prompt too long for the context
 
 # %% ../nbs/13a_commands.ipynb #acf117de
@@ -124,8 +127,9 @@ def chat(*, model: str,       # checkpoint file, run directory, Hugging Face fol
     In a terminal: /reset, /system TEXT, /quit; Ctrl-C stops a reply. From a pipe: one message per line in, one reply per
     line out (its line breaks written as \\n)."""
     from smollm2_nb.serve.chat import Chat, chat_loop, _terminal_lines as terminal_lines
-    m, tok, info = _loaded(model, precision, device, tokenizer)
-    try: session = Chat(m, tok, system, info['decoder'], **sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed))
+    loaded = _loaded(model, precision, device, tokenizer)
+    m, tok, info = loaded.model, loaded.tokenizer, loaded.facts
+    try: session = Chat(m, tok, system, loaded.decoder, **sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed))
     except ValueError as e: raise UsageError(f"{model}: {e}") from None
     interactive = sys.stdin.isatty()
     print(f"smollm2 chat: {info['picked']}, {info['serving']} weights" +
@@ -244,16 +248,14 @@ def app(*, model: str | None = None, # checkpoint file, run directory, Hugging F
     from smollm2_nb.serve.app import MODEL_ENV, NO_MODEL_MESSAGE, ModelSlot, build_app, is_public
     if not 0 <= port < 65536 or concurrency < 1: raise UsageError("error: --port must be 0-65535 and --concurrency at least 1")
     model = model or os.environ.get(MODEL_ENV)
-    slot = ModelSlot(device=auto_device(device) or ('cuda' if _cuda() else 'cpu'), precision=precision, tokenizer=tokenizer)
+    slot = ModelSlot(device=auto_device(device), precision=precision, tokenizer=tokenizer)
     if model:
         try: slot.load(model)
         except Exception as e: raise UsageError(f"could not load --model {model!r}: {e}") from None
     else: print(f'smollm2 app: {NO_MODEL_MESSAGE}', file=sys.stderr)
     build_app(slot, concurrency=concurrency, public=is_public(host, share)).launch(server_name=host, server_port=port, share=share)
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
+
 
 # %% ../nbs/13a_commands.ipynb #446f79ae
 def export(*, model: str,        # checkpoint file, run directory, Hugging Face folder, hub id or GGUF file
@@ -267,7 +269,7 @@ def export(*, model: str,        # checkpoint file, run directory, Hugging Face 
     from smollm2_nb.ship.export import save_gguf
     from smollm2_nb.model.hf import save_pretrained
     try:
-        m, tok, info = load_model(model, device=auto_device(device) or 'cpu', tokenizer=tokenizer)
+        m, tok, info = load_model(model, device=auto_device(device), tokenizer=tokenizer)
         tok = tok or load_tokenizer(tokenizer)
         if format == 'hf': path = save_pretrained(m, out, tokenizer=tok)
         else:

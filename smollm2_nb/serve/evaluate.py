@@ -116,7 +116,9 @@ def evaluate(source,                          # anything `serve.load.load_model`
     from smollm2_nb.serve.load import load_for_inference
     from smollm2_nb.serve.gguf_source import is_gguf
     if isinstance(source, tuple): model, tok, info = (*source, {'picked': 'the model given'})
-    else: model, tok, info = load_for_inference(source, precision, device or 'cpu', tokenizer)
+    else:
+        loaded = load_for_inference(source, precision, device or 'cpu', tokenizer)
+        model, tok, info = loaded.model, loaded.tokenizer, loaded.facts
     if window > model.config.max_position_embeddings:
         raise ValueError(f"--window {window} is longer than the model's context ({model.config.max_position_embeddings})")
     tokens = np.asarray(tokenize_corpus(data, tok))

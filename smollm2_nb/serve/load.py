@@ -6,20 +6,21 @@
 from __future__ import annotations
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 from ..model.config import SmolLM2Config
 from ..model.hf import load_pretrained, model_from_state_dict, resolve_model_dir
 from ..model.precision import INFERENCE_PRECISIONS
 from ..model.tokenizer import load_tokenizer
-from ..run.layout import RunDir, read_json
+from ..run.layout import RunDir, RunInfo, read_json
 from ..run.checkpoint import Checkpoint, read_checkpoint, warn_skip
 from .generate import stream, generate_text
 from .decoders import prepare_for_inference, decoding_precision
 from .gguf_source import is_gguf, gguf_folder
 
 # %% auto #0
-__all__ = ['load_model', 'load_for_inference', 'cli_generate']
+__all__ = ['load_model', 'LoadedModel', 'load_for_inference', 'cli_generate']
 
 # %% ../../nbs/serve/11b_load.ipynb #b3815dd3
 def _strip_wrappers(sd: dict) -> dict:
@@ -61,7 +62,7 @@ def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging 
         meta = read_json(RunDir(p).best_meta, {})
         model = load_pretrained(RunDir(p).best, device, dtype)
         tok = _try_tokenizer(tokenizer, RunDir(p).best, *_run_tokenizers(p))
-        info = dict(kind='best', step=meta.get('step'), val_loss=meta.get('val_loss'), precision=read_json(RunDir(p).run_json, {}).get('precision'),
+        info = dict(kind='best', step=meta.get('step'), val_loss=meta.get('val_loss'), precision=RunInfo.read(p).precision,
                     picked=f"best validation loss {meta.get('val_loss', float('nan')):.4f} at step {meta.get('step')} ({RunDir(p).best})")
     elif p.is_file() or (p.is_dir() and not is_hf_folder):
         ckpt = read_checkpoint(p, on_skip=on_skip)
@@ -83,19 +84,29 @@ def load_model(source: str | os.PathLike, # checkpoint file | run dir | Hugging 
     return model, tok, info
 
 # %% ../../nbs/serve/11b_load.ipynb #f06abb4b
+@dataclass
+class LoadedModel:
+    "What `load_for_inference` returns: a model ready to decode, its tokenizer, its decoder, and the facts of what was loaded."
+    model: SmolLM2
+    tokenizer: object
+    decoder: object | None  # the batch-1 decoder to hand to `generate`/`stream` (None: PyTorch's ops)
+    facts: dict             # `load_model`'s info (picked, kind, step, val_loss, config, ...) and `serving`, the decoding precision
+    def __iter__(self):     # `model, tokenizer, info = load_for_inference(...)`, info['decoder'] included: kept for one release
+        return iter((self.model, self.tokenizer, {**self.facts, 'decoder': self.decoder}))
+
 def load_for_inference(source,                # checkpoint file | run dir | Hugging Face folder | hub id | GGUF file
                        precision: str = 'auto', # see `prepare_for_inference`
                        device=None,             # default: cuda if available
                        tokenizer=None,          # instead of the model's own tokenizer
                        on_skip=warn_skip,       # called for each damaged checkpoint passed over
-                      ):
-    "`(model, tokenizer, info)` ready to decode: `checkpoint.load_model`, the tokenizer, `prepare_for_inference`."
+                      ) -> LoadedModel:
+    "A `LoadedModel` ready to decode: `load_model`, the tokenizer, `prepare_for_inference`."
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     mode = decoding_precision(precision, device)       # a bad precision fails before anything is loaded
     model, tok, info = load_model(source, device=device, tokenizer=tokenizer, on_skip=on_skip)
     if tok is None: tok = load_tokenizer(tokenizer)      # raises, saying how to point at one
     model, decoder = prepare_for_inference(model, mode)
-    return model, tok, {**info, 'serving': mode, 'decoder': decoder}   # decoder: hand it to `generate`/`stream`
+    return LoadedModel(model, tok, decoder, {**info, 'serving': mode})
 
 # %% ../../nbs/serve/11b_load.ipynb #284a1ce3
 def cli_generate(argv: list[str] | None = None) -> int:

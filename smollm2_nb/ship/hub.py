@@ -13,7 +13,7 @@ from pathlib import Path
 from ..serve.load import load_model
 from ..model.hf import save_pretrained
 from ..run.layout import read_json
-from ..run.layout import RunDir
+from ..run.layout import RunDir, RunInfo
 from ..run.dashboard import format_or_dash
 
 # %% auto #0
@@ -25,10 +25,10 @@ def _at_or_before(records: list[dict], step: int | None, key: str) -> dict | Non
     "The last record holding `key` at or before `step` (any step if None), or None."
     return next((r for r in reversed(records) if r.get(key) is not None and (step is None or r.get('step', 0) <= step)), None)
 
-def _default_step(p: Path, run: RunDir, info: dict) -> int | None:
+def _default_step(p: Path, run: RunDir, info: RunInfo) -> int | None:
     "The step of the weights `load_model(p)` picks: a checkpoint's own, the best weights', else the run's last."
-    if p.is_file(): return RunDir.step_of(p) or info.get('step')
-    return read_json(run.best_meta, {}).get('step') or info.get('step')
+    if p.is_file(): return RunDir.step_of(p) or info.step
+    return read_json(run.best_meta, {}).get('step') or info.step
 
 def run_facts(source: str | os.PathLike, # run dir | checkpoint file | a run's best/ folder (anything else: {})
               step: int | None = None,   # step of the weights published; None: the step `load_model(source)` picks
@@ -36,18 +36,18 @@ def run_facts(source: str | os.PathLike, # run dir | checkpoint file | a run's b
     "What a model card tells about the run behind `source`: steps, tokens, losses, hardware, data, samples."
     run = RunDir.of(Path(source).expanduser())
     if not run.is_run(): return {} if step is None else dict(step=step)
-    info = run.info()
+    info = RunInfo.read(run.path)
     if step is None: step = _default_step(Path(source).expanduser(), run, info)
     metrics, samples = run.read_metrics(), run.read_samples()
     train_rec, val_rec, sample_rec = (_at_or_before(metrics, step, 'loss'), _at_or_before(metrics, step, 'val_loss'),
                                       _at_or_before(samples, step, 'text'))
-    per_step = info.get('tokens_per_step')
-    return dict(step=step, run_steps=info.get('step'), best_step=read_json(run.best_meta, {}).get('step'),
+    per_step = info.tokens_per_step
+    return dict(step=step, run_steps=info.step, best_step=read_json(run.best_meta, {}).get('step'),
                 tokens_per_step=per_step, tokens=step * per_step if step and per_step else None,
                 train_loss=train_rec and train_rec['loss'], val_loss=val_rec and val_rec['val_loss'],
-                device=info.get('device_name') or info.get('device'), world_size=info.get('world_size'),
-                precision=info.get('precision'), data=[Path(d).name for d in info.get('data') or []],
-                train_tokens=info.get('train_tokens'), preset=info.get('preset'),
+                device=info.device_name or info.device, world_size=info.world_size,
+                precision=info.precision, data=[Path(d).name for d in info.data or []],
+                train_tokens=info.train_tokens, preset=info.preset,
                 samples=[s for s in samples if sample_rec and s.get('step') == sample_rec['step']])
 
 # %% ../../nbs/ship/15_hub.ipynb #f7fcf5a9

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, dataclasses, json, os, signal, subprocess, sys, tempfile, threading, time
 from pathlib import Path
-from ..run.layout import RunDir
+from ..run.layout import RunDir, RunInfo
 
 # %% auto #0
 __all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'SLOW_START_ENV', 'READY_ENV', 'FIRST_STEP_ENV', 'config_to_json',
@@ -116,11 +116,10 @@ def run_attempt(cfg, nproc: int, env: dict, collective_timeout_s: float, out=Non
 
 def _summary(run_dir, status, error):
     from smollm2_nb.run.checkpoint import find_checkpoint
-    from smollm2_nb.run.layout import read_json
-    info = read_json(RunDir(run_dir).run_json, {}) or {}
+    info = RunInfo.read(run_dir)
     ck = find_checkpoint(run_dir)
-    return {**info, 'status': status if status == 'failed' else info.get('status', status), 'run_dir': str(run_dir),
-            'step': _max_step(Path(run_dir)), 'checkpoint': str(ck) if ck else None, 'error': error or info.get('error')}
+    return {**info.to_dict(), 'status': status if status == 'failed' or not RunDir(run_dir).is_run() else info.status,
+            'run_dir': str(run_dir), 'step': _max_step(Path(run_dir)), 'checkpoint': str(ck) if ck else None, 'error': error or info.error}
 
 def run_training(cfg,                          # TrainConfig
                  nproc: int | None = None,     # processes; default: $SMOLLM2_KAGGLE_NPROC, else one per CUDA GPU (1 on CPU)

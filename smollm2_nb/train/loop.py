@@ -29,7 +29,7 @@ from ..run.checkpoint import Checkpoint, CheckpointError, NonFiniteState, save_c
 from ..serve.generate import generate_text, SAMPLING_DEFAULTS
 from ..run.data import Split, TokenData, load_data, BatchSampler, get_batch
 from ..run.shards import DataError, open_data
-from ..run.layout import RunDir
+from ..run.layout import RunDir, RunInfo
 from ..run.dashboard import format_duration
 from ..serve.load import load_model
 from .config import SCHEDULES, TrainConfig, lr_at
@@ -355,7 +355,7 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
         if run.main:
             out.checkpoints.mkdir(parents=True, exist_ok=True)
             if not (out.tokenizer / 'tokenizer.json').exists(): tok.save_pretrained(str(out.tokenizer))
-            write_json(out.run_json, info)
+            RunInfo.from_dict(info).write(out)
             trim_log(out.metrics, run.step, fallback=run.metrics); trim_log(out.samples, run.step)
             _call(callbacks, 'on_train_begin', info)
             what = f"{picked or cfg.init}" if cfg.init else cfg.preset
@@ -482,7 +482,7 @@ def finish_run(run: Run, status: str, stop_reason: str | None = None, error: str
     try:
         if run.main:
             kept = {k: v for k, v in summary.items() if k not in ('run_dir', 'steps', 'device', 'precision')}
-            write_json(out.run_json, {**run.info, **kept, 'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+            RunInfo.from_dict({**run.info, **kept, 'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}).write(out)
             try: _call(run.callbacks, 'on_train_end', summary)  # also after a failure: summary['status'], summary['error']
             except Exception:
                 if status != 'failed': raise                    # never hide the error that stopped the run
