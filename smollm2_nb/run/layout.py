@@ -78,7 +78,7 @@ class RunDir:
     CHECKPOINTS, BEST, BEST_META, MODEL = 'checkpoints', 'best', 'best.json', 'model'
     TOKENIZER, DASHBOARD, TRAIN_LOG, TRAIN_CONFIG, LOCK = 'tokenizer', 'dashboard.png', 'train.log', 'train_config.json', '.lock'
     RECORD = (RUN, METRICS, SAMPLES)
-    CHECKPOINT_NAME = re.compile(r'step_(\d+)\.pt')
+    CHECKPOINT_NAME, CHECKPOINT_GLOB = re.compile(r'step_(\d+)\.pt'), 'step_*.pt'
 
     def __init__(self, path: str | os.PathLike): self.path = Path(path)
     def __fspath__(self): return str(self.path)
@@ -98,7 +98,7 @@ class RunDir:
     train_config = property(lambda self: self.path / self.TRAIN_CONFIG)
     lock        = property(lambda self: self.path / self.LOCK)
 
-    def checkpoint(self, step: int) -> Path: return self.checkpoints / f'step_{step:07d}.pt'
+    def checkpoint(self, step: int) -> Path: return self.checkpoints / f'step_{step:07d}.pt'  # matches CHECKPOINT_NAME and _GLOB
 
     @classmethod
     def step_of(cls, name: str | os.PathLike) -> int | None:

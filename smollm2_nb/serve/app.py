@@ -12,17 +12,16 @@ from pathlib import Path
 try: import gradio as gr
 except ImportError as e: raise ImportError('the app needs gradio: pip install "smollm2_nb[app]"') from e
 from .generate import stream, SAMPLING_DEFAULTS
-from .load import load_for_inference
+from .load import MODEL_ENV, load_for_inference
 from ..run.dashboard import format_or_dash
 from .chat import has_chat_template, fit_messages, reply_stream
 
 # %% auto #0
-__all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'ALLOWED_ENV',
-           'check_settings', 'model_card', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app',
+__all__ = ['EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'model_card', 'ALLOWED_ENV',
+           'check_settings', 'model_summary', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app',
            'cli_app', 'export_space']
 
 # %% ../../nbs/serve/12_app.ipynb #eeb9b88e
-MODEL_ENV = 'SMOLLM2_MODEL'  # env var naming the model to serve: checkpoint, run dir, HF folder, hub id or GGUF file
 EXAMPLE_PROMPTS = ['ROMEO:', 'KING RICHARD II:', 'Once upon a time', 'To be or not to be']
 LIMITS = {  # name: (min, max, default)
     'max_new_tokens': (10, 500, SAMPLING_DEFAULTS['max_new_tokens']),
@@ -64,7 +63,7 @@ def check_settings(prompt: str, # text to continue; must not be blank
     return out
 
 # %% ../../nbs/serve/12_app.ipynb #4fa0ac97
-def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, or None when no model is loaded
+def model_summary(info: dict | None, # the facts of `serve.load.load_for_inference`, or None when no model is loaded
               ) -> str:
     "Markdown describing the loaded model, or how to load one."
     if not info: return f'**No model loaded.** {HOW_TO_LOAD}'
@@ -77,6 +76,9 @@ def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, 
             ('context', '–' if ctx is None else f'{ctx:,} tokens'),
             ('chat', '–' if info.get('chat') is None else 'yes: its chat template (Chat tab)' if info['chat'] else 'no chat template: completion only')]
     return '\n'.join(['| model | |', '|---|---|', *[f'| {k} | {v} |' for k, v in rows]])
+
+model_card = model_summary  # the old name, kept for one release (`ship.hub.model_card` writes a Hub model card)
+
 
 # %% ../../nbs/serve/12_app.ipynb #ac45e656
 class ModelSlot:
@@ -98,7 +100,7 @@ class ModelSlot:
         return info
 
     @property
-    def card(self) -> str: return model_card(self.info)
+    def card(self) -> str: return model_summary(self.info)
 
     def stream(self, prompt: str, **settings):
         "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."

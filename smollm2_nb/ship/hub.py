@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from ..serve.load import load_model
+from ..serve.load import MODEL_ENV, load_model
 from ..model.hf import save_pretrained
 from ..run.layout import read_json
 from ..run.layout import RunDir, RunInfo
@@ -185,7 +185,7 @@ def push_space(repo_id: str,                # USER/NAME of the Space (created if
         readme.write_text(space_readme(readme.read_text(encoding='utf-8'), model_repo), encoding='utf-8')
         url = api.create_repo(repo_id, repo_type='space', space_sdk='gradio', private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type='space', folder_path=app, commit_message=f'Serve {model_repo} (smollm2_nb app)')
-    api.add_space_variable(repo_id, 'SMOLLM2_MODEL', model_repo, description='the model this Space serves')
+    api.add_space_variable(repo_id, MODEL_ENV, model_repo, description='the model this Space serves')
     return str(url)
 
 # %% ../../nbs/ship/15_hub.ipynb #fcc85e06

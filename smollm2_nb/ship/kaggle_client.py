@@ -429,7 +429,7 @@ def wanted_files(names: list[str], carry_only: bool = False) -> list[str]:
     "The output files worth downloading: everything but checkpoints older than their run's newest (`carry_only`: that checkpoint and the logs)."
     newest = set(newest_checkpoints(names).values())
     if carry_only: return [n for n in names if n in newest or Path(n).name in RUN_LOGS]
-    return [n for n in names if not (re.fullmatch(r'step_\d+\.pt', Path(n).name) and n not in newest)]
+    return [n for n in names if not (RunDir.step_of(n) is not None and n not in newest)]
 
 def download_output(api, ref: str, out: str | os.PathLike, carry_only: bool = False) -> dict:
     "Download a version's wanted output files into `out` through the client (its path guard, streaming, resume, length check); returns what happened."

@@ -233,7 +233,7 @@ def finalize_output(run_dir: str | os.PathLike) -> dict:
         tmp = run_dir/'model.tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         save_pretrained(model, tmp, tokenizer=tok)
-        shutil.rmtree(run_dir/'model', ignore_errors=True); os.replace(tmp, run_dir/'model')
+        shutil.rmtree(RunDir(run_dir).model, ignore_errors=True); os.replace(tmp, RunDir(run_dir).model)
     info, metrics, samples = read_run(run_dir)
     if metrics:
         png = figure_png(plot_run(info, metrics, samples))

@@ -36,11 +36,11 @@ from .config import SCHEDULES, TrainConfig, lr_at
 from .lora import add_lora, lora_state, load_lora_state, merged_state_dict, merge_lora
 
 # %% auto #0
-__all__ = ['CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'evaluate', 'rng_state', 'set_rng_state',
-           'GracefulStop', 'read_resume_checkpoint', 'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank',
-           'pick_device', 'resolve_batch_size', 'ProgressPrinter', 'NonFiniteLoss', 'Run', 'setup_run', 'train_step',
-           'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_flags',
-           'config_from_args', 'cli_train']
+__all__ = ['evaluate', 'CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'validation_loss', 'rng_state',
+           'set_rng_state', 'GracefulStop', 'read_resume_checkpoint', 'check_resume_config', 'trim_log',
+           'setup_distributed', 'any_rank', 'pick_device', 'resolve_batch_size', 'ProgressPrinter', 'NonFiniteLoss',
+           'Run', 'setup_run', 'train_step', 'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train',
+           'train_parser', 'config_from_flags', 'config_from_args', 'cli_train']
 
 # %% ../../nbs/train/08b_train.ipynb #46c9635e
 def forward_backward(objective, batches, # the micro-batches of one step: [(x, y), ...]
@@ -83,7 +83,7 @@ def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 @torch.no_grad()
-def evaluate(objective, split: Split, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
+def validation_loss(objective, split: Split, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
     "Mean loss over `cfg.eval_batches` fixed validation batches (the same windows at every evaluation)."
     was_training = objective.training; objective.eval()
     s = BatchSampler(split, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1, rank=rank, world_size=world, what='validation split')
@@ -104,6 +104,8 @@ def set_rng_state(s: dict):
     random.setstate((s['python_version'], tuple(s['python']), None))
     torch.set_rng_state(s['torch'])
     if 'cuda' in s and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(s['cuda'])
+
+evaluate = validation_loss  # the old name, kept for one release (`serve.evaluate.evaluate` scores a model on text)
 
 # %% ../../nbs/train/08b_train.ipynb #ad11a9a7
 class GracefulStop:
@@ -418,7 +420,7 @@ def record_step(run: Run, rec: dict):
     "What follows a step when its turn comes: evaluation (keeping the best weights), the metrics record, samples, a checkpoint."
     cfg, step, out = run.cfg, run.step, run.out
     if cfg.eval_every and run.data.val_tokens and (step % cfg.eval_every == 0 or step == cfg.steps):
-        run.val_loss = rec['val_loss'] = evaluate(run.objective, run.data.val, cfg, run.device, run.precision, run.rank, run.world)
+        run.val_loss = rec['val_loss'] = validation_loss(run.objective, run.data.val, cfg, run.device, run.precision, run.rank, run.world)
         if run.main and math.isfinite(run.val_loss) and (run.best_val is None or run.val_loss < run.best_val):
             run.best_val = run.val_loss; save_best(merge_lora(run.model), run.tok, out, step, run.val_loss)
     if run.main and (step % cfg.log_every == 0 or 'val_loss' in rec or step == cfg.steps):
