@@ -35,7 +35,7 @@ def _simulate_hang():
 def collective_check(device=None) -> int:
     "Join the process group (as the trainer will) and all-reduce one number across the workers; returns the world size."
     import torch, torch.distributed as dist
-    from smollm2_nb.train.loop import setup_distributed
+    from smollm2_nb.train.setup import setup_distributed
     rank, world, local, _ = setup_distributed(device)
     if world > 1:
         _simulate_hang()

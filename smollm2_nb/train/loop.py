@@ -34,13 +34,12 @@ from ..run.dashboard import format_duration
 from ..serve.load import load_model
 from .config import SCHEDULES, TrainConfig, lr_at
 from .lora import add_lora, lora_state, load_lora_state, merged_state_dict, merge_lora
+from .setup import read_resume_checkpoint, check_resume_config, trim_log, setup_distributed, any_rank, pick_device, resolve_batch_size, ProgressPrinter, config_from_flags  # decided before the first step
 
 # %% auto #0
 __all__ = ['evaluate', 'CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'validation_loss', 'rng_state',
-           'set_rng_state', 'GracefulStop', 'read_resume_checkpoint', 'check_resume_config', 'trim_log',
-           'setup_distributed', 'any_rank', 'pick_device', 'resolve_batch_size', 'ProgressPrinter', 'NonFiniteLoss',
-           'Run', 'setup_run', 'train_step', 'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train',
-           'train_parser', 'config_from_flags', 'config_from_args', 'cli_train']
+           'set_rng_state', 'GracefulStop', 'NonFiniteLoss', 'Run', 'setup_run', 'train_step', 'save_run_checkpoint',
+           'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_args', 'cli_train']
 
 # %% ../../nbs/train/08b_train.ipynb #46c9635e
 def forward_backward(objective, batches, # the micro-batches of one step: [(x, y), ...]
@@ -128,96 +127,6 @@ class GracefulStop:
     def __exit__(self, *exc):
         for n, h in self._old.items(): signal.signal(getattr(signal, n), h)
         self._old = {}
-
-# %% ../../nbs/train/08b_train.ipynb #b4c8c053
-def read_resume_checkpoint(resume: bool | str, # True: the newest in `out`; or a checkpoint file / run dir / folder to search
-                           out: str | os.PathLike, on_skip=warn_skip) -> Checkpoint:
-    "The checkpoint to resume from, passing over damaged files; a clear error when there is none."
-    src = Path(out if resume is True else resume)
-    if not src.exists():
-        raise FileNotFoundError(f"nothing to resume in {str(src)!r}: no such file or folder. Train without --resume to start a new run")
-    try: return read_checkpoint(src, recursive=resume is not True and src.is_dir(), on_skip=on_skip)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint to resume from in {str(src)!r}; pass a checkpoint file or run dir, "
-                                f"or train without --resume to start a new run") from None
-
-def check_resume_config(ckpt_config: dict, config: dict, path=''):
-    "Refuse to resume a checkpoint into a different model config, naming the keys that differ."
-    diff = {k: (ckpt_config.get(k), config.get(k)) for k in sorted(set(ckpt_config) | set(config)) if ckpt_config.get(k) != config.get(k)}
-    if not diff: return
-    match = [n for n in PRESETS if get_config(n).to_dict() == ckpt_config]
-    hint = f"resume with --preset {match[0]}" if match else "resume with the checkpoint's model config"
-    keys = ', '.join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-    raise ValueError(f"checkpoint {str(path)!r} has a different model config ({keys}); {hint}, or start a new run with another --out")
-
-def trim_log(path: Path, step: int, fallback: list | None = None):
-    "Keep the records of a .jsonl up to `step` (a resumed run drops what was logged after its checkpoint)."
-    recs = [r for r in read_jsonl(path) if r.get('step', 0) <= step]
-    if fallback is not None and len(recs) < len(fallback): recs = fallback  # a fresh run dir: the checkpoint's copy
-    text = ''.join(json.dumps(finite_json(r)) + '\n' for r in recs)
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding='utf-8'))
-
-# %% ../../nbs/train/08b_train.ipynb #e7a60859
-def setup_distributed(device: str | None = None) -> tuple[int, int, int, bool]:
-    "(rank, world_size, local_rank, created): starts the process group from torchrun's env when WORLD_SIZE > 1."
-    world = int(os.environ.get('WORLD_SIZE', 1))
-    if world <= 1: return 0, 1, 0, False
-    rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
-    if dist.is_initialized(): return rank, world, local, False
-    cuda = torch.cuda.is_available() and (device is None or device.startswith('cuda'))
-    if cuda: torch.cuda.set_device(local)
-    dist.init_process_group('nccl' if cuda else 'gloo')
-    return rank, world, local, True
-
-def any_rank(flag: bool, world: int, device) -> bool:
-    "True when `flag` is true on any rank (all ranks must call it)."
-    if world <= 1: return flag
-    t = torch.tensor(float(flag), device=device); dist.all_reduce(t)
-    return t.item() > 0
-
-def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    "The training device; a CUDA request without CUDA is a clear error."
-    if requested and requested.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f"--device {requested}: this torch {torch.__version__} sees no CUDA GPU; use --device cpu, or install a CUDA build of torch")
-    device = torch.device(requested or (f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'))
-    check_gpu_supported(device)
-    return device
-
-def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, world: int = 1,
-                       model_cfg: SmolLM2Config | None = None) -> tuple[TrainConfig, str | None]:
-    "`cfg` with `batch_size='auto'` made a number (and `grad_accum` to match), and a line saying what was chosen (None if not auto)."
-    if cfg.batch_size != 'auto': return cfg, None
-    default = TrainConfig.batch_size
-    glob = default * cfg.grad_accum  # sequences per step (per process) that auto keeps: the default micro-batch x --grad-accum
-    if device.type != 'cuda':
-        return replace(cfg, batch_size=default), (f"--batch-size auto: no GPU memory to measure on the {device.type}, so the default: "
-                                                    f"batch {default} x grad-accum {cfg.grad_accum}")
-    budget = cuda_budget_gib(device)
-    if world > 1:  # every rank runs the same shapes: plan for the one with the least free memory
-        t = torch.tensor(budget, device=device); dist.all_reduce(t, op=dist.ReduceOp.MIN); budget = t.item()
-    micro, accum = auto_batch(model_cfg or get_config(cfg.preset), cfg.seq_len, precision, budget, glob)
-    if micro < 1:
-        raise ValueError(f"--batch-size auto: not even 1 sequence of {cfg.seq_len} tokens fits in {budget:.1f} GiB ({precision}); "
-                         f"use a shorter --seq-len, or free the GPU")
-    return replace(cfg, batch_size=micro, grad_accum=accum), (
-        f"--batch-size auto: {budget:.1f} GiB to plan for on {torch.cuda.get_device_name(device)} -> batch {micro} x grad-accum {accum} "
-        f"= {glob} sequences per step{' per process' if world > 1 else ''} ({precision}, seq {cfg.seq_len})")
-
-class ProgressPrinter:
-    "A callback printing one line per logged step (step, loss, val loss, tokens/s, MFU, ETA) and every sample."
-    def __init__(self, every: int = 10, file=None): self.every, self.file, self.total, self.t0 = every, file, None, None
-    def _p(self, s): print(s, file=self.file or sys.stdout, flush=True)
-    def on_train_begin(self, info): self.total, self.start, self.t0 = info['steps'], info['start_step'], time.time()
-    def on_log(self, rec):
-        if rec['step'] % self.every and 'val_loss' not in rec and rec['step'] != self.total: return
-        done = rec['step'] - self.start
-        eta = (time.time() - self.t0) / done * (self.total - rec['step']) if done else 0
-        parts = [f"step {rec['step']}/{self.total}", f"loss {rec['loss']:.4f}" if rec['loss'] is not None else 'loss nan']
-        if rec.get('val_loss') is not None: parts.append(f"val {rec['val_loss']:.4f}")
-        parts.append(f"{rec['tokens_per_sec']:,.0f} tok/s")
-        if rec.get('mfu') is not None: parts.append(f"MFU {rec['mfu']:.1%}")
-        self._p(' | '.join(parts + [f"ETA {format_duration(eta)}"]))
-    def on_sample(self, s): self._p(f"sample @ {s['step']}: {s['text']!r}")
 
 # %% ../../nbs/train/08b_train.ipynb #lp000001
 class NonFiniteLoss(FloatingPointError): "The loss or gradient became NaN/inf: the run diverged."
@@ -511,32 +420,6 @@ def train_parser():
     from smollm2_nb.cli import command_parser
     return command_parser('train')
 
-def config_from_flags(given: dict,          # the TrainConfig fields given on the command line, by name
-                      replan: bool = False, # with a resume: stretch the schedule over the new `steps`
-                     ) -> TrainConfig:
-    "The `TrainConfig` of a command line: the fields given; with `resume`, the checkpoint's settings + the fields given."
-    given = dict(given)
-    if 'init' in given and 'preset' in given: raise ValueError("--init takes the model's config from MODEL: drop --preset")
-    if not given.get('resume'):
-        if replan: raise ValueError("--replan-schedule only applies with --resume")
-        return TrainConfig(**given)
-    ckpt = read_resume_checkpoint(given['resume'], given.get('out', TrainConfig.out))
-    ckpt_file = ckpt.file
-    if 'out' not in given: given['out'] = str(RunDir.of(ckpt_file).path)
-    saved = ckpt.train_config or {}
-    if 'init' in given and given['init'] != saved.get('init'):
-        raise ValueError(f"--init starts a new run; {ckpt_file} continues from its own weights. Resume without --init, "
-                         f"or start a new run with --init {ckpt_file} --out NEW_DIR")
-    keep = {f.name for f in fields(TrainConfig)} - {'resume', 'out', 'device', 'progress', 'time_budget_s'}
-    if given.get('batch_size') == 'auto' and 'grad_accum' not in given and 'batch_size' in saved:  # keep the run's global batch
-        glob, default = saved['batch_size'] * saved['grad_accum'], TrainConfig.batch_size
-        if glob % default: raise ValueError(f"--batch-size auto keeps {default} x --grad-accum sequences per step; this run takes "
-                                            f"{saved['batch_size']} x {saved['grad_accum']} = {glob}. Resume with its --batch-size "
-                                            f"{saved['batch_size']} --grad-accum {saved['grad_accum']}")
-        given['grad_accum'] = glob // default
-    cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in keep}, **given, 'resume': str(ckpt_file)})
-    if replan and 'schedule_steps' not in given: cfg = replace(cfg, schedule_steps=cfg.steps, warmup_steps=given.get('warmup_steps'))
-    return cfg
 
 def config_from_args(argv: list[str]) -> TrainConfig:
     "The `TrainConfig` of a `smollm2 train` command line (kept for one release; `config_from_flags` takes the flags by name)."
