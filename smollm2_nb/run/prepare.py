@@ -31,7 +31,7 @@ __all__ = ['FORMAT', 'MANIFEST', 'SPLITS', 'DEFAULT_SHARD_TOKENS', 'DEFAULT_VAL_
            'HUB_STATE_EVERY', 'KAGGLE_METADATA', 'KAGGLE_USER_PLACEHOLDER', 'PrepareError', 'file_kind', 'Source',
            'resolve_source', 'read_documents', 'is_val', 'tokenize_chunk', 'chunk_documents', 'worker_pool',
            'tokenize_chunks', 'write_tokens', 'new_manifest', 'open_manifest', 'clean_leftovers',
-           'write_kaggle_metadata', 'prepare', 'data_parser', 'cli_data']
+           'kaggle_dataset_metadata', 'write_kaggle_metadata', 'prepare', 'data_parser', 'cli_data']
 
 # %% ../../nbs/run/07a_prepare.ipynb #98e39101
 FORMAT = 'smollm2-shards/1'             # the manifest's "format": bump it when the layout changes
@@ -311,13 +311,18 @@ def clean_leftovers(out: Path, m: dict) -> list[str]:
 KAGGLE_METADATA = 'dataset-metadata.json'
 KAGGLE_USER_PLACEHOLDER = 'INSERT_USERNAME'
 
+def kaggle_dataset_metadata(ref: str,                 # OWNER/SLUG of the dataset
+                            title: str | None = None): # 6 to 50 characters; default: the slug
+    """The `dataset-metadata.json` of a Kaggle dataset this project makes (prepared shards, bundled data, a carried resume
+    point): private, licence "other", since what it holds carries its sources' licences (the corpus, the tokenizer's Apache-2.0)."""
+    return dict(title=title or ref.split('/')[1], id=ref, licenses=[dict(name='other')])
+
 def write_kaggle_metadata(out: Path) -> Path:
     "`out/dataset-metadata.json` for `kaggle datasets create -p out`, unless one is there (your edited id is kept)."
     path = out / KAGGLE_METADATA
     if not path.exists():
         slug = (re.sub(r'[^a-z0-9]+', '-', out.resolve().name.lower()).strip('-') + '-smollm2-shards')[:50].strip('-')
-        write_json(path, dict(title=slug, id=f'{KAGGLE_USER_PLACEHOLDER}/{slug}',  # Kaggle: a title of 6 to 50 characters
-                              licenses=[dict(name='other')]))
+        write_json(path, kaggle_dataset_metadata(f'{KAGGLE_USER_PLACEHOLDER}/{slug}'))  # Kaggle: a title of 6 to 50 characters
     return path
 
 # %% ../../nbs/run/07a_prepare.ipynb #b00d3dc4

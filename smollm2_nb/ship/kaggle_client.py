@@ -8,14 +8,14 @@ import importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, r
 from pathlib import Path
 from ..run.layout import RunDir
 from .kaggle_kernel import DATA_CORPUS, MARGIN_S, RESUME_FAILED
+from .wheel import code_stamp, working_tree_files, build_wheel, code_hash, wheel_code_hash, package_dir, installed_code_hash, CodeMismatch, check_code_stamp, make_payload  # the code a version runs
+from ..run.prepare import KAGGLE_METADATA, kaggle_dataset_metadata
 
 # %% auto #0
 __all__ = ['CREDENTIALS_HELP', 'GIT_URL', 'PUSH_VARS', 'MIN_TIMEOUT_S', 'SOURCE_LIMIT', 'SEARCH_VERSIONS', 'RUNNING', 'FAILED',
-           'RUN_LOGS', 'STAGING', 'KAGGLE_RANGE', 'KaggleSetupError', 'kaggle_api', 'code_stamp', 'working_tree_files',
-           'build_wheel', 'code_hash', 'wheel_code_hash', 'package_dir', 'installed_code_hash', 'CodeMismatch',
-           'check_code_stamp', 'make_payload', 'PushRefused', 'kaggle_folder', 'set_notebook_vars', 'kernel_ref',
-           'kernel_status', 'latest_version', 'output_names', 'newest_checkpoints', 'ResumePlan',
-           'find_checkpoint_version', 'plan_resume', 'prepare_push', 'check_source_size', 'push_kernel',
+           'RUN_LOGS', 'STAGING', 'KAGGLE_RANGE', 'KaggleSetupError', 'kaggle_api', 'PushRefused', 'kaggle_folder',
+           'set_notebook_vars', 'kernel_ref', 'kernel_status', 'latest_version', 'output_names', 'newest_checkpoints',
+           'ResumePlan', 'find_checkpoint_version', 'plan_resume', 'prepare_push', 'check_source_size', 'push_kernel',
            'wait_dataset_ready', 'upload_dataset', 'data_files', 'data_manifest_name', 'upload_data_dataset',
            'upload_resume_dataset', 'carry_version', 'wanted_files', 'download_output', 'check_kaggle_client',
            'log_lines', 'cli_kaggle']
@@ -41,79 +41,6 @@ def kaggle_api():
     except (SystemExit, NameError):  # it prints its help and calls the `exit` builtin (undefined where `site` did not add it)
         raise KaggleSetupError(CREDENTIALS_HELP) from None
     return api
-
-# %% ../../nbs/ship/10a_kaggle.ipynb #k036
-def code_stamp(repo: str | os.PathLike = '.') -> dict: # repo: a folder inside a git checkout
-    "The git commit of `repo` and whether its tracked files differ from it; commit is None outside git."
-    run = lambda *a: subprocess.run(['git', '-C', str(repo), *a], capture_output=True, text=True)
-    head = run('rev-parse', 'HEAD')
-    if head.returncode: return {'commit': None, 'dirty': True}
-    return {'commit': head.stdout.strip(), 'dirty': bool(run('status', '--porcelain', '--untracked-files=no').stdout.strip())}
-
-def working_tree_files(src: str | os.PathLike) -> list[str]:
-    "The files of the working tree: tracked or untracked but not ignored (git), else everything but caches and venvs."
-    src = Path(src)
-    r = subprocess.run(['git', '-C', str(src), 'ls-files', '-co', '--exclude-standard'], capture_output=True, text=True)
-    if r.returncode == 0: return [f for f in r.stdout.splitlines() if (src/f).is_file()]
-    skip = {'.git', '.venv', 'build', 'dist', '__pycache__', 'runs'}
-    return [p.relative_to(src).as_posix() for p in src.rglob('*') if p.is_file() and not skip & set(p.relative_to(src).parts)]
-
-def build_wheel(src: str | os.PathLike, # the project folder (holds pyproject.toml)
-                dest: str | os.PathLike) -> Path:
-    "Build a wheel of `src`'s working tree into `dest` offline (`--no-deps --no-build-isolation`); returns its path."
-    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as d:  # a scratch copy: no stale build/ reused, nothing left in the checkout
-        for f in working_tree_files(src):
-            (Path(d)/f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(src)/f, Path(d)/f)
-        r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w', str(dest), d],
-                           capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"building the wheel of {src} failed: {r.stderr.strip().splitlines()[-1:]}; "
-                                        f"run `pip wheel --no-deps --no-build-isolation {src}` to see why")
-    return max(dest.glob('smollm2_nb-*.whl'), key=lambda p: p.stat().st_mtime)
-
-def code_hash(files: dict) -> str: # {'smollm2_nb/x.py': bytes}
-    "sha256 over the package's Python files (sorted names and contents)."
-    h = hashlib.sha256()
-    for name in sorted(files): h.update(name.encode() + b'\0' + files[name] + b'\0')
-    return h.hexdigest()
-
-def wheel_code_hash(whl: str | os.PathLike) -> str:
-    "`code_hash` of the `smollm2_nb/*.py` files inside a wheel."
-    with zipfile.ZipFile(whl) as z:
-        return code_hash({n: z.read(n) for n in z.namelist() if n.startswith('smollm2_nb/') and n.endswith('.py')})
-
-def package_dir() -> Path:
-    "The folder of the `smollm2_nb` that `import smollm2_nb` loads."
-    return Path(importlib.util.find_spec('smollm2_nb').origin).parent
-
-def installed_code_hash(pkg_dir: str | os.PathLike | None = None) -> str: # default: the imported smollm2_nb
-    "`code_hash` of an installed `smollm2_nb` package folder."
-    pkg = Path(pkg_dir or package_dir())
-    return code_hash({f"smollm2_nb/{p.relative_to(pkg).as_posix()}": p.read_bytes() for p in pkg.rglob('*.py')
-                      if '__pycache__' not in p.parts})
-
-class CodeMismatch(RuntimeError): "The imported smollm2_nb is not the code that was pushed."
-
-def check_code_stamp(pushed: dict, pkg_dir=None) -> str: # pushed: the notebook's PUSHED_STAMP
-    "One line naming the running code; `CodeMismatch` if it is not what was pushed."
-    pkg = Path(pkg_dir or package_dir())
-    what = f"commit {(pushed.get('commit') or 'unknown')[:12]}" + (' + uncommitted changes' if pushed.get('dirty') else '')
-    if pushed.get('spec'): return f"smollm2_nb from {pkg} (installed from {pushed['spec']}; no stamp to check)"
-    if not pushed.get('code_hash'): return f"smollm2_nb from {pkg} (a local run, nothing pushed: the importable package)"
-    here = installed_code_hash(pkg)
-    if here != pushed['code_hash']:
-        raise CodeMismatch(f"the smollm2_nb imported from {pkg} is not the code pushed ({what}): another copy shadows the "
-                           f"installed wheel. Restart the session (Run -> Restart) and run all, or push again")
-    return f"smollm2_nb from {pkg}: {what}, code {here[:12]}, as pushed"
-
-def make_payload(wheel: str | os.PathLike, stamp: dict) -> str:
-    "The wheel and its stamp as one zip, base64 text for the notebook's `CODE_PAYLOAD` cell (data travels as a dataset)."
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        z.write(wheel, Path(wheel).name)
-        z.writestr('stamp.json', json.dumps(stamp))
-    return base64.b64encode(buf.getvalue()).decode()
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k040
 GIT_URL = 'https://github.com/smollm2-nb/smollm2_nb'
@@ -363,7 +290,7 @@ def upload_dataset(api, files: dict,  # {name in the dataset: local file}
         for name, f in files.items():
             try: os.link(f, Path(d)/name)  # a 1.6 GB checkpoint is not copied when the file system allows a hard link
             except OSError: shutil.copy2(f, Path(d)/name)
-        (Path(d)/'dataset-metadata.json').write_text(json.dumps({'title': ref.split('/')[1], 'id': ref, 'licenses': [{'name': 'CC0-1.0'}]}))
+        (Path(d)/KAGGLE_METADATA).write_text(json.dumps(kaggle_dataset_metadata(ref)))
         if _dataset_exists(api, ref): resp = api.dataset_create_version(d, notes, quiet=True)
         else: resp = api.dataset_create_new(d, public=False, quiet=True)
     if getattr(resp, 'error', None): raise PushRefused(f"Kaggle refused the dataset {ref}: {resp.error}")
