@@ -55,7 +55,7 @@ def fit_messages(tokenizer, messages: list[dict],
 # %% ../../nbs/serve/12a_chat.ipynb #178e947e
 def reply_stream(model, tokenizer, messages: list[dict], # ending with the user's message; see `fit_messages` to make it fit
                  max_new_tokens: int = CHAT_DEFAULTS['max_new_tokens'],
-                 decoder=None,                              # the batch-1 decoder of `load_for_inference` (info['decoder'])
+                 decoder=None,                              # the batch-1 decoder of `load_for_inference` (its `.decoder`)
                  **sampling):                               # temperature, top_k, top_p, repetition_penalty, seed
     "Yield the reply to `messages` in text pieces as the tokens arrive, until the end of the turn."
     yield from stream(model, tokenizer, chat_text(tokenizer, messages), max_new_tokens,
@@ -66,7 +66,7 @@ class Chat:
     "A conversation with a model that has a chat template: its history, a system prompt, replies streamed as text."
     def __init__(self, model, tokenizer,
                  system: str | None = None, # the system message; None: the template's default, if it has one
-                 decoder=None,              # the batch-1 decoder of `load_for_inference` (info['decoder'])
+                 decoder=None,              # the batch-1 decoder of `load_for_inference` (its `.decoder`)
                  **settings):               # sampling settings over `CHAT_DEFAULTS` (max_new_tokens, temperature, ...)
         chat_text(tokenizer, [{'role': 'user', 'content': ''}])            # no chat template: say so now
         self.model, self.tokenizer, self.decoder, self.settings = model, tokenizer, decoder, {**CHAT_DEFAULTS, **settings}
