@@ -223,14 +223,13 @@ def decode_speed(config: SmolLM2Config, device, new_tokens: int = 32, repeats: i
 SMALL_ARTEFACTS = RunDir.RECORD  # run.json, metrics.jsonl, samples.jsonl
 
 def classic_demo(out: Path, device_type: str = 'cuda') -> dict:
-    "The classic demo at full size (5000 steps), then resume for 50 more; copies only small artefacts and a loss PNG into `out`."
-    from smollm2_nb.train.loop import train; from smollm2_nb.train.demo import demo_config
+    "The classic demo at full size (5000 steps), then resume for `RESUME_STEPS` more; copies only small artefacts and a loss PNG into `out`."
+    from smollm2_nb.train.demo import demo_config, train_then_resume, RESUME_STEPS
     from smollm2_nb.run.dashboard import read_run, plot_run, figure_png
     run = Path(out) / '_demo_run'
     cfg = demo_config(device_type, out=str(run))
-    t = time.perf_counter(); first = train(cfg); t1 = time.perf_counter() - t
-    cfg.steps, cfg.resume = cfg.steps + 50, True
-    t = time.perf_counter(); second = train(cfg); t2 = time.perf_counter() - t
+    runs = train_then_resume(cfg)           # a new config for the resume: `cfg` is left as it was
+    second, t1, t2 = runs[-1], runs[0]['seconds'], runs[1]['seconds'] if len(runs) > 1 else None
     dest = Path(out) / 'classic_demo'; dest.mkdir(parents=True, exist_ok=True)
     for f in SMALL_ARTEFACTS:
         if (run / f).exists(): shutil.copy(run / f, dest / f)

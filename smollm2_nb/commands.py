@@ -170,8 +170,8 @@ def demo(*, full: bool = False,          # SmolLM2-135M even on a CPU (most of a
     "The classic demo: train on Tiny Shakespeare with samples, then resume for 50 more steps. SmolLM2-135M on a GPU; a tiny model on a CPU."
     from smollm2_nb.run.layout import RunDir, read_jsonl
     from smollm2_nb.run.dashboard import format_duration
-    from smollm2_nb.train.loop import pick_device, train as train_run
-    from smollm2_nb.train.demo import CPU_DEMO_BATCHES, CPU_DEMO_BUDGET_S, demo_config, demo_report, measure_step_seconds, size_cpu_demo, cli_stopped
+    from smollm2_nb.train.loop import pick_device
+    from smollm2_nb.train.demo import CPU_DEMO_BATCHES, CPU_DEMO_BUDGET_S, demo_config, demo_report, measure_step_seconds, size_cpu_demo, cli_stopped, train_then_resume
     if data is not None and not os.path.exists(data): raise UsageError(f"error: --data {data}: no such file or folder")
     if RunDir(Path(out)).run_json.exists():
         raise UsageError(f"error: {out} already holds a run; continue it with `smollm2 train --resume {out}`, or pass --out NEW_DIR")
@@ -186,10 +186,9 @@ def demo(*, full: bool = False,          # SmolLM2-135M even on a CPU (most of a
               f"{format_duration(size['est_s'])} in all. On a GPU it trains SmolLM2-135M; `smollm2 demo --full` forces that here.")
     sized = dict(steps=size['steps'], batch_size=size['batch_size']) if size else {}
     cfg = replace(demo_config(dev.type, full, out, **sized), device=auto_device(device), progress=progress, tokenizer=tokenizer, data=data)
-    first = train_run(cfg)
-    if first['status'] != 'finished': return cli_stopped(first)
-    second = train_run(replace(cfg, steps=cfg.steps + 50, resume=True))
-    if second['status'] != 'finished': return cli_stopped(second)
+    runs = train_then_resume(cfg)
+    if runs[-1]['status'] != 'finished': return cli_stopped(runs[-1])
+    first, second = runs
     print(demo_report(first, second, read_jsonl(RunDir(Path(cfg.out)).metrics), cfg, time.time() - t))
 
 # %% ../nbs/13a_commands.ipynb #873b7e37

@@ -19,8 +19,8 @@ from .loop import train, pick_device, GracefulStop, CLI_ERRORS, forward_backward
 from ..run.layout import RunDir, read_jsonl
 
 # %% auto #0
-__all__ = ['CPU_DEMO_BUDGET_S', 'CPU_DEMO_BATCHES', 'CPU_DEMO_STEPS', 'measure_step_seconds', 'size_cpu_demo', 'demo_config',
-           'demo_report', 'cli_demo', 'cli_stopped']
+__all__ = ['CPU_DEMO_BUDGET_S', 'CPU_DEMO_BATCHES', 'CPU_DEMO_STEPS', 'RESUME_STEPS', 'measure_step_seconds', 'size_cpu_demo',
+           'demo_config', 'train_then_resume', 'demo_report', 'cli_demo', 'cli_stopped']
 
 # %% ../../nbs/train/08d_demo.ipynb #dsz00002
 CPU_DEMO_BUDGET_S = 480         # the whole `smollm2 demo` on a CPU: training, evals, samples, the 50-step resume, startup
@@ -65,6 +65,16 @@ def demo_config(device_type: str, # 'cuda' or 'cpu'
     return TrainConfig(preset='tiny', steps=steps, batch_size=batch_size, seq_len=128, lr=3e-3, warmup_steps=steps // 10,
                        eval_every=max(10, steps // 8), eval_batches=10, sample_every=max(1, steps // 10), sample_tokens=48,
                        ckpt_every=max(1, steps // 4), out=out)
+
+RESUME_STEPS = 50  # "then resume for 50 more": the demo's proof that a run continues where it stopped
+
+def train_then_resume(cfg: TrainConfig, more: int = RESUME_STEPS) -> list[dict]:
+    "Train `cfg`, then resume it for `more` steps if it finished: the summaries (one if the first run stopped), each with its `seconds`."
+    out = []
+    for c in (cfg, replace(cfg, steps=cfg.steps + more, resume=True)):
+        t = time.perf_counter(); s = train(c); out.append({**s, 'seconds': time.perf_counter() - t})
+        if s['status'] != 'finished': break
+    return out
 
 def demo_report(first: dict, second: dict, metrics: list[dict], cfg: TrainConfig, seconds: float) -> str:
     "The lines `smollm2 demo` ends with: losses, where things are, and what to run next."
