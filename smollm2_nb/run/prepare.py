@@ -384,6 +384,7 @@ def prepare(source: str | os.PathLike,             # text/.jsonl/.parquet file, 
             progress: bool = True,                 # tqdm bar and status lines on stderr
            ) -> dict:
     "Tokenize `source` into uint16 shards under `out` and return the manifest; rerun after any interruption to continue."
+    # long on purpose: one pass (resume what is there, read, tokenize on the pool, write shards, commit the manifest), each step a call into the pieces above
     if not 0 <= val_fraction < 1: raise PrepareError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if shard_tokens < 1: raise PrepareError(f"--shard-tokens must be at least 1, got {shard_tokens}")
     if limit_documents is not None and limit_documents < 1: raise PrepareError(f"--max-documents must be at least 1, got {limit_documents}")

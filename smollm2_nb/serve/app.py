@@ -166,6 +166,7 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
               allowed: list[str] | None = None, # public: the only sources 'Load model' offers; None: `$SMOLLM2_ALLOWED_MODELS`
              ) -> gr.Blocks:
     "The Gradio app (queue configured, not launched). Public: no load control unless an allowlist is set; no paths in errors."
+    # long on purpose: Gradio declares a page as one `with gr.Blocks()` block, its events wired to components defined in it
     public = is_public() if public is None else public
     allowed = allowed_sources() if allowed is None else list(allowed)
     offer_load = allow_load and (not public or bool(allowed))

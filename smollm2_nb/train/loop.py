@@ -211,6 +211,7 @@ def _restore(run: Run, ckpt: Checkpoint):
 
 def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
     "A run ready for its first step: device and precision, the checkpoint it resumes, data, model and optimizer; run.json written."
+    # long on purpose: the ordered steps before a first step (device, resume, data, model, optimizer, run.json), each a call; split, they would pass a dozen locals around
     given, cfg, t_start = cfg, cfg.resolved(), time.time()
     rank, world, local, created_pg = setup_distributed(cfg.device)
     device = pick_device(cfg.device, local)
