@@ -129,12 +129,12 @@ def chat(*, model: str,       # checkpoint file, run directory, Hugging Face fol
     from smollm2_nb.serve.chat import Chat, chat_loop, _terminal_lines as terminal_lines
     loaded = _loaded(model, precision, device, tokenizer)
     m, tok, info = loaded.model, loaded.tokenizer, loaded.facts
-    try: session = Chat(m, tok, system, loaded.decoder, **sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed))
+    try: conversation = Chat(m, tok, system, loaded.decoder, **sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed))
     except ValueError as e: raise UsageError(f"{model}: {e}") from None
     interactive = sys.stdin.isatty()
     print(f"smollm2 chat: {info['picked']}, {info['serving']} weights" +
           ('; /reset, /system TEXT, /quit; Ctrl-C stops a reply' if interactive else ''), file=sys.stderr)
-    chat_loop(session, terminal_lines() if interactive else sys.stdin, interactive=interactive)
+    chat_loop(conversation, terminal_lines() if interactive else sys.stdin, interactive=interactive)
 
 # %% ../nbs/13a_commands.ipynb #f0e75877
 def eval(*, model: str,            # checkpoint file, run directory, Hugging Face folder, hub id or GGUF file
