@@ -45,7 +45,7 @@ SHARED = {  # the shared option groups: one definition each, the same flag, mean
     'model':     dict(type=_model_source, metavar='MODEL', help='checkpoint file, run directory, Hugging Face folder, hub id or GGUF file'),
     'device':    dict(type=_device, default='auto', help='auto (cuda if available, else cpu), cpu, cuda or cuda:N'),
     'precision': dict(choices=INFERENCE_PRECISIONS, default='auto',
-                      help="weights: auto = the library's policy for the device (int8 or fp32 on a CPU, bf16 on sm_80+ GPUs, fp16 below)"),
+                      help="auto = the library's precision policy for this device and job (bf16 on sm_80+ GPUs, fp16 below; on a CPU fp32, or int8 weights for decoding)"),
     'tokenizer': dict(type=_tokenizer_source, metavar='PATH', default=None,
                       help="tokenizer folder or hub id (default None: the model's own, else $SMOLLM2_TOKENIZER, else the hub's)"),
     'out':       dict(type=_out_path, metavar='DIR', help='output folder'),
@@ -131,7 +131,8 @@ def _help(kw: dict, doc: str | None, default) -> str:
 def add_parameter(p: argparse.ArgumentParser, name: str, default, anno, doc: str | None, flags: dict, given_only: bool = False):
     """The parameter `name` of a command's function as an argument of `p`: a shared group's definition where the name is
     one (`model`, `device`, `precision`, `tokenizer`, `out`, `progress`), else from its annotation; its comment as help."""
-    kw = {**SHARED.get(name, {}), **({'help': doc} if doc else {}), **flags.get(name, {})}
+    own_help = doc and name not in ('device', 'precision', 'tokenizer', 'progress')  # these mean one thing everywhere
+    kw = {**SHARED.get(name, {}), **({'help': doc} if own_help else {}), **flags.get(name, {})}
     flag = kw.pop('flag', '--' + name.replace('_', '-'))
     base = _base(anno)
     if default is inspect.Parameter.empty: kw.setdefault('required', True); default = None
