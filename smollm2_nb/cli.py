@@ -47,7 +47,7 @@ SHARED = {  # the shared option groups: one definition each, the same flag, mean
     'precision': dict(choices=INFERENCE_PRECISIONS, default='auto',
                       help="auto = the library's precision policy for this device and job (bf16 on sm_80+ GPUs, fp16 below; on a CPU fp32, or int8 weights for decoding)"),
     'tokenizer': dict(type=_tokenizer_source, metavar='PATH', default=None,
-                      help="tokenizer folder or hub id (default None: the model's own, else $SMOLLM2_TOKENIZER, else the hub's)"),
+                      help="tokenizer folder or hub id; None: the model's own, else $SMOLLM2_TOKENIZER, else the hub's"),
     'out':       dict(type=_out_path, metavar='DIR', help='output folder'),
     'progress':  dict(action=argparse.BooleanOptionalAction, default=True, help='a progress bar; --no-progress: printed lines'),
 }
@@ -244,8 +244,8 @@ def _batch_size(s: str) -> int | str:
 TRAIN_FLAGS = dict(  # TrainConfig fields whose flag is not simply --field-name of its type
     precision=dict(choices=TRAIN_PRECISIONS), preset=dict(choices=sorted(PRESETS)), init=dict(type=_model_source, metavar='MODEL'),
     resume=dict(nargs='?', const=True, metavar='RUN_DIR|CHECKPOINT'), batch_size=dict(type=_batch_size),
-    compile=dict(action=argparse.BooleanOptionalAction), time_budget_s=dict(flag='--time-budget', type=_duration),
-    sample_prompts=dict(flag='--prompt', action='append', metavar='PROMPT'), data=dict(metavar='DATA'))
+    compile=dict(action=argparse.BooleanOptionalAction), time_budget_s=dict(flag='--time-budget', type=_duration, metavar='DURATION'),
+    sample_prompts=dict(flag='--prompt', action='append', metavar='PROMPT', help='a sample prompt (repeat for several)'), data=dict(metavar='DATA'))
 MODEL_POSITIONAL = {'MODEL': 'model'}  # `smollm2 eval MODEL` (before --model): kept for one release
 
 C = 'smollm2_nb.commands'
