@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import ClassVar
 
 # %% auto #0
-__all__ = ['atomic_write', 'finite_json', 'write_json', 'read_json', 'append_jsonl', 'read_jsonl', 'RunDir', 'RunInfo',
-           'RunDirBusy', 'RunLock']
+__all__ = ['atomic_write', 'finite_json', 'write_json', 'read_json', 'append_jsonl', 'read_jsonl', 'cache_dir', 'RunDir',
+           'RunInfo', 'RunDirBusy', 'RunLock']
 
 # %% ../../nbs/run/04a_layout.ipynb #59593861
 def atomic_write(path: str | os.PathLike, # the file to create or replace
@@ -70,6 +70,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         try: out.append(json.loads(line))
         except json.JSONDecodeError: continue  # being written right now: read again on the next poll
     return out
+
+# %% ../../nbs/run/04a_layout.ipynb #b4c4cd94
+def cache_dir() -> Path:
+    "Where the project caches what it downloads or derives (Tiny Shakespeare, tokenized corpora, converted GGUF files): `$SMOLLM2_CACHE` or `~/.cache/smollm2_nb`."
+    return Path(os.environ.get('SMOLLM2_CACHE') or Path.home() / '.cache' / 'smollm2_nb').expanduser()
 
 # %% ../../nbs/run/04a_layout.ipynb #f9cb37a2
 class RunDir:
