@@ -16,8 +16,8 @@ __all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'SLOW_START_ENV', 'READY_ENV
 # %% ../../nbs/train/08c_launch.ipynb #k021
 LAUNCHER_ENV = 'SMOLLM2_KAGGLE_LAUNCHER'  # 'auto' | 'inprocess' | 'torchrun': force a launch mode (tests)
 NPROC_ENV = 'SMOLLM2_KAGGLE_NPROC'        # training processes (default: one per GPU; tests: 2 CPU processes)
-HANG_ENV = 'SMOLLM2_KAGGLE_SIMULATE_HANG'  # tests: '1' = workers of a multi-process run hang unless NCCL_P2P_DISABLE=1; 'always' = always
-SLOW_START_ENV = 'SMOLLM2_KAGGLE_SIMULATE_SLOW_START'  # tests: seconds each worker waits after the all-reduce check (stands in for compiling)
+HANG_ENV = 'SMOLLM2_KAGGLE_SIMULATE_HANG'  # read by the test double tests/fakes/sitecustomize.py: workers whose all-reduce never completes
+SLOW_START_ENV = 'SMOLLM2_KAGGLE_SIMULATE_SLOW_START'  # read by the same double: seconds each worker waits after the all-reduce (a long compile)
 READY_ENV = 'SMOLLM2_LAUNCH_READY'  # set by `run_attempt`: the file rank 0 creates once an all-reduce across the workers completed
 
 def config_to_json(cfg, path: str | os.PathLike) -> Path:
@@ -26,11 +26,6 @@ def config_to_json(cfg, path: str | os.PathLike) -> Path:
     path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
     return path
 
-def _simulate_hang():
-    "Test hook: stand in for an NCCL all-reduce that never completes (see `HANG_ENV`)."
-    how = os.environ.get(HANG_ENV, '')
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and (how == 'always' or (how == '1' and os.environ.get('NCCL_P2P_DISABLE') != '1')):
-        while True: time.sleep(60)
 
 def collective_check(device=None) -> int:
     "Join the process group (as the trainer will) and all-reduce one number across the workers; returns the world size."
@@ -38,7 +33,6 @@ def collective_check(device=None) -> int:
     from smollm2_nb.train.setup import setup_distributed
     rank, world, local, _ = setup_distributed(device)
     if world > 1:
-        _simulate_hang()
         cuda = dist.get_backend() == 'nccl'
         t = torch.ones(1, device=f'cuda:{local}' if cuda else 'cpu'); dist.all_reduce(t)
         if cuda: torch.cuda.synchronize()
@@ -53,7 +47,6 @@ def train_from_json(path: str | os.PathLike) -> dict:
     from smollm2_nb.train.loop import train
     cfg = TrainConfig(**json.loads(Path(path).read_text()))
     collective_check(cfg.device)
-    time.sleep(float(os.environ.get(SLOW_START_ENV) or 0))
     try: return train(cfg)  # compiling and the first steps are not timed: the collectives already work
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
