@@ -204,18 +204,21 @@ def data_prepare(source: str,           # a text, .jsonl(.gz) or .parquet file, 
                  max_documents: int | None = None, # stop after this many documents of the source
                  progress: bool = True):
     "Tokenize SOURCE on every core into DIR/train-*.bin, DIR/val-*.bin and DIR/manifest.json; interrupted, the same command continues."
-    from smollm2_nb.run.prepare import prepare, PrepareError, MANIFEST, _stop, _STOPPED_BY
+    from smollm2_nb.run.prepare import prepare, PrepareError, MANIFEST
     from smollm2_nb.run.layout import RunDirBusy
-    _STOPPED_BY[0] = signal.SIGINT
-    old = signal.signal(signal.SIGTERM, _stop)
+    stopped_by = [signal.SIGINT]
+    def on_term(signum, frame):  # SIGTERM ends a prepare the way Ctrl-C does
+        stopped_by[0] = signum
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, on_term)
     try:
         prepare(source, out, tokenizer, text_field=text_field, val_fraction=val_fraction, shard_tokens=shard_tokens,
                 workers=workers, hub_config=hub_config, split=split, limit_documents=max_documents, progress=progress)
     except (PrepareError, RunDirBusy, FileNotFoundError) as e: raise UsageError(e) from None
     except KeyboardInterrupt:
-        print(f"\nstopped ({signal.Signals(_STOPPED_BY[0]).name}): the shards listed in {Path(out) / MANIFEST} are kept; "
+        print(f"\nstopped ({signal.Signals(stopped_by[0]).name}): the shards listed in {Path(out) / MANIFEST} are kept; "
               f"run the same command again to continue", file=sys.stderr)
-        return 128 + _STOPPED_BY[0]
+        return 128 + stopped_by[0]
     finally: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/13a_commands.ipynb #9c08f36c
