@@ -87,16 +87,16 @@ class ModelSlot:
                  device: str = 'cpu',
                  precision: str = 'auto',        # weights for decoding, as `smollm2 generate --precision`
                  tokenizer: str | None = None):  # instead of the model's own tokenizer
-        self.model = self.tokenizer = self.info = None
+        self.model = self.tokenizer = self.decoder = self.info = None
         self.device, self.precision, self.tokenizer_source, self._lock = device, precision, tokenizer, threading.Lock()
         if source: self.load(source)
 
     def load(self, source: str | os.PathLike) -> dict:
         "Load `source` (anything `serve.load.load_model` takes) and make it the model served; returns its info."
         if not str(source).strip(): raise ValueError(f'No model source given. {NO_MODEL_MESSAGE}')
-        model, tokenizer, info = load_for_inference(str(source).strip(), self.precision, self.device, self.tokenizer_source)  # auto: int8/fp32 on CPU
-        info = {**info, 'chat': has_chat_template(tokenizer)}
-        with self._lock: self.model, self.tokenizer, self.info = model, tokenizer, info
+        loaded = load_for_inference(str(source).strip(), self.precision, self.device, self.tokenizer_source)  # auto: int8/fp32 on CPU
+        info = {**loaded.facts, 'chat': has_chat_template(loaded.tokenizer)}
+        with self._lock: self.model, self.tokenizer, self.decoder, self.info = loaded.model, loaded.tokenizer, loaded.decoder, info
         return info
 
     @property
@@ -104,10 +104,10 @@ class ModelSlot:
 
     def stream(self, prompt: str, **settings):
         "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
-        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        with self._lock: model, tokenizer, decoder = self.model, self.tokenizer, self.decoder
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         text = prompt  # `stream` checks the prompt fits the context (ValueError) and stops at EOS
-        for piece in stream(model, tokenizer, prompt, decoder=info['decoder'], **settings):
+        for piece in stream(model, tokenizer, prompt, decoder=decoder, **settings):
             text += piece
             yield text
 
@@ -121,14 +121,14 @@ class ModelSlot:
              on_drop=None,                             # called with the number of old messages dropped to fit the context
              **settings):
         "Yield the reply so far to `message` after `history`, for a model with a chat template; it ends at the end of the turn."
-        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        with self._lock: model, tokenizer, decoder = self.model, self.tokenizer, self.decoder
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         if not has_chat_template(tokenizer): raise ValueError(NO_CHAT_MESSAGE)
         messages = [{'role': m['role'], 'content': _message_text(m['content'])} for m in history] + [{'role': 'user', 'content': message}]
         messages, dropped = fit_messages(tokenizer, messages, model.config.max_position_embeddings - settings['max_new_tokens'])
         if dropped and on_drop: on_drop(dropped)
         reply = ''
-        for piece in reply_stream(model, tokenizer, messages, decoder=info['decoder'], **settings):
+        for piece in reply_stream(model, tokenizer, messages, decoder=decoder, **settings):
             reply += piece
             yield reply
 
