@@ -39,12 +39,12 @@ def test_cli_exports_a_run_as_a_folder_transformers_loads(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
     model, tok = tiny
     save_checkpoint(Checkpoint(step=5, config=model.config.to_dict(), model=model.state_dict()), tmp_path / 'run')
-    r = smollm2('export', tmp_path / 'run', '--format', 'hf', '--out', tmp_path / 'hf')
+    r = smollm2('export', '--model', tmp_path / 'run', '--format', 'hf', '--out', tmp_path / 'hf')
     assert r.returncode == 0, r.stderr
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / 'hf').eval()
     ids = torch.randint(0, model.config.vocab_size, (1, 12))
     with torch.no_grad(): assert torch.allclose(hf(ids).logits, model(ids), atol=1e-5)
-    bad = smollm2('export', tmp_path / 'nothing', '--format', 'gguf', '--out', tmp_path / 'x.gguf')
+    bad = smollm2('export', '--model', tmp_path / 'nothing', '--format', 'gguf', '--out', tmp_path / 'x.gguf')
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr and bad.stderr.startswith('smollm2 export: error:')
 
 def test_llama_cpp_reads_our_gguf_with_our_logits(tiny, tmp_path):

@@ -113,14 +113,14 @@ def test_bad_init_arguments_are_one_line(base, tmp_path, capsys):
              (['--init', str(base), '--seq-len', '5000'], 'longer than the context'),
              (['--init', str(base), '--lora-rank', '4', '--lora-targets', 'q_proj,lm_head'], 'lm_head is not a linear layer')]
     for args, msg in cases:
-        assert cli_train([*args, '--out', str(tmp_path / 'bad'), '--steps', '1', '--no-progress']) == 1, args
+        assert cli_train([*args, '--out', str(tmp_path / 'bad'), '--steps', '1', '--no-progress']) == 2, args  # bad input: exit 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
     run = tmp_path / 'full'
     train(cfg(run, init=str(base), steps=1))
     for args, msg in [(['--lora-rank', '4'], 'trains every weight; resume with --lora-rank 0'),
                       (['--init', str(run)], '--init starts a new run')]:
-        assert cli_train(['--resume', str(run), '--steps', '2', *args]) == 1
+        assert cli_train(['--resume', str(run), '--steps', '2', *args]) == 2
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
 

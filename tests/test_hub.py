@@ -54,7 +54,7 @@ def test_uploaded_folder_loads_in_transformers_with_a_card_from_the_run(run, rec
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from smollm2_nb.serve.load import load_model
     monkeypatch.setenv('HF_TOKEN', 'hf_recorded')
-    assert cli_hub(['push', str(run), '--repo', 'alice/tiny']) == 0
+    assert cli_hub(['push', '--model', str(run), '--repo', 'alice/tiny']) == 0
     files = committed_files(recorder.commit())
     assert sorted(files) == ['README.md', 'config.json', 'generation_config.json', 'model.safetensors',
                              'tokenizer.json', 'tokenizer_config.json']
@@ -81,7 +81,7 @@ def test_uploaded_folder_loads_in_transformers_with_a_card_from_the_run(run, rec
 
 def test_hub_push_requests(run, recorder, monkeypatch, capsys):
     monkeypatch.setenv('HF_TOKEN', 'hf_recorded')
-    assert cli_hub(['push', str(run), '--repo', 'alice/tiny', '--private']) == 0
+    assert cli_hub(['push', '--model', str(run), '--repo', 'alice/tiny', '--private']) == 0
     assert capsys.readouterr().out.strip() == f'https://huggingface.co/alice/tiny/commit/{"0" * 40}'
     paths = recorder.paths()
     assert paths[0] == ('POST', '/api/repos/create')
@@ -111,7 +111,7 @@ def test_space_push_uploads_app_and_sets_the_model(recorder, monkeypatch, capsys
 
 
 def test_missing_token_is_one_line_and_sends_nothing(run, recorder, no_token, capsys):
-    assert cli_hub(['push', str(run), '--repo', 'alice/tiny']) == 2
+    assert cli_hub(['push', '--model', str(run), '--repo', 'alice/tiny']) == 2
     assert cli_space(['push', '--repo', 'alice/space', '--model', 'alice/tiny']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all('hf auth login' in l and 'HF_TOKEN' in l for l in err)
@@ -123,7 +123,7 @@ def test_console_script_without_token_exits_nonzero_without_traceback(run, tmp_p
     "`python -m smollm2_nb.cli hub push` (the `smollm2` command) in a process with no token anywhere (an empty HF_HOME)."
     env = {k: v for k, v in os.environ.items() if k not in ('HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH')}
     env['HF_HOME'] = str(tmp_path / 'hf-home')
-    r = subprocess.run([sys.executable, '-m', 'smollm2_nb.cli', 'hub', 'push', str(run), '--repo', 'alice/tiny'],
+    r = subprocess.run([sys.executable, '-m', 'smollm2_nb.cli', 'hub', 'push', '--model', str(run), '--repo', 'alice/tiny'],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and r.stdout == ''
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and 'Traceback' not in r.stderr
@@ -134,14 +134,14 @@ def test_offline_mode_and_bad_repo_are_one_line(run, monkeypatch, capsys):
     from huggingface_hub import constants
     monkeypatch.setenv('HF_TOKEN', 'hf_recorded')
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
-    assert cli_hub(['push', str(run), '--repo', 'alice/tiny']) == 2
+    assert cli_hub(['push', '--model', str(run), '--repo', 'alice/tiny']) == 2
     assert capsys.readouterr().err.strip() == 'smollm2 hub: HF_HUB_OFFLINE is set: unset it to upload'
-    assert cli_hub(['push', str(run), '--repo', 'not-a-repo']) == 2
+    assert cli_hub(['push', '--model', str(run), '--repo', 'not-a-repo']) == 2
     assert 'USER/NAME' in capsys.readouterr().err
 
 
 def test_dry_run_writes_the_folder_and_sends_nothing(run, recorder, tmp_path, capsys):
-    assert cli_hub(['push', str(run), '--repo', 'alice/tiny', '--dry-run', '--out', str(tmp_path / 'dry')]) == 0
+    assert cli_hub(['push', '--model', str(run), '--repo', 'alice/tiny', '--dry-run', '--out', str(tmp_path / 'dry')]) == 0
     assert 'would upload' in capsys.readouterr().out
     assert (tmp_path / 'dry' / 'README.md').exists() and (tmp_path / 'dry' / 'model.safetensors').exists()
     assert recorder.requests == []
@@ -151,7 +151,7 @@ def test_refused_token_is_one_line_saying_so(run, monkeypatch, capsys):
     "The Hub refusing the token (401) ends the push with one line that names the likely cause."
     monkeypatch.setenv('HF_TOKEN', 'hf_read_only')
     with offline_hub(fail={'/api/repos/create': 401}) as rec:
-        assert cli_hub(['push', str(run), '--repo', 'alice/tiny']) == 2
+        assert cli_hub(['push', '--model', str(run), '--repo', 'alice/tiny']) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith('smollm2 hub: ') and 'write access' in err
     assert not any('/commit/' in r.url.path for r in rec.requests)

@@ -5,7 +5,14 @@ completes (SMOLLM2_KAGGLE_SIMULATE_HANG=always) must be stopped, retried with NC
 process that finishes the run. Workers whose start after that all-reduce takes longer than the timeout
 (SMOLLM2_KAGGLE_SIMULATE_SLOW_START, standing in for torch.compile's first steps) must not be stopped.
 """
-import io, json
+import io, json, os
+from pathlib import Path
+
+FAKES = Path(__file__).parent / 'fakes'   # sitecustomize.py: the hang and the slow start, in the workers only
+
+def with_fakes(monkeypatch):
+    "Workers started from here load tests/fakes/sitecustomize.py, which simulates what the environment variables ask."
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(FAKES), os.environ.get('PYTHONPATH')])))
 
 
 TIMEOUT_S = 30  # a 2-process gloo all-reduce under torchrun took ~14 s on a busy 2-core x86 CPU
@@ -14,7 +21,7 @@ TIMEOUT_S = 30  # a 2-process gloo all-reduce under torchrun took ~14 s on a bus
 def test_hung_all_reduce_retries_without_p2p_then_falls_back_to_one_process(tmp_path, monkeypatch):
     from smollm2_nb.ship.kaggle_kernel import kaggle_paths, kernel_config
     from smollm2_nb.train.launch import HANG_ENV, run_training
-    monkeypatch.setenv(HANG_ENV, 'always')
+    monkeypatch.setenv(HANG_ENV, 'always'); with_fakes(monkeypatch)
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     paths = kaggle_paths(tmp_path)
     cfg = kernel_config(paths, smoke=True)
@@ -32,7 +39,7 @@ def test_hung_all_reduce_retries_without_p2p_then_falls_back_to_one_process(tmp_
 def test_a_slow_start_after_the_all_reduce_is_not_taken_for_a_hang(tmp_path, monkeypatch):
     from smollm2_nb.ship.kaggle_kernel import kaggle_paths, kernel_config
     from smollm2_nb.train.launch import SLOW_START_ENV, run_training
-    monkeypatch.setenv(SLOW_START_ENV, str(TIMEOUT_S + 5))  # longer than the watchdog's limit, like a long compile
+    monkeypatch.setenv(SLOW_START_ENV, str(TIMEOUT_S + 5)); with_fakes(monkeypatch)  # longer than the watchdog's limit, like a long compile
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     paths = kaggle_paths(tmp_path)
     cfg = kernel_config(paths, smoke=True)
@@ -42,3 +49,10 @@ def test_a_slow_start_after_the_all_reduce_is_not_taken_for_a_hang(tmp_path, mon
     assert 'no all-reduce within' not in said and 'launching one process' not in said, said[-3000:]
     assert summary['status'] == 'finished' and summary['step'] == cfg.steps, summary
     assert json.loads((paths.run_dir / 'run.json').read_text())['world_size'] == 2, 'both workers trained'
+
+
+def test_the_double_reads_the_names_the_library_spells():
+    from smollm2_nb.train import launch
+    src = (FAKES / 'sitecustomize.py').read_text()
+    assert f"HANG_ENV, SLOW_START_ENV = {launch.HANG_ENV!r}, {launch.SLOW_START_ENV!r}" in src
+    assert not hasattr(launch, '_simulate_hang')   # the library holds no test double

@@ -66,7 +66,8 @@ def find_checkpoints(path: str | os.PathLike, # a run directory (or its checkpoi
     "Checkpoint files under `path`, oldest step first (temporary files of a save in progress are not checkpoints)."
     p = Path(path)
     if not p.is_dir(): return []
-    files = p.rglob('step_*.pt') if recursive else [*p.glob('step_*.pt'), *RunDir(p).checkpoints.glob('step_*.pt')]
+    g = RunDir.CHECKPOINT_GLOB
+    files = p.rglob(g) if recursive else [*p.glob(g), *RunDir(p).checkpoints.glob(g)]
     found = [f for f in files if RunDir.step_of(f) is not None and f.is_file()]
     return sorted(found, key=lambda f: (RunDir.step_of(f), f.stat().st_mtime))
 

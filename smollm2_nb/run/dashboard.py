@@ -7,7 +7,7 @@ from __future__ import annotations
 import html, io, json, math, os, time
 from pathlib import Path
 from .layout import read_jsonl
-from .layout import RunDir
+from .layout import RunDir, RunInfo
 
 # %% auto #0
 __all__ = ['read_run', 'total_steps', 'eta_seconds', 'format_duration', 'format_or_dash', 'run_summary', 'plot_run', 'figure_png',
@@ -23,11 +23,8 @@ def read_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], list[dict]]:
 
 # %% ../../nbs/run/09_dashboard.ipynb #e82b8dbe
 def total_steps(info: dict) -> int | None:
-    "Planned number of steps of a run, from `run.json`."
-    for k in ('total_steps', 'steps', 'max_steps'):
-        v = info.get(k) or (info.get('train_config') or {}).get(k) or (info.get('config') or {}).get(k)
-        if isinstance(v, int): return v
-    return None
+    "Planned number of steps of a run, from `run.json` (`RunInfo` reads the older spellings)."
+    return (info if isinstance(info, RunInfo) else RunInfo.from_dict(info)).steps
 
 def eta_seconds(observed: list[tuple[float, int]], total: int | None) -> float | None:
     "Seconds left at the step rate seen in `observed` `(wall_time, step)` pairs, or None if unknown."

@@ -12,18 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from ..model.tokenizer import find_shared_data, load_tokenizer, resolve_tokenizer
+from .layout import cache_dir  # the project's cache folder, owned by `run.layout`
 
 # %% auto #0
-__all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_ENV', 'cache_dir', 'shakespeare_path', 'corpus_files', 'read_text', 'tokenizer_id',
+__all__ = ['SHAKESPEARE_URL', 'SHAKESPEARE_ENV', 'shakespeare_path', 'corpus_files', 'read_text', 'tokenizer_id',
            'tokenize_corpus', 'Split', 'TokenData', 'split_tokens', 'load_data', 'BatchSampler', 'get_batch']
 
 # %% ../../nbs/run/07_data.ipynb #5eb12b51
 SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 SHAKESPEARE_ENV = 'SMOLLM2_SHAKESPEARE'
 
-def cache_dir() -> Path:
-    "Where downloads and tokenized corpora are cached: `$SMOLLM2_CACHE` or `~/.cache/smollm2_nb`."
-    return Path(os.environ.get('SMOLLM2_CACHE') or Path.home() / '.cache' / 'smollm2_nb').expanduser()
 
 def shakespeare_path(cache: str | os.PathLike | None = None) -> Path:
     "Path of Tiny Shakespeare: `$SMOLLM2_SHAKESPEARE`, else a cached copy, else `shared/data`'s, else downloaded from `SHAKESPEARE_URL`."

@@ -11,11 +11,13 @@ import re
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 # %% auto #0
-__all__ = ['atomic_write', 'finite_json', 'write_json', 'read_json', 'append_jsonl', 'read_jsonl', 'RunDir', 'RunDirBusy',
-           'RunLock']
+__all__ = ['atomic_write', 'finite_json', 'write_json', 'read_json', 'append_jsonl', 'read_jsonl', 'cache_dir', 'RunDir',
+           'RunInfo', 'RunDirBusy', 'RunLock']
 
 # %% ../../nbs/run/04a_layout.ipynb #59593861
 def atomic_write(path: str | os.PathLike, # the file to create or replace
@@ -69,6 +71,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError: continue  # being written right now: read again on the next poll
     return out
 
+# %% ../../nbs/run/04a_layout.ipynb #b4c4cd94
+def cache_dir() -> Path:
+    "Where the project caches what it downloads or derives (Tiny Shakespeare, tokenized corpora, converted GGUF files): `$SMOLLM2_CACHE` or `~/.cache/smollm2_nb`."
+    return Path(os.environ.get('SMOLLM2_CACHE') or Path.home() / '.cache' / 'smollm2_nb').expanduser()
+
 # %% ../../nbs/run/04a_layout.ipynb #f9cb37a2
 class RunDir:
     "The files of one training run directory, each name spelled here and nowhere else."
@@ -76,7 +83,7 @@ class RunDir:
     CHECKPOINTS, BEST, BEST_META, MODEL = 'checkpoints', 'best', 'best.json', 'model'
     TOKENIZER, DASHBOARD, TRAIN_LOG, TRAIN_CONFIG, LOCK = 'tokenizer', 'dashboard.png', 'train.log', 'train_config.json', '.lock'
     RECORD = (RUN, METRICS, SAMPLES)
-    CHECKPOINT_NAME = re.compile(r'step_(\d+)\.pt')
+    CHECKPOINT_NAME, CHECKPOINT_GLOB = re.compile(r'step_(\d+)\.pt'), 'step_*.pt'
 
     def __init__(self, path: str | os.PathLike): self.path = Path(path)
     def __fspath__(self): return str(self.path)
@@ -96,7 +103,7 @@ class RunDir:
     train_config = property(lambda self: self.path / self.TRAIN_CONFIG)
     lock        = property(lambda self: self.path / self.LOCK)
 
-    def checkpoint(self, step: int) -> Path: return self.checkpoints / f'step_{step:07d}.pt'
+    def checkpoint(self, step: int) -> Path: return self.checkpoints / f'step_{step:07d}.pt'  # matches CHECKPOINT_NAME and _GLOB
 
     @classmethod
     def step_of(cls, name: str | os.PathLike) -> int | None:
@@ -113,9 +120,60 @@ class RunDir:
         return cls(p)
 
     def is_run(self) -> bool: return self.run_json.exists()
-    def info(self) -> dict: return read_json(self.run_json, {}) or {}
+    def info(self) -> dict: return read_json(self.run_json, {}) or {}   # run.json as a dict; `RunInfo.read` for its fields
     def read_metrics(self) -> list[dict]: return read_jsonl(self.metrics)
     def read_samples(self) -> list[dict]: return read_jsonl(self.samples)
+
+# %% ../../nbs/run/04a_layout.ipynb #e4b3f1e9
+@dataclass
+class RunInfo:
+    """What `run.json` says about a run, its keys spelled here: the trainer writes it when the run starts and when it ends;
+    the dashboard, the model card, the loader and the launcher read these fields. Older files read too."""
+    status: str = 'running'            # running | finished | stopped | failed
+    steps: int | None = None           # optimizer steps planned
+    step: int | None = None            # the last step done (written when the run ends)
+    start_step: int = 0                # the step a resumed run started from
+    train_config: dict = field(default_factory=dict)  # the run's `TrainConfig` as a dict
+    config: dict = field(default_factory=dict)        # the model's config as a dict
+    preset: str | None = None          # the model preset (None with `init`)
+    init: str | None = None            # the weights the run started from (fine-tuning)
+    params: int | None = None
+    trainable_params: int | None = None
+    device: str | None = None          # e.g. cuda:0
+    device_name: str | None = None     # e.g. 'Tesla T4', or 'cpu'
+    precision: str | None = None       # the training precision: fp32, bf16 or fp16
+    compile: bool | None = None
+    world_size: int = 1                # processes (GPUs) that trained it
+    tokens_per_step: int | None = None
+    tokenizer: str | None = None
+    data: list = field(default_factory=list)  # the files (or shards) trained on
+    train_tokens: int | None = None
+    val_tokens: int | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    extra: dict = field(default_factory=dict) # every other key (datasets, timings, losses of the summary), kept as written
+
+    OLD_STEPS: ClassVar[tuple] = ('total_steps', 'max_steps')  # how older files spelled `steps`
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunInfo:
+        names = {f.name for f in fields(cls)} - {'extra'}
+        known = {k: v for k, v in d.items() if k in names}
+        if not isinstance(known.get('steps'), int):
+            old = [d.get(k) for k in cls.OLD_STEPS] + [(d.get(s) or {}).get(k) for s in ('train_config', 'config') for k in ('steps',) + cls.OLD_STEPS]
+            known['steps'] = next((v for v in old if isinstance(v, int)), None)
+        return cls(**known, extra={k: v for k, v in d.items() if k not in names})
+
+    def to_dict(self) -> dict:
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != 'extra'}, **self.extra}
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike) -> RunInfo:
+        "The `run.json` of `run_dir` (an empty `RunInfo` when it is missing or unreadable)."
+        return cls.from_dict(read_json(RunDir(run_dir).run_json, {}) or {})
+
+    def write(self, run_dir: str | os.PathLike) -> Path:
+        return write_json(RunDir(run_dir).run_json, self.to_dict())
 
 # %% ../../nbs/run/04a_layout.ipynb #9b037c58
 class RunDirBusy(RuntimeError): "Another live process owns this run directory."

@@ -4,7 +4,6 @@
 
 # %% ../../nbs/run/07a_prepare.ipynb #9afc433a
 from __future__ import annotations
-import argparse
 import glob
 import gzip
 import hashlib
@@ -32,7 +31,7 @@ __all__ = ['FORMAT', 'MANIFEST', 'SPLITS', 'DEFAULT_SHARD_TOKENS', 'DEFAULT_VAL_
            'HUB_STATE_EVERY', 'KAGGLE_METADATA', 'KAGGLE_USER_PLACEHOLDER', 'PrepareError', 'file_kind', 'Source',
            'resolve_source', 'read_documents', 'is_val', 'tokenize_chunk', 'chunk_documents', 'worker_pool',
            'tokenize_chunks', 'write_tokens', 'new_manifest', 'open_manifest', 'clean_leftovers',
-           'write_kaggle_metadata', 'prepare', 'data_parser', 'cli_data']
+           'kaggle_dataset_metadata', 'write_kaggle_metadata', 'prepare', 'data_parser', 'cli_data']
 
 # %% ../../nbs/run/07a_prepare.ipynb #98e39101
 FORMAT = 'smollm2-shards/1'             # the manifest's "format": bump it when the layout changes
@@ -312,13 +311,18 @@ def clean_leftovers(out: Path, m: dict) -> list[str]:
 KAGGLE_METADATA = 'dataset-metadata.json'
 KAGGLE_USER_PLACEHOLDER = 'INSERT_USERNAME'
 
+def kaggle_dataset_metadata(ref: str,                 # OWNER/SLUG of the dataset
+                            title: str | None = None): # 6 to 50 characters; default: the slug
+    """The `dataset-metadata.json` of a Kaggle dataset this project makes (prepared shards, bundled data, a carried resume
+    point): private, licence "other", since what it holds carries its sources' licences (the corpus, the tokenizer's Apache-2.0)."""
+    return dict(title=title or ref.split('/')[1], id=ref, licenses=[dict(name='other')])
+
 def write_kaggle_metadata(out: Path) -> Path:
     "`out/dataset-metadata.json` for `kaggle datasets create -p out`, unless one is there (your edited id is kept)."
     path = out / KAGGLE_METADATA
     if not path.exists():
         slug = (re.sub(r'[^a-z0-9]+', '-', out.resolve().name.lower()).strip('-') + '-smollm2-shards')[:50].strip('-')
-        write_json(path, dict(title=slug, id=f'{KAGGLE_USER_PLACEHOLDER}/{slug}',  # Kaggle: a title of 6 to 50 characters
-                              licenses=[dict(name='other')]))
+        write_json(path, kaggle_dataset_metadata(f'{KAGGLE_USER_PLACEHOLDER}/{slug}'))  # Kaggle: a title of 6 to 50 characters
     return path
 
 # %% ../../nbs/run/07a_prepare.ipynb #b00d3dc4
@@ -380,6 +384,7 @@ def prepare(source: str | os.PathLike,             # text/.jsonl/.parquet file, 
             progress: bool = True,                 # tqdm bar and status lines on stderr
            ) -> dict:
     "Tokenize `source` into uint16 shards under `out` and return the manifest; rerun after any interruption to continue."
+    # long on purpose: one pass (resume what is there, read, tokenize on the pool, write shards, commit the manifest), each step a call into the pieces above
     if not 0 <= val_fraction < 1: raise PrepareError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if shard_tokens < 1: raise PrepareError(f"--shard-tokens must be at least 1, got {shard_tokens}")
     if limit_documents is not None and limit_documents < 1: raise PrepareError(f"--max-documents must be at least 1, got {limit_documents}")
@@ -439,45 +444,12 @@ def prepare(source: str | os.PathLike,             # text/.jsonl/.parquet file, 
     return m
 
 # %% ../../nbs/run/07a_prepare.ipynb #334b8a89
-def data_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='smollm2 data', description='Pretraining data: tokenize a corpus of any size into uint16 shards.')
-    sub = ap.add_subparsers(dest='cmd', required=True)
-    p = sub.add_parser('prepare', help='tokenize files or a Hub dataset into shards + manifest.json (resumable)',
-                       description='Tokenize SOURCE on every core into DIR/train-*.bin, DIR/val-*.bin and DIR/manifest.json. '
-                                   'Interrupted, run the same command again: it continues where it stopped.')
-    p.add_argument('source', metavar='SOURCE', help='a text, .jsonl(.gz) or .parquet file, a folder, a quoted glob, or a Hub dataset id')
-    p.add_argument('--out', required=True, metavar='DIR', help='the prepared folder (new, empty, or the one to continue)')
-    p.add_argument('--tokenizer', help='hub id or folder holding tokenizer.json (default: $SMOLLM2_TOKENIZER, else SmolLM2-135M)')
-    p.add_argument('--text-field', default='text', help="the field holding the text in JSON lines, Parquet and Hub records (default: text)")
-    p.add_argument('--val-fraction', type=float, default=DEFAULT_VAL_FRACTION, help=f'share of documents held out for validation (default: {DEFAULT_VAL_FRACTION})')
-    p.add_argument('--shard-tokens', type=int, default=DEFAULT_SHARD_TOKENS, help=f'tokens per shard (default: {DEFAULT_SHARD_TOKENS:_})')
-    p.add_argument('--workers', type=int, help='tokenizing processes (default: every core)')
-    p.add_argument('--config', help='the Hub dataset config, e.g. fineweb-edu-dedup')
-    p.add_argument('--split', default='train', help='the Hub dataset split (default: train)')
-    p.add_argument('--max-documents', type=int, metavar='N', help='stop after N documents of the source')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    return ap
-
-_STOPPED_BY = [signal.SIGINT]
-def _stop(signum, frame):  # SIGTERM ends a prepare the way Ctrl-C does
-    _STOPPED_BY[0] = signum
-    raise KeyboardInterrupt
+def data_parser():
+    "The parser of `smollm2 data prepare`, generated from its function (kept for one release)."
+    from smollm2_nb.cli import command_parser
+    return command_parser('data', 'prepare')
 
 def cli_data(argv: list[str] | None = None) -> int:
-    "`smollm2 data prepare SOURCE --out DIR ...`."
-    a = data_parser().parse_args(argv)
-    _STOPPED_BY[0] = signal.SIGINT
-    old = signal.signal(signal.SIGTERM, _stop)
-    try:
-        prepare(a.source, a.out, a.tokenizer, text_field=a.text_field, val_fraction=a.val_fraction, shard_tokens=a.shard_tokens,
-                workers=a.workers, hub_config=a.config, split=a.split, limit_documents=a.max_documents, progress=not a.no_progress)
-    except (PrepareError, RunDirBusy, FileNotFoundError) as e:
-        print(f"smollm2 data {a.cmd}: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print(f"\nstopped ({signal.Signals(_STOPPED_BY[0]).name}): the shards listed in {Path(a.out) / MANIFEST} are kept; "
-              f"run the same command again to continue", file=sys.stderr)
-        return 128 + _STOPPED_BY[0]
-    except OSError as e:
-        print(f"smollm2 data {a.cmd} failed: {e}", file=sys.stderr); return 1
-    finally: signal.signal(signal.SIGTERM, old)
-    return 0
+    "`smollm2 data prepare SOURCE --out DIR ...`. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['data', *(sys.argv[1:] if argv is None else argv)])

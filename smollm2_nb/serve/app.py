@@ -4,7 +4,6 @@
 
 # %% ../../nbs/serve/12_app.ipynb #6a31a003
 from __future__ import annotations
-import argparse
 import os
 import re
 import sys
@@ -13,17 +12,16 @@ from pathlib import Path
 try: import gradio as gr
 except ImportError as e: raise ImportError('the app needs gradio: pip install "smollm2_nb[app]"') from e
 from .generate import stream, SAMPLING_DEFAULTS
-from .load import load_for_inference
+from .load import MODEL_ENV, load_for_inference
 from ..run.dashboard import format_or_dash
 from .chat import has_chat_template, fit_messages, reply_stream
 
 # %% auto #0
-__all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'ALLOWED_ENV',
-           'check_settings', 'model_card', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app',
+__all__ = ['EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'model_card', 'ALLOWED_ENV',
+           'check_settings', 'model_summary', 'ModelSlot', 'is_public', 'allowed_sources', 'public_error', 'build_app',
            'cli_app', 'export_space']
 
 # %% ../../nbs/serve/12_app.ipynb #eeb9b88e
-MODEL_ENV = 'SMOLLM2_MODEL'  # env var naming the model to serve: checkpoint, run dir, HF folder, hub id or GGUF file
 EXAMPLE_PROMPTS = ['ROMEO:', 'KING RICHARD II:', 'Once upon a time', 'To be or not to be']
 LIMITS = {  # name: (min, max, default)
     'max_new_tokens': (10, 500, SAMPLING_DEFAULTS['max_new_tokens']),
@@ -65,7 +63,7 @@ def check_settings(prompt: str, # text to continue; must not be blank
     return out
 
 # %% ../../nbs/serve/12_app.ipynb #4fa0ac97
-def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, or None when no model is loaded
+def model_summary(info: dict | None, # the facts of `serve.load.load_for_inference`, or None when no model is loaded
               ) -> str:
     "Markdown describing the loaded model, or how to load one."
     if not info: return f'**No model loaded.** {HOW_TO_LOAD}'
@@ -79,32 +77,37 @@ def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, 
             ('chat', '–' if info.get('chat') is None else 'yes: its chat template (Chat tab)' if info['chat'] else 'no chat template: completion only')]
     return '\n'.join(['| model | |', '|---|---|', *[f'| {k} | {v} |' for k, v in rows]])
 
+model_card = model_summary  # the old name, kept for one release (`ship.hub.model_card` writes a Hub model card)
+
+
 # %% ../../nbs/serve/12_app.ipynb #ac45e656
 class ModelSlot:
     "The app's model, loaded from a checkpoint, run dir, HF folder or hub id, and replaced by `load`."
     def __init__(self, source: str | os.PathLike | None = None, # what to load now; None: nothing yet
-                 device: str = 'cpu'):
-        self.model = self.tokenizer = self.info = None
-        self.device, self._lock = device, threading.Lock()
+                 device: str = 'cpu',
+                 precision: str = 'auto',        # weights for decoding, as `smollm2 generate --precision`
+                 tokenizer: str | None = None):  # instead of the model's own tokenizer
+        self.model = self.tokenizer = self.decoder = self.info = None
+        self.device, self.precision, self.tokenizer_source, self._lock = device, precision, tokenizer, threading.Lock()
         if source: self.load(source)
 
     def load(self, source: str | os.PathLike) -> dict:
-        "Load `source` (see `checkpoint.load_model`) and make it the model served; returns its info."
+        "Load `source` (anything `serve.load.load_model` takes) and make it the model served; returns its info."
         if not str(source).strip(): raise ValueError(f'No model source given. {NO_MODEL_MESSAGE}')
-        model, tokenizer, info = load_for_inference(str(source).strip(), 'auto', self.device)  # int8/fp32 on CPU
-        info = {**info, 'chat': has_chat_template(tokenizer)}
-        with self._lock: self.model, self.tokenizer, self.info = model, tokenizer, info
+        loaded = load_for_inference(str(source).strip(), self.precision, self.device, self.tokenizer_source)  # auto: int8/fp32 on CPU
+        info = {**loaded.facts, 'chat': has_chat_template(loaded.tokenizer)}
+        with self._lock: self.model, self.tokenizer, self.decoder, self.info = loaded.model, loaded.tokenizer, loaded.decoder, info
         return info
 
     @property
-    def card(self) -> str: return model_card(self.info)
+    def card(self) -> str: return model_summary(self.info)
 
     def stream(self, prompt: str, **settings):
         "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
-        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        with self._lock: model, tokenizer, decoder = self.model, self.tokenizer, self.decoder
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         text = prompt  # `stream` checks the prompt fits the context (ValueError) and stops at EOS
-        for piece in stream(model, tokenizer, prompt, decoder=info['decoder'], **settings):
+        for piece in stream(model, tokenizer, prompt, decoder=decoder, **settings):
             text += piece
             yield text
 
@@ -118,14 +121,14 @@ class ModelSlot:
              on_drop=None,                             # called with the number of old messages dropped to fit the context
              **settings):
         "Yield the reply so far to `message` after `history`, for a model with a chat template; it ends at the end of the turn."
-        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        with self._lock: model, tokenizer, decoder = self.model, self.tokenizer, self.decoder
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         if not has_chat_template(tokenizer): raise ValueError(NO_CHAT_MESSAGE)
         messages = [{'role': m['role'], 'content': _message_text(m['content'])} for m in history] + [{'role': 'user', 'content': message}]
         messages, dropped = fit_messages(tokenizer, messages, model.config.max_position_embeddings - settings['max_new_tokens'])
         if dropped and on_drop: on_drop(dropped)
         reply = ''
-        for piece in reply_stream(model, tokenizer, messages, decoder=info['decoder'], **settings):
+        for piece in reply_stream(model, tokenizer, messages, decoder=decoder, **settings):
             reply += piece
             yield reply
 
@@ -163,6 +166,7 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
               allowed: list[str] | None = None, # public: the only sources 'Load model' offers; None: `$SMOLLM2_ALLOWED_MODELS`
              ) -> gr.Blocks:
     "The Gradio app (queue configured, not launched). Public: no load control unless an allowlist is set; no paths in errors."
+    # long on purpose: Gradio declares a page as one `with gr.Blocks()` block, its events wired to components defined in it
     public = is_public() if public is None else public
     allowed = allowed_sources() if allowed is None else list(allowed)
     offer_load = allow_load and (not public or bool(allowed))
@@ -260,25 +264,9 @@ def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or sour
 
 # %% ../../nbs/serve/12_app.ipynb #973d0cc2
 def cli_app(argv: list[str] | None = None) -> int:
-    "`smollm2 app`: launch the Gradio app (blocks until interrupted)."
-    p = argparse.ArgumentParser(prog='smollm2 app', description='Launch the Gradio app: stream text from a SmolLM2 model '
-                                'and serve the /generate API.')
-    p.add_argument('--model', default=os.environ.get(MODEL_ENV),
-                   help=f'checkpoint file, run dir, HF folder or hub id (default: ${MODEL_ENV})')
-    p.add_argument('--host', default='127.0.0.1', help='address to listen on; 0.0.0.0 to serve your network')
-    p.add_argument('--port', type=int, default=7860)
-    p.add_argument('--share', action='store_true', help='also serve through a public gradio.live link')
-    p.add_argument('--concurrency', type=int, default=2, help='generations running at once; more are queued')
-    args = p.parse_args(argv)
-    slot = ModelSlot()
-    if args.model:
-        try: slot.load(args.model)
-        except Exception as e:
-            print(f'smollm2 app: could not load --model {args.model!r}: {e}', file=sys.stderr); return 2
-    else: print(f'smollm2 app: {NO_MODEL_MESSAGE}', file=sys.stderr)
-    build_app(slot, concurrency=args.concurrency, public=is_public(args.host, args.share)).launch(
-        server_name=args.host, server_port=args.port, share=args.share)
-    return 0
+    "`smollm2 app`: launch the Gradio app (blocks until interrupted). Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['app', *(sys.argv[1:] if argv is None else argv)])
 
 # %% ../../nbs/serve/12_app.ipynb #ad874faf
 class _SpaceCells:

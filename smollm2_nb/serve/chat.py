@@ -4,10 +4,9 @@
 
 # %% ../../nbs/serve/12a_chat.ipynb #9f2d5883
 from __future__ import annotations
-import argparse
 import sys
 from ..model.precision import INFERENCE_PRECISIONS
-from .generate import add_sampling_args, stream
+from .generate import stream
 
 # %% auto #0
 __all__ = ['END_OF_TURN', 'CHAT_DEFAULTS', 'has_chat_template', 'chat_text', 'end_of_turn_ids', 'fit_messages', 'reply_stream',
@@ -56,7 +55,7 @@ def fit_messages(tokenizer, messages: list[dict],
 # %% ../../nbs/serve/12a_chat.ipynb #178e947e
 def reply_stream(model, tokenizer, messages: list[dict], # ending with the user's message; see `fit_messages` to make it fit
                  max_new_tokens: int = CHAT_DEFAULTS['max_new_tokens'],
-                 decoder=None,                              # the batch-1 decoder of `load_for_inference` (info['decoder'])
+                 decoder=None,                              # the batch-1 decoder of `load_for_inference` (its `.decoder`)
                  **sampling):                               # temperature, top_k, top_p, repetition_penalty, seed
     "Yield the reply to `messages` in text pieces as the tokens arrive, until the end of the turn."
     yield from stream(model, tokenizer, chat_text(tokenizer, messages), max_new_tokens,
@@ -67,7 +66,7 @@ class Chat:
     "A conversation with a model that has a chat template: its history, a system prompt, replies streamed as text."
     def __init__(self, model, tokenizer,
                  system: str | None = None, # the system message; None: the template's default, if it has one
-                 decoder=None,              # the batch-1 decoder of `load_for_inference` (info['decoder'])
+                 decoder=None,              # the batch-1 decoder of `load_for_inference` (its `.decoder`)
                  **settings):               # sampling settings over `CHAT_DEFAULTS` (max_new_tokens, temperature, ...)
         chat_text(tokenizer, [{'role': 'user', 'content': ''}])            # no chat template: say so now
         self.model, self.tokenizer, self.decoder, self.settings = model, tokenizer, decoder, {**CHAT_DEFAULTS, **settings}
@@ -96,19 +95,6 @@ class Chat:
         finally: self.messages.append({'role': 'assistant', 'content': ''.join(reply)})
 
 # %% ../../nbs/serve/12a_chat.ipynb #5e348f93
-def _chat_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='smollm2 chat', description=(
-        'Chat with an instruct model (one whose tokenizer has a chat template), e.g. the official SmolLM2-135M-Instruct '
-        'GGUF file. In a terminal: /reset, /system TEXT, /quit; Ctrl-C stops a reply. From a pipe: one message per line '
-        'in, one reply per line out (its line breaks written as \\n).'))
-    p.add_argument('--model', required=True, help='checkpoint file, run directory, Hugging Face folder, hub id or GGUF file')
-    p.add_argument('--system', default=None, help="system message (default: the chat template's own, if any)")
-    add_sampling_args(p, CHAT_DEFAULTS)
-    p.add_argument('--tokenizer', default=None, help="instead of the model's own tokenizer")
-    p.add_argument('--precision', default='auto', choices=INFERENCE_PRECISIONS, help='weights for decoding (default: auto, as `smollm2 generate`)')
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
-    return p
-
 def _reply(chat: Chat, text: str, out, interactive: bool) -> None:
     "Stream one reply to `out`; Ctrl-C stops it and keeps the session."
     pieces = chat.send(text)
@@ -145,18 +131,6 @@ def _terminal_lines(prompt: str = '> '):
         except EOFError: print(); return
 
 def cli_chat(argv: list[str] | None = None) -> int:
-    "`smollm2 chat --model MODEL`: a conversation in the terminal, or one reply per line of piped input."
-    args = _chat_parser().parse_args(argv)
-    from smollm2_nb.serve.load import load_for_inference
-    try: model, tokenizer, info = load_for_inference(args.model, args.precision, args.device, args.tokenizer)
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f'smollm2 chat: {e}', file=sys.stderr); return 2
-    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
-                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    try: chat = Chat(model, tokenizer, args.system, info['decoder'], **settings)
-    except ValueError as e: print(f'smollm2 chat: {args.model}: {e}', file=sys.stderr); return 2
-    interactive = sys.stdin.isatty()
-    print(f"smollm2 chat: {info['picked']}, {info['serving']} weights" +
-          ('; /reset, /system TEXT, /quit; Ctrl-C stops a reply' if interactive else ''), file=sys.stderr)
-    chat_loop(chat, _terminal_lines() if interactive else sys.stdin, interactive=interactive)
-    return 0
+    "`smollm2 chat --model MODEL`: a conversation in the terminal, or one reply per line of piped input. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['chat', *(sys.argv[1:] if argv is None else argv)])

@@ -4,7 +4,6 @@
 
 # %% ../../nbs/serve/11c_eval.ipynb #cc22b135
 from __future__ import annotations
-import argparse
 import copy
 import math
 import sys
@@ -17,7 +16,8 @@ from ..run.data import tokenize_corpus, split_tokens
 
 # %% auto #0
 __all__ = ['EVAL_WINDOW', 'CHAT_PROMPTS', 'eval_windows', 'window_nll', 'window_bytes', 'perplexity', 'model_nll',
-           'llama_cpp_nll', 'evaluate', 'cli_eval', 'decoder_logits', 'precision_quality', 'format_quality']
+           'llama_cpp_model', 'llama_cpp_logits', 'llama_cpp_greedy', 'llama_cpp_nll', 'evaluate', 'cli_eval',
+           'decoder_logits', 'precision_quality', 'format_quality']
 
 # %% ../../nbs/serve/11c_eval.ipynb #1c224c4f
 EVAL_WINDOW = 512
@@ -56,10 +56,43 @@ def model_nll(model, windows: list[np.ndarray], batch_size: int = 4) -> list[np.
         i = j
     return out
 
+# %% ../../nbs/serve/11c_eval.ipynb #6b56ab0e
+def llama_cpp_model(path: str | Path, n_ctx: int = 256, logits_all: bool = False,
+                    kv_cache: str = 'f32', # keys and values in 'f32' (exact comparison) or 'f16' (llama.cpp's default)
+                   ):
+    "llama.cpp (`llama_cpp.Llama`) on the GGUF file at `path`, with weight repacking off."
+    # llama.cpp repacks weights for AMX/AVX512 CPUs at load time; on a Sapphire Rapids Xeon (AMX) the repacked q8_0 kernels
+    # crashed (a segfault in decode), so the comparison loads weights as stored: same numbers, plainer kernels.
+    import llama_cpp.llama as L
+    kv = {'f32': 0, 'f16': 1}[kv_cache]   # GGML_TYPE_F32, GGML_TYPE_F16
+    default = L.llama_cpp.llama_model_default_params
+    def params():
+        p = default()
+        if hasattr(p, 'use_extra_bufts'): p.use_extra_bufts = False
+        return p
+    L.llama_cpp.llama_model_default_params = params
+    try: return L.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, n_threads=2,
+                       type_k=kv, type_v=kv)
+    finally: L.llama_cpp.llama_model_default_params = default
+
+def llama_cpp_logits(path: str | Path, ids: list[int], kv_cache: str = 'f32') -> np.ndarray:
+    "(len(ids), vocab) logits of llama.cpp for `ids` from the GGUF file at `path`."
+    llm = llama_cpp_model(path, max(64, len(ids)), logits_all=True, kv_cache=kv_cache)
+    llm.eval(ids)
+    return np.array(llm.scores[:len(ids)], dtype=np.float32)
+
+def llama_cpp_greedy(path: str | Path, ids: list[int], n: int) -> list[int]:
+    "`n` greedy tokens of llama.cpp after `ids`."
+    llm = llama_cpp_model(path, max(64, len(ids) + n))
+    out = []
+    for t in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        out.append(t)
+        if len(out) == n: break
+    return out
+
 # %% ../../nbs/serve/11c_eval.ipynb #f8c26426
 def llama_cpp_nll(path, windows: list[np.ndarray]) -> list[np.ndarray]:
     "`window_nll` of each window under llama.cpp running the GGUF file at `path`."
-    from smollm2_nb.ship.export import llama_cpp_model
     llm = llama_cpp_model(path, n_ctx=max(64, max(len(w) for w in windows)), logits_all=True)
     out = []
     for w in windows:
@@ -83,7 +116,9 @@ def evaluate(source,                          # anything `serve.load.load_model`
     from smollm2_nb.serve.load import load_for_inference
     from smollm2_nb.serve.gguf_source import is_gguf
     if isinstance(source, tuple): model, tok, info = (*source, {'picked': 'the model given'})
-    else: model, tok, info = load_for_inference(source, precision, device or 'cpu', tokenizer)
+    else:
+        loaded = load_for_inference(source, precision, device or 'cpu', tokenizer)
+        model, tok, info = loaded.model, loaded.tokenizer, loaded.facts
     if window > model.config.max_position_embeddings:
         raise ValueError(f"--window {window} is longer than the model's context ({model.config.max_position_embeddings})")
     tokens = np.asarray(tokenize_corpus(data, tok))
@@ -101,40 +136,9 @@ def evaluate(source,                          # anything `serve.load.load_model`
 
 # %% ../../nbs/serve/11c_eval.ipynb #1f9e0b77
 def cli_eval(argv: list[str] | None = None) -> int:
-    "`smollm2 eval MODEL [--data FILE]`: perplexity and bits per byte on held-out text."
-    p = argparse.ArgumentParser(prog='smollm2 eval', description=(
-        'Perplexity and bits per byte of a model on text. The tokens (the model\'s own tokenizer) are cut into '
-        'consecutive, non-overlapping windows of --window tokens; each window is scored on its own from an empty '
-        'cache, every token but its first predicted from the tokens before it in the window. Perplexity = exp(mean '
-        'negative log-likelihood per scored token); bits per byte = total bits / UTF-8 bytes of the scored tokens.'))
-    p.add_argument('model', help='checkpoint file, run directory, Hugging Face folder, hub id or GGUF file')
-    p.add_argument('--data', default=None, help='text file or folder of text files (default: Tiny Shakespeare)')
-    p.add_argument('--window', type=int, default=EVAL_WINDOW, help=f'tokens per window (default: {EVAL_WINDOW})')
-    p.add_argument('--val-fraction', type=float, default=None,
-                   help="score only the last FRACTION of the tokens, the split `smollm2 train --val-fraction` holds out (default: all)")
-    p.add_argument('--max-tokens', type=int, default=None, help='then only the first N tokens (default: all)')
-    p.add_argument('--precision', default='fp32', choices=INFERENCE_PRECISIONS, help='weights (default: fp32)')
-    p.add_argument('--llama-cpp', action='store_true', help='GGUF file: also score the same windows in llama.cpp (needs llama-cpp-python)')
-    p.add_argument('--batch-size', type=int, default=4, help='windows scored at once (default: 4)')
-    p.add_argument('--tokenizer', default=None, help="instead of the model's own tokenizer")
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cpu)')
-    a = p.parse_args(argv)
-    if a.window < 2 or (a.max_tokens is not None and a.max_tokens < 2) or a.batch_size < 1 or \
-       (a.val_fraction is not None and not 0 < a.val_fraction < 1):
-        print('smollm2 eval: --window and --max-tokens must be at least 2, --batch-size at least 1, '
-              '--val-fraction between 0 and 1', file=sys.stderr); return 2
-    try:
-        r = evaluate(a.model, a.data, a.window, a.val_fraction, a.max_tokens, a.precision, a.device, a.tokenizer,
-                     a.llama_cpp, a.batch_size)
-    except ImportError as e: print(f'smollm2 eval: {e} (pip install llama-cpp-python)', file=sys.stderr); return 2
-    except (OSError, ValueError, RuntimeError) as e: print(f'smollm2 eval: {e}', file=sys.stderr); return 2
-    print(f"{r['source']}, {r['serving']} weights: {r['tokens']:,} tokens in {r['windows']} windows of {r['window']}")
-    print(f"perplexity {r['perplexity']:.3f}  bits per byte {r['bits_per_byte']:.4f}  (loss {r['nll']:.4f} nats/token)")
-    if 'llama_cpp' in r:
-        l = r['llama_cpp']
-        print(f"llama.cpp: perplexity {l['perplexity']:.3f}  bits per byte {l['bits_per_byte']:.4f}; "
-              f"ours / llama.cpp = {r['perplexity'] / l['perplexity']:.4f}")
-    return 0
+    "`smollm2 eval --model MODEL [--data FILE]`: perplexity and bits per byte on held-out text. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['eval', *(sys.argv[1:] if argv is None else argv)])
 
 # %% ../../nbs/serve/11c_eval.ipynb #5827193c
 CHAT_PROMPTS = [  # 20 short requests of the kinds an instruct model gets: facts, arithmetic, how-to, writing, translation

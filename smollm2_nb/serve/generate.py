@@ -193,7 +193,7 @@ def stream_text(tokenizer, tokens, # an iterable of token ids (ints)
 SAMPLING_DEFAULTS = dict(max_new_tokens=100, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)  # CLI, app, trainer samples
 
 def add_sampling_args(p, defaults: dict = SAMPLING_DEFAULTS):
-    "The sampling flags `smollm2 generate` and `smollm2 chat` share, on the argparse parser `p`, with `defaults`."
+    "The sampling flags on an argparse parser `p`, for scripts built on it (kept for one release: `smollm2` generates them from `commands.generate`'s signature)."
     d = defaults
     p.add_argument('--max-new-tokens', type=int, default=d['max_new_tokens'], help=f"tokens to add at most (default: {d['max_new_tokens']})")
     p.add_argument('--temperature', type=float, default=d['temperature'], help=f"0 = greedy (default: {d['temperature']})")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from ..model.config import SmolLM2Config
 from ..model.hf import from_hf_state_dict, model_from_state_dict, save_pretrained
-from ..run.data import cache_dir
+from ..run.layout import cache_dir
 
 # %% auto #0
 __all__ = ['GGUF_MAGIC', 'is_gguf', 'file_sha256', 'official_gguf', 'read_gguf', 'gguf_folder']

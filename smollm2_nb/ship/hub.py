@@ -4,32 +4,31 @@
 
 # %% ../../nbs/ship/15_hub.ipynb #c061d69a
 from __future__ import annotations
-import argparse
 import os
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from ..serve.load import load_model
+from ..serve.load import MODEL_ENV, load_model
 from ..model.hf import save_pretrained
 from ..run.layout import read_json
-from ..run.layout import RunDir
+from ..run.layout import RunDir, RunInfo
 from ..run.dashboard import format_or_dash
 
 # %% auto #0
 __all__ = ['REPO_URL', 'run_facts', 'model_card', 'model_folder', 'HubAuthError', 'hub_token', 'push_model', 'find_app_dir',
-           'space_readme', 'push_space', 'cli_hub', 'cli_space']
+           'space_readme', 'push_space', 'hub_error_message', 'cli_hub', 'cli_space']
 
 # %% ../../nbs/ship/15_hub.ipynb #5c4beae0
 def _at_or_before(records: list[dict], step: int | None, key: str) -> dict | None:
     "The last record holding `key` at or before `step` (any step if None), or None."
     return next((r for r in reversed(records) if r.get(key) is not None and (step is None or r.get('step', 0) <= step)), None)
 
-def _default_step(p: Path, run: RunDir, info: dict) -> int | None:
+def _default_step(p: Path, run: RunDir, info: RunInfo) -> int | None:
     "The step of the weights `load_model(p)` picks: a checkpoint's own, the best weights', else the run's last."
-    if p.is_file(): return RunDir.step_of(p) or info.get('step')
-    return read_json(run.best_meta, {}).get('step') or info.get('step')
+    if p.is_file(): return RunDir.step_of(p) or info.step
+    return read_json(run.best_meta, {}).get('step') or info.step
 
 def run_facts(source: str | os.PathLike, # run dir | checkpoint file | a run's best/ folder (anything else: {})
               step: int | None = None,   # step of the weights published; None: the step `load_model(source)` picks
@@ -37,18 +36,18 @@ def run_facts(source: str | os.PathLike, # run dir | checkpoint file | a run's b
     "What a model card tells about the run behind `source`: steps, tokens, losses, hardware, data, samples."
     run = RunDir.of(Path(source).expanduser())
     if not run.is_run(): return {} if step is None else dict(step=step)
-    info = run.info()
+    info = RunInfo.read(run.path)
     if step is None: step = _default_step(Path(source).expanduser(), run, info)
     metrics, samples = run.read_metrics(), run.read_samples()
     train_rec, val_rec, sample_rec = (_at_or_before(metrics, step, 'loss'), _at_or_before(metrics, step, 'val_loss'),
                                       _at_or_before(samples, step, 'text'))
-    per_step = info.get('tokens_per_step')
-    return dict(step=step, run_steps=info.get('step'), best_step=read_json(run.best_meta, {}).get('step'),
+    per_step = info.tokens_per_step
+    return dict(step=step, run_steps=info.step, best_step=read_json(run.best_meta, {}).get('step'),
                 tokens_per_step=per_step, tokens=step * per_step if step and per_step else None,
                 train_loss=train_rec and train_rec['loss'], val_loss=val_rec and val_rec['val_loss'],
-                device=info.get('device_name') or info.get('device'), world_size=info.get('world_size'),
-                precision=info.get('precision'), data=[Path(d).name for d in info.get('data') or []],
-                train_tokens=info.get('train_tokens'), preset=info.get('preset'),
+                device=info.device_name or info.device, world_size=info.world_size,
+                precision=info.precision, data=[Path(d).name for d in info.data or []],
+                train_tokens=info.train_tokens, preset=info.preset,
                 samples=[s for s in samples if sample_rec and s.get('step') == sample_rec['step']])
 
 # %% ../../nbs/ship/15_hub.ipynb #f7fcf5a9
@@ -186,49 +185,24 @@ def push_space(repo_id: str,                # USER/NAME of the Space (created if
         readme.write_text(space_readme(readme.read_text(encoding='utf-8'), model_repo), encoding='utf-8')
         url = api.create_repo(repo_id, repo_type='space', space_sdk='gradio', private=private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type='space', folder_path=app, commit_message=f'Serve {model_repo} (smollm2_nb app)')
-    api.add_space_variable(repo_id, 'SMOLLM2_MODEL', model_repo, description='the model this Space serves')
+    api.add_space_variable(repo_id, MODEL_ENV, model_repo, description='the model this Space serves')
     return str(url)
 
 # %% ../../nbs/ship/15_hub.ipynb #fcc85e06
-def _hub_error(prog: str, e: Exception) -> int:
+def hub_error_message(e: Exception) -> str:
     "One line on stderr for a failed upload; exit status 2."
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if type(e).__name__ == 'OfflineModeIsEnabled': msg = 'HF_HUB_OFFLINE is set: unset it to upload'
     status = getattr(getattr(e, 'response', None), 'status_code', None)
     if status in (401, 403): msg += ' (does the token have write access? `hf auth login` or HF_TOKEN)'
-    print(f'{prog}: {msg}', file=sys.stderr)
-    return 2
+    return msg
 
 def cli_hub(argv: list[str] | None = None) -> int:
-    "`smollm2 hub push MODEL --repo USER/NAME`: upload a model repository with a generated model card."
-    p = argparse.ArgumentParser(prog='smollm2 hub', description='Upload a model to the Hugging Face Hub.')
-    sub = p.add_subparsers(dest='action', required=True)
-    push = sub.add_parser('push', help='upload MODEL as a transformers model repository with a model card')
-    push.add_argument('model', help='checkpoint file, run directory (its best weights), Hugging Face folder or hub id')
-    push.add_argument('--repo', required=True, help='USER/NAME of the model repository (created if missing)')
-    push.add_argument('--private', action='store_true', help='create the repository private')
-    push.add_argument('--tokenizer', default=None, help="tokenizer folder or hub id (default: the model's own)")
-    push.add_argument('--dry-run', action='store_true', help='write the folder to --out and upload nothing')
-    push.add_argument('--out', default='hub-upload', help='folder for --dry-run (default: hub-upload)')
-    args = p.parse_args(argv)
-    try:
-        if args.dry_run:
-            folder = model_folder(args.model, args.out, args.repo, args.tokenizer)
-            print(f'would upload {folder} to https://huggingface.co/{args.repo}:', ' '.join(sorted(f.name for f in folder.iterdir())))
-        else: print(push_model(args.model, args.repo, args.private or None, tokenizer=args.tokenizer))
-    except Exception as e: return _hub_error('smollm2 hub', e)
-    return 0
+    "`smollm2 hub push --model MODEL --repo USER/NAME`: upload a model repository with a generated model card. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['hub', *(sys.argv[1:] if argv is None else argv)])
 
 def cli_space(argv: list[str] | None = None) -> int:
-    "`smollm2 space push --repo USER/NAME --model USER/MODEL`: upload app/ as a Gradio Space serving a model."
-    p = argparse.ArgumentParser(prog='smollm2 space', description='Upload the Gradio app as a Hugging Face Space.')
-    sub = p.add_subparsers(dest='action', required=True)
-    push = sub.add_parser('push', help='upload app/ as a Space serving --model')
-    push.add_argument('--repo', required=True, help='USER/NAME of the Space (created if missing)')
-    push.add_argument('--model', required=True, help='hub id of the model it serves (see `smollm2 hub push`)')
-    push.add_argument('--app-dir', default=None, help='the app folder (default: app/ of this checkout)')
-    push.add_argument('--private', action='store_true', help='create the Space private')
-    args = p.parse_args(argv)
-    try: print(push_space(args.repo, args.model, args.app_dir, args.private or None))
-    except Exception as e: return _hub_error('smollm2 space', e)
-    return 0
+    "`smollm2 space push --repo USER/NAME --model USER/MODEL`: upload app/ as a Gradio Space serving a model. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['space', *(sys.argv[1:] if argv is None else argv)])

@@ -4,18 +4,18 @@
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #kc00002
 from __future__ import annotations
-import argparse, importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, subprocess, sys, tempfile, time, zipfile
+import importlib.util, base64, contextlib, dataclasses, hashlib, io, json, os, re, shutil, subprocess, sys, tempfile, time, zipfile
 from pathlib import Path
 from ..run.layout import RunDir
 from .kaggle_kernel import DATA_CORPUS, MARGIN_S, RESUME_FAILED
+from .wheel import code_stamp, working_tree_files, build_wheel, code_hash, wheel_code_hash, package_dir, installed_code_hash, CodeMismatch, check_code_stamp, make_payload  # the code a version runs
+from ..run.prepare import KAGGLE_METADATA, kaggle_dataset_metadata
 
 # %% auto #0
 __all__ = ['CREDENTIALS_HELP', 'GIT_URL', 'PUSH_VARS', 'MIN_TIMEOUT_S', 'SOURCE_LIMIT', 'SEARCH_VERSIONS', 'RUNNING', 'FAILED',
-           'RUN_LOGS', 'STAGING', 'KAGGLE_RANGE', 'KaggleSetupError', 'kaggle_api', 'code_stamp', 'working_tree_files',
-           'build_wheel', 'code_hash', 'wheel_code_hash', 'package_dir', 'installed_code_hash', 'CodeMismatch',
-           'check_code_stamp', 'make_payload', 'PushRefused', 'kaggle_folder', 'set_notebook_vars', 'kernel_ref',
-           'kernel_status', 'latest_version', 'output_names', 'newest_checkpoints', 'ResumePlan',
-           'find_checkpoint_version', 'plan_resume', 'prepare_push', 'check_source_size', 'push_kernel',
+           'RUN_LOGS', 'STAGING', 'KAGGLE_RANGE', 'KaggleSetupError', 'kaggle_api', 'PushRefused', 'kaggle_folder',
+           'set_notebook_vars', 'kernel_ref', 'kernel_status', 'latest_version', 'output_names', 'newest_checkpoints',
+           'ResumePlan', 'find_checkpoint_version', 'plan_resume', 'prepare_push', 'check_source_size', 'push_kernel',
            'wait_dataset_ready', 'upload_dataset', 'data_files', 'data_manifest_name', 'upload_data_dataset',
            'upload_resume_dataset', 'carry_version', 'wanted_files', 'download_output', 'check_kaggle_client',
            'log_lines', 'cli_kaggle']
@@ -41,79 +41,6 @@ def kaggle_api():
     except (SystemExit, NameError):  # it prints its help and calls the `exit` builtin (undefined where `site` did not add it)
         raise KaggleSetupError(CREDENTIALS_HELP) from None
     return api
-
-# %% ../../nbs/ship/10a_kaggle.ipynb #k036
-def code_stamp(repo: str | os.PathLike = '.') -> dict: # repo: a folder inside a git checkout
-    "The git commit of `repo` and whether its tracked files differ from it; commit is None outside git."
-    run = lambda *a: subprocess.run(['git', '-C', str(repo), *a], capture_output=True, text=True)
-    head = run('rev-parse', 'HEAD')
-    if head.returncode: return {'commit': None, 'dirty': True}
-    return {'commit': head.stdout.strip(), 'dirty': bool(run('status', '--porcelain', '--untracked-files=no').stdout.strip())}
-
-def working_tree_files(src: str | os.PathLike) -> list[str]:
-    "The files of the working tree: tracked or untracked but not ignored (git), else everything but caches and venvs."
-    src = Path(src)
-    r = subprocess.run(['git', '-C', str(src), 'ls-files', '-co', '--exclude-standard'], capture_output=True, text=True)
-    if r.returncode == 0: return [f for f in r.stdout.splitlines() if (src/f).is_file()]
-    skip = {'.git', '.venv', 'build', 'dist', '__pycache__', 'runs'}
-    return [p.relative_to(src).as_posix() for p in src.rglob('*') if p.is_file() and not skip & set(p.relative_to(src).parts)]
-
-def build_wheel(src: str | os.PathLike, # the project folder (holds pyproject.toml)
-                dest: str | os.PathLike) -> Path:
-    "Build a wheel of `src`'s working tree into `dest` offline (`--no-deps --no-build-isolation`); returns its path."
-    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as d:  # a scratch copy: no stale build/ reused, nothing left in the checkout
-        for f in working_tree_files(src):
-            (Path(d)/f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(src)/f, Path(d)/f)
-        r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w', str(dest), d],
-                           capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"building the wheel of {src} failed: {r.stderr.strip().splitlines()[-1:]}; "
-                                        f"run `pip wheel --no-deps --no-build-isolation {src}` to see why")
-    return max(dest.glob('smollm2_nb-*.whl'), key=lambda p: p.stat().st_mtime)
-
-def code_hash(files: dict) -> str: # {'smollm2_nb/x.py': bytes}
-    "sha256 over the package's Python files (sorted names and contents)."
-    h = hashlib.sha256()
-    for name in sorted(files): h.update(name.encode() + b'\0' + files[name] + b'\0')
-    return h.hexdigest()
-
-def wheel_code_hash(whl: str | os.PathLike) -> str:
-    "`code_hash` of the `smollm2_nb/*.py` files inside a wheel."
-    with zipfile.ZipFile(whl) as z:
-        return code_hash({n: z.read(n) for n in z.namelist() if n.startswith('smollm2_nb/') and n.endswith('.py')})
-
-def package_dir() -> Path:
-    "The folder of the `smollm2_nb` that `import smollm2_nb` loads."
-    return Path(importlib.util.find_spec('smollm2_nb').origin).parent
-
-def installed_code_hash(pkg_dir: str | os.PathLike | None = None) -> str: # default: the imported smollm2_nb
-    "`code_hash` of an installed `smollm2_nb` package folder."
-    pkg = Path(pkg_dir or package_dir())
-    return code_hash({f"smollm2_nb/{p.relative_to(pkg).as_posix()}": p.read_bytes() for p in pkg.rglob('*.py')
-                      if '__pycache__' not in p.parts})
-
-class CodeMismatch(RuntimeError): "The imported smollm2_nb is not the code that was pushed."
-
-def check_code_stamp(pushed: dict, pkg_dir=None) -> str: # pushed: the notebook's PUSHED_STAMP
-    "One line naming the running code; `CodeMismatch` if it is not what was pushed."
-    pkg = Path(pkg_dir or package_dir())
-    what = f"commit {(pushed.get('commit') or 'unknown')[:12]}" + (' + uncommitted changes' if pushed.get('dirty') else '')
-    if pushed.get('spec'): return f"smollm2_nb from {pkg} (installed from {pushed['spec']}; no stamp to check)"
-    if not pushed.get('code_hash'): return f"smollm2_nb from {pkg} (a local run, nothing pushed: the importable package)"
-    here = installed_code_hash(pkg)
-    if here != pushed['code_hash']:
-        raise CodeMismatch(f"the smollm2_nb imported from {pkg} is not the code pushed ({what}): another copy shadows the "
-                           f"installed wheel. Restart the session (Run -> Restart) and run all, or push again")
-    return f"smollm2_nb from {pkg}: {what}, code {here[:12]}, as pushed"
-
-def make_payload(wheel: str | os.PathLike, stamp: dict) -> str:
-    "The wheel and its stamp as one zip, base64 text for the notebook's `CODE_PAYLOAD` cell (data travels as a dataset)."
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        z.write(wheel, Path(wheel).name)
-        z.writestr('stamp.json', json.dumps(stamp))
-    return base64.b64encode(buf.getvalue()).decode()
 
 # %% ../../nbs/ship/10a_kaggle.ipynb #k040
 GIT_URL = 'https://github.com/smollm2-nb/smollm2_nb'
@@ -363,7 +290,7 @@ def upload_dataset(api, files: dict,  # {name in the dataset: local file}
         for name, f in files.items():
             try: os.link(f, Path(d)/name)  # a 1.6 GB checkpoint is not copied when the file system allows a hard link
             except OSError: shutil.copy2(f, Path(d)/name)
-        (Path(d)/'dataset-metadata.json').write_text(json.dumps({'title': ref.split('/')[1], 'id': ref, 'licenses': [{'name': 'CC0-1.0'}]}))
+        (Path(d)/KAGGLE_METADATA).write_text(json.dumps(kaggle_dataset_metadata(ref)))
         if _dataset_exists(api, ref): resp = api.dataset_create_version(d, notes, quiet=True)
         else: resp = api.dataset_create_new(d, public=False, quiet=True)
     if getattr(resp, 'error', None): raise PushRefused(f"Kaggle refused the dataset {ref}: {resp.error}")
@@ -429,7 +356,7 @@ def wanted_files(names: list[str], carry_only: bool = False) -> list[str]:
     "The output files worth downloading: everything but checkpoints older than their run's newest (`carry_only`: that checkpoint and the logs)."
     newest = set(newest_checkpoints(names).values())
     if carry_only: return [n for n in names if n in newest or Path(n).name in RUN_LOGS]
-    return [n for n in names if not (re.fullmatch(r'step_\d+\.pt', Path(n).name) and n not in newest)]
+    return [n for n in names if not (RunDir.step_of(n) is not None and n not in newest)]
 
 def download_output(api, ref: str, out: str | os.PathLike, carry_only: bool = False) -> dict:
     "Download a version's wanted output files into `out` through the client (its path guard, streaming, resume, length check); returns what happened."
@@ -485,61 +412,6 @@ def _print_push(meta, resp, pushed, git_spec=None):
           (f"\n  trains on the prepared dataset {pushed['prepared_data']}" if pushed.get('prepared_data') else ''))
 
 def cli_kaggle(argv: list[str] | None = None) -> int:
-    "`smollm2 kaggle push | status | logs | output`."
-    ap = argparse.ArgumentParser(prog='smollm2 kaggle', description='Train on Kaggle: push the kernel, follow it, fetch its output.')
-    sub = ap.add_subparsers(dest='cmd', required=True)
-    p = sub.add_parser('push', help='push your working tree as a new kernel version (it starts running)')
-    p.add_argument('--path', help='kernel folder (default: the repository kaggle/)')
-    p.add_argument('--accelerator', help='machine shape, e.g. NvidiaTeslaT4 (default, 2x T4), NvidiaL4, NvidiaTeslaA100')
-    p.add_argument('--no-resume', action='store_true', help='start from step 0 instead of the newest version holding a checkpoint')
-    p.add_argument('--resume-from', help="resume from another output (owner/slug or a pinned version owner/slug/N) or a dataset (dataset:owner/slug)")
-    p.add_argument('--timeout', type=int, help='session timeout in seconds; the trainer stops with a checkpoint 15 min before')
-    p.add_argument('--bundle-data', action='store_true', help='attach the tokenizer and Tiny Shakespeare as the dataset <you>/<slug>-data (train with the internet off)')
-    p.add_argument('--dataset', metavar='OWNER/SLUG', help='train on a corpus prepared by `smollm2 data prepare` and uploaded as this Kaggle dataset')
-    p.add_argument('--carry', metavar='RUN_DIR', help="resume from a local run's newest checkpoint, uploaded as the dataset <you>/<slug>-resume")
-    p.add_argument('--git-spec', help=f'install this pip spec instead of your working tree, e.g. "smollm2_nb @ git+{GIT_URL}@<tag>"')
-    s = sub.add_parser('status', help="status of a version (default: the latest)")
-    s.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours, from kernel-metadata.json)')
-    lg = sub.add_parser('logs', help="a version's log (what the notebook printed)")
-    lg.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours)')
-    lg.add_argument('--follow', '-f', action='store_true', help='stream the log while the version runs (reconnects when the stream is cut)')
-    o = sub.add_parser('output', help="download the newest checkpoint, weights-only model and small files of a version")
-    o.add_argument('kernel', nargs='?', help='owner/slug or owner/slug/N (default: yours, latest version)')
-    o.add_argument('--out', default='runs/kaggle', help='local run directory (default: runs/kaggle); existing files are kept')
-    a = ap.parse_args(argv)
-    try:
-        api = kaggle_api()
-        check_kaggle_client(api)
-        if a.cmd == 'push':
-            meta, resp, pushed = push_kernel(api, a.path, accelerator=a.accelerator, resume=not a.no_resume, resume_from=a.resume_from,
-                                             timeout=a.timeout, bundle_data=a.bundle_data, git_spec=a.git_spec, carry=a.carry,
-                                             prepared_data=a.dataset)
-            if getattr(resp, 'error', None): print(f"push failed: {resp.error}", file=sys.stderr); return 1
-            _print_push(meta, resp, pushed, a.git_spec)
-            return 0
-        try: ref = kernel_ref(api, a.kernel)
-        except ValueError as e: print(f"smollm2 kaggle {a.cmd}: {e}", file=sys.stderr); return 2
-        if a.cmd == 'status':
-            status, why = kernel_status(api, ref)
-            if status is None: print(f"{ref}: no such kernel or version (or not visible to you)", file=sys.stderr); return 1
-            print(f"{ref}: {status}" + (f" ({why})" if why else ''))
-        elif a.cmd == 'logs':
-            if a.follow: api.kernels_logs_cli(ref, follow=True)  # the client reconnects after a cut and skips the replayed lines
-            else: print('\n'.join(log_lines(api.kernels_logs(ref))))
-        else:
-            status, why = kernel_status(api, ref)
-            if status in RUNNING:
-                print(f"{ref} is still {status}: its output appears when it finishes. Follow it with `smollm2 kaggle logs -f`", file=sys.stderr); return 1
-            if status is None: print(f"{ref} does not exist (or is not visible to you)", file=sys.stderr); return 1
-            if status in FAILED: print(f"warning: {ref} ended {status}" + (f" ({why})" if why else '') + "; downloading what it saved", file=sys.stderr)
-            got = download_output(api, ref, a.out)
-            for f in got['kept']: print(f"kept your local {f} (not overwritten; use an empty --out for the version's copy)")
-            for n in got['refused']: print(f"refused {n!r}: it resolves outside {a.out}; nothing was written for it", file=sys.stderr)
-            print(f"downloaded {len(got['downloaded'])} files to {a.out} (skipped {len(got['skipped'])} older checkpoints); "
-                  f"resume locally with: smollm2 train --out {a.out} --resume")
-            if got['refused'] or not (got['downloaded'] or got['kept']): return 1
-    except KaggleSetupError as e:
-        print(e, file=sys.stderr); return 2
-    except (PushRefused, ValueError, OSError, RuntimeError) as e:  # refused pushes, bad metadata, HTTP errors (requests' are OSErrors)
-        print(f"smollm2 kaggle {a.cmd} failed: {e}", file=sys.stderr); return 1
-    return 0
+    "`smollm2 kaggle push | status | logs | output`. Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['kaggle', *(sys.argv[1:] if argv is None else argv)])

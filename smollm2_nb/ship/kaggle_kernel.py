@@ -76,11 +76,10 @@ def check_accelerator(smoke: bool = False) -> str: # smoke: a CPU dry run is fin
     for i in range(torch.cuda.device_count()): check_gpu_supported(i)
     return describe_gpus()
 
-def has_internet(host: str = 'huggingface.co', port: int = 443, timeout_s: float = 5.) -> bool:
-    "Whether a TCP connection to `host` opens (Kaggle sessions may run with the internet off)."
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s): return True
-    except OSError: return False
+def has_internet(timeout_s: float = 5.) -> bool:
+    "Whether the Hugging Face hub answers (Kaggle sessions may run with the internet off): `model.tokenizer.hub_reachable`, the one check."
+    from smollm2_nb.model.tokenizer import hub_reachable
+    return hub_reachable(timeout_s)
 
 def check_data_reachable(online=None) -> str: # online: a callable returning bool (default: `has_internet`)
     "Where the tokenizer and Tiny Shakespeare come from; `KaggleSessionError` when one must be downloaded and cannot."
@@ -233,7 +232,7 @@ def finalize_output(run_dir: str | os.PathLike) -> dict:
         tmp = run_dir/'model.tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         save_pretrained(model, tmp, tokenizer=tok)
-        shutil.rmtree(run_dir/'model', ignore_errors=True); os.replace(tmp, run_dir/'model')
+        shutil.rmtree(RunDir(run_dir).model, ignore_errors=True); os.replace(tmp, RunDir(run_dir).model)
     info, metrics, samples = read_run(run_dir)
     if metrics:
         png = figure_png(plot_run(info, metrics, samples))

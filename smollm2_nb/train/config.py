@@ -47,7 +47,7 @@ class TrainConfig:
     seed: int = 1337
     keep_last: int = 3                # checkpoints kept in the run dir
     val_fraction: float = 0.1         # held-out tail of a text corpus (a prepared dataset has its own val split)
-    time_budget_s: float | None = None  # stop cleanly (with a checkpoint) before this many seconds; None = no limit
+    time_budget_s: float | None = None  # stop cleanly (with a checkpoint) before this many seconds ('90m', '11.5h' on the command line); None = no limit
     sample_prompts: list = field(default_factory=lambda: list(DEFAULT_PROMPTS))
     sample_tokens: int = 64           # new tokens per sample
     log_every: int = 1                # a metrics.jsonl record every this many steps

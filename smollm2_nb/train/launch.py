@@ -6,7 +6,7 @@
 from __future__ import annotations
 import contextlib, dataclasses, json, os, signal, subprocess, sys, tempfile, threading, time
 from pathlib import Path
-from ..run.layout import RunDir
+from ..run.layout import RunDir, RunInfo
 
 # %% auto #0
 __all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'SLOW_START_ENV', 'READY_ENV', 'FIRST_STEP_ENV', 'config_to_json',
@@ -16,8 +16,8 @@ __all__ = ['LAUNCHER_ENV', 'NPROC_ENV', 'HANG_ENV', 'SLOW_START_ENV', 'READY_ENV
 # %% ../../nbs/train/08c_launch.ipynb #k021
 LAUNCHER_ENV = 'SMOLLM2_KAGGLE_LAUNCHER'  # 'auto' | 'inprocess' | 'torchrun': force a launch mode (tests)
 NPROC_ENV = 'SMOLLM2_KAGGLE_NPROC'        # training processes (default: one per GPU; tests: 2 CPU processes)
-HANG_ENV = 'SMOLLM2_KAGGLE_SIMULATE_HANG'  # tests: '1' = workers of a multi-process run hang unless NCCL_P2P_DISABLE=1; 'always' = always
-SLOW_START_ENV = 'SMOLLM2_KAGGLE_SIMULATE_SLOW_START'  # tests: seconds each worker waits after the all-reduce check (stands in for compiling)
+HANG_ENV = 'SMOLLM2_KAGGLE_SIMULATE_HANG'  # read by the test double tests/fakes/sitecustomize.py: workers whose all-reduce never completes
+SLOW_START_ENV = 'SMOLLM2_KAGGLE_SIMULATE_SLOW_START'  # read by the same double: seconds each worker waits after the all-reduce (a long compile)
 READY_ENV = 'SMOLLM2_LAUNCH_READY'  # set by `run_attempt`: the file rank 0 creates once an all-reduce across the workers completed
 
 def config_to_json(cfg, path: str | os.PathLike) -> Path:
@@ -26,19 +26,13 @@ def config_to_json(cfg, path: str | os.PathLike) -> Path:
     path.write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
     return path
 
-def _simulate_hang():
-    "Test hook: stand in for an NCCL all-reduce that never completes (see `HANG_ENV`)."
-    how = os.environ.get(HANG_ENV, '')
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and (how == 'always' or (how == '1' and os.environ.get('NCCL_P2P_DISABLE') != '1')):
-        while True: time.sleep(60)
 
 def collective_check(device=None) -> int:
     "Join the process group (as the trainer will) and all-reduce one number across the workers; returns the world size."
     import torch, torch.distributed as dist
-    from smollm2_nb.train.loop import setup_distributed
+    from smollm2_nb.train.setup import setup_distributed
     rank, world, local, _ = setup_distributed(device)
     if world > 1:
-        _simulate_hang()
         cuda = dist.get_backend() == 'nccl'
         t = torch.ones(1, device=f'cuda:{local}' if cuda else 'cpu'); dist.all_reduce(t)
         if cuda: torch.cuda.synchronize()
@@ -53,7 +47,6 @@ def train_from_json(path: str | os.PathLike) -> dict:
     from smollm2_nb.train.loop import train
     cfg = TrainConfig(**json.loads(Path(path).read_text()))
     collective_check(cfg.device)
-    time.sleep(float(os.environ.get(SLOW_START_ENV) or 0))
     try: return train(cfg)  # compiling and the first steps are not timed: the collectives already work
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
@@ -116,11 +109,10 @@ def run_attempt(cfg, nproc: int, env: dict, collective_timeout_s: float, out=Non
 
 def _summary(run_dir, status, error):
     from smollm2_nb.run.checkpoint import find_checkpoint
-    from smollm2_nb.run.layout import read_json
-    info = read_json(RunDir(run_dir).run_json, {}) or {}
+    info = RunInfo.read(run_dir)
     ck = find_checkpoint(run_dir)
-    return {**info, 'status': status if status == 'failed' else info.get('status', status), 'run_dir': str(run_dir),
-            'step': _max_step(Path(run_dir)), 'checkpoint': str(ck) if ck else None, 'error': error or info.get('error')}
+    return {**info.to_dict(), 'status': status if status == 'failed' or not RunDir(run_dir).is_run() else info.status,
+            'run_dir': str(run_dir), 'step': _max_step(Path(run_dir)), 'checkpoint': str(ck) if ck else None, 'error': error or info.error}
 
 def run_training(cfg,                          # TrainConfig
                  nproc: int | None = None,     # processes; default: $SMOLLM2_KAGGLE_NPROC, else one per CUDA GPU (1 on CPU)

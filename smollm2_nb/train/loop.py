@@ -4,7 +4,6 @@
 
 # %% ../../nbs/train/08b_train.ipynb #6ae34b65
 from __future__ import annotations
-import argparse
 import json
 import math
 import os
@@ -30,18 +29,17 @@ from ..run.checkpoint import Checkpoint, CheckpointError, NonFiniteState, save_c
 from ..serve.generate import generate_text, SAMPLING_DEFAULTS
 from ..run.data import Split, TokenData, load_data, BatchSampler, get_batch
 from ..run.shards import DataError, open_data
-from ..run.layout import RunDir
+from ..run.layout import RunDir, RunInfo
 from ..run.dashboard import format_duration
 from ..serve.load import load_model
 from .config import SCHEDULES, TrainConfig, lr_at
 from .lora import add_lora, lora_state, load_lora_state, merged_state_dict, merge_lora
+from .setup import read_resume_checkpoint, check_resume_config, trim_log, setup_distributed, any_rank, pick_device, resolve_batch_size, ProgressPrinter, config_from_flags  # decided before the first step
 
 # %% auto #0
-__all__ = ['CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'evaluate', 'rng_state', 'set_rng_state',
-           'GracefulStop', 'read_resume_checkpoint', 'check_resume_config', 'trim_log', 'setup_distributed', 'any_rank',
-           'pick_device', 'resolve_batch_size', 'ProgressPrinter', 'NonFiniteLoss', 'Run', 'setup_run', 'train_step',
-           'save_run_checkpoint', 'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_args',
-           'cli_train']
+__all__ = ['evaluate', 'CLI_ERRORS', 'forward_backward', 'make_optimizer', 'optimizer_step', 'validation_loss', 'rng_state',
+           'set_rng_state', 'GracefulStop', 'NonFiniteLoss', 'Run', 'setup_run', 'train_step', 'save_run_checkpoint',
+           'record_step', 'fit', 'finish_run', 'train', 'train_parser', 'config_from_args', 'cli_train']
 
 # %% ../../nbs/train/08b_train.ipynb #46c9635e
 def forward_backward(objective, batches, # the micro-batches of one step: [(x, y), ...]
@@ -84,7 +82,7 @@ def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 @torch.no_grad()
-def evaluate(objective, split: Split, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
+def validation_loss(objective, split: Split, cfg: TrainConfig, device, precision: str, rank: int = 0, world: int = 1) -> float:
     "Mean loss over `cfg.eval_batches` fixed validation batches (the same windows at every evaluation)."
     was_training = objective.training; objective.eval()
     s = BatchSampler(split, cfg.batch_size, cfg.seq_len, seed=cfg.seed + 1, rank=rank, world_size=world, what='validation split')
@@ -105,6 +103,8 @@ def set_rng_state(s: dict):
     random.setstate((s['python_version'], tuple(s['python']), None))
     torch.set_rng_state(s['torch'])
     if 'cuda' in s and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(s['cuda'])
+
+evaluate = validation_loss  # the old name, kept for one release (`serve.evaluate.evaluate` scores a model on text)
 
 # %% ../../nbs/train/08b_train.ipynb #ad11a9a7
 class GracefulStop:
@@ -127,96 +127,6 @@ class GracefulStop:
     def __exit__(self, *exc):
         for n, h in self._old.items(): signal.signal(getattr(signal, n), h)
         self._old = {}
-
-# %% ../../nbs/train/08b_train.ipynb #b4c8c053
-def read_resume_checkpoint(resume: bool | str, # True: the newest in `out`; or a checkpoint file / run dir / folder to search
-                           out: str | os.PathLike, on_skip=warn_skip) -> Checkpoint:
-    "The checkpoint to resume from, passing over damaged files; a clear error when there is none."
-    src = Path(out if resume is True else resume)
-    if not src.exists():
-        raise FileNotFoundError(f"nothing to resume in {str(src)!r}: no such file or folder. Train without --resume to start a new run")
-    try: return read_checkpoint(src, recursive=resume is not True and src.is_dir(), on_skip=on_skip)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint to resume from in {str(src)!r}; pass a checkpoint file or run dir, "
-                                f"or train without --resume to start a new run") from None
-
-def check_resume_config(ckpt_config: dict, config: dict, path=''):
-    "Refuse to resume a checkpoint into a different model config, naming the keys that differ."
-    diff = {k: (ckpt_config.get(k), config.get(k)) for k in sorted(set(ckpt_config) | set(config)) if ckpt_config.get(k) != config.get(k)}
-    if not diff: return
-    match = [n for n in PRESETS if get_config(n).to_dict() == ckpt_config]
-    hint = f"resume with --preset {match[0]}" if match else "resume with the checkpoint's model config"
-    keys = ', '.join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-    raise ValueError(f"checkpoint {str(path)!r} has a different model config ({keys}); {hint}, or start a new run with another --out")
-
-def trim_log(path: Path, step: int, fallback: list | None = None):
-    "Keep the records of a .jsonl up to `step` (a resumed run drops what was logged after its checkpoint)."
-    recs = [r for r in read_jsonl(path) if r.get('step', 0) <= step]
-    if fallback is not None and len(recs) < len(fallback): recs = fallback  # a fresh run dir: the checkpoint's copy
-    text = ''.join(json.dumps(finite_json(r)) + '\n' for r in recs)
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding='utf-8'))
-
-# %% ../../nbs/train/08b_train.ipynb #e7a60859
-def setup_distributed(device: str | None = None) -> tuple[int, int, int, bool]:
-    "(rank, world_size, local_rank, created): starts the process group from torchrun's env when WORLD_SIZE > 1."
-    world = int(os.environ.get('WORLD_SIZE', 1))
-    if world <= 1: return 0, 1, 0, False
-    rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
-    if dist.is_initialized(): return rank, world, local, False
-    cuda = torch.cuda.is_available() and (device is None or device.startswith('cuda'))
-    if cuda: torch.cuda.set_device(local)
-    dist.init_process_group('nccl' if cuda else 'gloo')
-    return rank, world, local, True
-
-def any_rank(flag: bool, world: int, device) -> bool:
-    "True when `flag` is true on any rank (all ranks must call it)."
-    if world <= 1: return flag
-    t = torch.tensor(float(flag), device=device); dist.all_reduce(t)
-    return t.item() > 0
-
-def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    "The training device; a CUDA request without CUDA is a clear error."
-    if requested and requested.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f"--device {requested}: this torch {torch.__version__} sees no CUDA GPU; use --device cpu, or install a CUDA build of torch")
-    device = torch.device(requested or (f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'))
-    check_gpu_supported(device)
-    return device
-
-def resolve_batch_size(cfg: TrainConfig, device: torch.device, precision: str, world: int = 1,
-                       model_cfg: SmolLM2Config | None = None) -> tuple[TrainConfig, str | None]:
-    "`cfg` with `batch_size='auto'` made a number (and `grad_accum` to match), and a line saying what was chosen (None if not auto)."
-    if cfg.batch_size != 'auto': return cfg, None
-    default = TrainConfig.batch_size
-    glob = default * cfg.grad_accum  # sequences per step (per process) that auto keeps: the default micro-batch x --grad-accum
-    if device.type != 'cuda':
-        return replace(cfg, batch_size=default), (f"--batch-size auto: no GPU memory to measure on the {device.type}, so the default: "
-                                                    f"batch {default} x grad-accum {cfg.grad_accum}")
-    budget = cuda_budget_gib(device)
-    if world > 1:  # every rank runs the same shapes: plan for the one with the least free memory
-        t = torch.tensor(budget, device=device); dist.all_reduce(t, op=dist.ReduceOp.MIN); budget = t.item()
-    micro, accum = auto_batch(model_cfg or get_config(cfg.preset), cfg.seq_len, precision, budget, glob)
-    if micro < 1:
-        raise ValueError(f"--batch-size auto: not even 1 sequence of {cfg.seq_len} tokens fits in {budget:.1f} GiB ({precision}); "
-                         f"use a shorter --seq-len, or free the GPU")
-    return replace(cfg, batch_size=micro, grad_accum=accum), (
-        f"--batch-size auto: {budget:.1f} GiB to plan for on {torch.cuda.get_device_name(device)} -> batch {micro} x grad-accum {accum} "
-        f"= {glob} sequences per step{' per process' if world > 1 else ''} ({precision}, seq {cfg.seq_len})")
-
-class ProgressPrinter:
-    "A callback printing one line per logged step (step, loss, val loss, tokens/s, MFU, ETA) and every sample."
-    def __init__(self, every: int = 10, file=None): self.every, self.file, self.total, self.t0 = every, file, None, None
-    def _p(self, s): print(s, file=self.file or sys.stdout, flush=True)
-    def on_train_begin(self, info): self.total, self.start, self.t0 = info['steps'], info['start_step'], time.time()
-    def on_log(self, rec):
-        if rec['step'] % self.every and 'val_loss' not in rec and rec['step'] != self.total: return
-        done = rec['step'] - self.start
-        eta = (time.time() - self.t0) / done * (self.total - rec['step']) if done else 0
-        parts = [f"step {rec['step']}/{self.total}", f"loss {rec['loss']:.4f}" if rec['loss'] is not None else 'loss nan']
-        if rec.get('val_loss') is not None: parts.append(f"val {rec['val_loss']:.4f}")
-        parts.append(f"{rec['tokens_per_sec']:,.0f} tok/s")
-        if rec.get('mfu') is not None: parts.append(f"MFU {rec['mfu']:.1%}")
-        self._p(' | '.join(parts + [f"ETA {format_duration(eta)}"]))
-    def on_sample(self, s): self._p(f"sample @ {s['step']}: {s['text']!r}")
 
 # %% ../../nbs/train/08b_train.ipynb #lp000001
 class NonFiniteLoss(FloatingPointError): "The loss or gradient became NaN/inf: the run diverged."
@@ -301,6 +211,7 @@ def _restore(run: Run, ckpt: Checkpoint):
 
 def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
     "A run ready for its first step: device and precision, the checkpoint it resumes, data, model and optimizer; run.json written."
+    # long on purpose: the ordered steps before a first step (device, resume, data, model, optimizer, run.json), each a call; split, they would pass a dozen locals around
     given, cfg, t_start = cfg, cfg.resolved(), time.time()
     rank, world, local, created_pg = setup_distributed(cfg.device)
     device = pick_device(cfg.device, local)
@@ -356,7 +267,7 @@ def setup_run(cfg: TrainConfig, callbacks=()) -> Run:
         if run.main:
             out.checkpoints.mkdir(parents=True, exist_ok=True)
             if not (out.tokenizer / 'tokenizer.json').exists(): tok.save_pretrained(str(out.tokenizer))
-            write_json(out.run_json, info)
+            RunInfo.from_dict(info).write(out)
             trim_log(out.metrics, run.step, fallback=run.metrics); trim_log(out.samples, run.step)
             _call(callbacks, 'on_train_begin', info)
             what = f"{picked or cfg.init}" if cfg.init else cfg.preset
@@ -419,7 +330,7 @@ def record_step(run: Run, rec: dict):
     "What follows a step when its turn comes: evaluation (keeping the best weights), the metrics record, samples, a checkpoint."
     cfg, step, out = run.cfg, run.step, run.out
     if cfg.eval_every and run.data.val_tokens and (step % cfg.eval_every == 0 or step == cfg.steps):
-        run.val_loss = rec['val_loss'] = evaluate(run.objective, run.data.val, cfg, run.device, run.precision, run.rank, run.world)
+        run.val_loss = rec['val_loss'] = validation_loss(run.objective, run.data.val, cfg, run.device, run.precision, run.rank, run.world)
         if run.main and math.isfinite(run.val_loss) and (run.best_val is None or run.val_loss < run.best_val):
             run.best_val = run.val_loss; save_best(merge_lora(run.model), run.tok, out, step, run.val_loss)
     if run.main and (step % cfg.log_every == 0 or 'val_loss' in rec or step == cfg.steps):
@@ -483,7 +394,7 @@ def finish_run(run: Run, status: str, stop_reason: str | None = None, error: str
     try:
         if run.main:
             kept = {k: v for k, v in summary.items() if k not in ('run_dir', 'steps', 'device', 'precision')}
-            write_json(out.run_json, {**run.info, **kept, 'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')})
+            RunInfo.from_dict({**run.info, **kept, 'ended_at': time.strftime('%Y-%m-%dT%H:%M:%S%z')}).write(out)
             try: _call(run.callbacks, 'on_train_end', summary)  # also after a failure: summary['status'], summary['error']
             except Exception:
                 if status != 'failed': raise                    # never hide the error that stopped the run
@@ -505,95 +416,24 @@ def train(cfg: TrainConfig, callbacks=()) -> dict:
     return summary
 
 # %% ../../nbs/train/08b_train.ipynb #45a09e01
-def _duration(s: str) -> float:
-    "Seconds from '3600', '90m' or '11.5h'."
-    mult = {'s': 1, 'm': 60, 'h': 3600}.get(s[-1:].lower())
-    return float(s[:-1]) * mult if mult else float(s)
+def train_parser():
+    "The parser of `smollm2 train`, generated from its function (kept for one release)."
+    from smollm2_nb.cli import command_parser
+    return command_parser('train')
 
-def _batch_size(s: str) -> int | str:
-    if s == 'auto': return s
-    try: return int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"a whole number or 'auto', got {s!r}") from None
-
-def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='smollm2 train', argument_default=argparse.SUPPRESS,
-                                description='Train SmolLM2 (default: the 135M model from scratch on Tiny Shakespeare, 5000 steps). '
-                                            'On a CPU, `smollm2 demo` runs a version that finishes in minutes.')
-    d = TrainConfig()
-    special = dict(lr="peak lr (default: the schedule's: " + ', '.join(f"{k} {v['lr']}" for k, v in SCHEDULES.items()) + ')',
-                   warmup_steps="default: the schedule's (" + ', '.join(f"{k} {v['warmup_steps']}" for k, v in SCHEDULES.items()) +
-                                '), at most 10%% of the schedule',
-                   batch_size=f"sequences per micro-batch (default: {d.batch_size}), or 'auto': on a GPU the most that fit, "
-                              f"with --grad-accum raised to keep {d.batch_size} x --grad-accum sequences per step")
-    p.add_argument('--data', help='text file, folder of text files, prepared dataset folder (`smollm2 data prepare`), or a weighted '
-                   'mixture of these: DIR1:0.7,DIR2:0.3 or a JSON file {"DIR": 0.7, ...} (default: Tiny Shakespeare)')
-    p.add_argument('--tokenizer', help='tokenizer hub id or folder (default: $SMOLLM2_TOKENIZER or HuggingFaceTB/SmolLM2-135M)')
-    p.add_argument('--preset', choices=sorted(PRESETS), help=f'model config of a new model (default: {d.preset})')
-    p.add_argument('--init', metavar='MODEL', help='fine-tune: start from these weights, their config and tokenizer (a run dir, '
-                   'checkpoint, Hugging Face folder or hub id: anything `smollm2 generate --model` takes)')
-    p.add_argument('--lora-rank', type=int, dest='lora_rank', help='with --init: train LoRA adapters of this rank (peft), every '
-                   'other weight frozen; checkpoints, best/ and exports hold the merged model (default: 0, train every weight)')
-    p.add_argument('--lora-alpha', type=float, dest='lora_alpha', help='adapters scaled by alpha / rank (default: 2 x rank)')
-    p.add_argument('--lora-targets', dest='lora_targets', help=f'layers that get adapters (default: {d.lora_targets})')
-    for name, typ in [('steps', int), ('batch_size', _batch_size), ('seq_len', int), ('grad_accum', int), ('lr', float),
-                      ('warmup_steps', int), ('schedule_steps', int), ('weight_decay', float), ('ckpt_every', int), ('sample_every', int),
-                      ('eval_every', int), ('eval_batches', int), ('sample_tokens', int), ('log_every', int), ('keep_last', int),
-                      ('val_fraction', float), ('seed', int)]:
-        p.add_argument('--' + name.replace('_', '-'), type=typ, dest=name, help=special.get(name, f'default: {getattr(d, name)}'))
-    p.add_argument('--schedule', choices=list(SCHEDULES), help=f'lr schedule (default: {d.schedule})')
-    p.add_argument('--replan-schedule', action='store_true', help='with --resume: stretch the schedule over the new --steps')
-    p.add_argument('--out', help=f'run dir (default: {d.out}; with --resume DIR, that dir)')
-    p.add_argument('--resume', nargs='?', const=True, help='continue from the newest checkpoint of --out, or of the given run dir / checkpoint')
-    p.add_argument('--compile', action=argparse.BooleanOptionalAction, help='torch.compile the model (default: on for CUDA sm_70+)')
-    p.add_argument('--precision', choices=TRAIN_PRECISIONS, help='default: auto (bf16 on sm_80+, fp16 on older GPUs, fp32 on CPU)')
-    p.add_argument('--time-budget', type=_duration, dest='time_budget_s', help="stop cleanly before this long: seconds, '90m' or '11.5h'")
-    p.add_argument('--prompt', action='append', dest='sample_prompts', help='a sample prompt (repeat for several)')
-    p.add_argument('--device', help='cuda, cuda:1 or cpu (default: cuda if available)')
-    p.add_argument('--no-progress', action='store_false', dest='progress', help='a printed line per --log-every steps instead of a progress bar')
-    return p
 
 def config_from_args(argv: list[str]) -> TrainConfig:
-    "The `TrainConfig` of a `smollm2 train` command line (with --resume: the checkpoint's settings + the flags given)."
-    given = vars(train_parser().parse_args(argv))
-    replan = given.pop('replan_schedule', False)
-    if 'init' in given and 'preset' in given: raise ValueError("--init takes the model's config from MODEL: drop --preset")
-    if not given.get('resume'):
-        if replan: raise ValueError("--replan-schedule only applies with --resume")
-        return TrainConfig(**given)
-    ckpt = read_resume_checkpoint(given['resume'], given.get('out', TrainConfig.out))
-    ckpt_file = ckpt.file
-    if 'out' not in given: given['out'] = str(RunDir.of(ckpt_file).path)
-    saved = ckpt.train_config or {}
-    if 'init' in given and given['init'] != saved.get('init'):
-        raise ValueError(f"--init starts a new run; {ckpt_file} continues from its own weights. Resume without --init, "
-                         f"or start a new run with --init {ckpt_file} --out NEW_DIR")
-    keep = {f.name for f in fields(TrainConfig)} - {'resume', 'out', 'device', 'progress', 'time_budget_s'}
-    if given.get('batch_size') == 'auto' and 'grad_accum' not in given and 'batch_size' in saved:  # keep the run's global batch
-        glob, default = saved['batch_size'] * saved['grad_accum'], TrainConfig.batch_size
-        if glob % default: raise ValueError(f"--batch-size auto keeps {default} x --grad-accum sequences per step; this run takes "
-                                            f"{saved['batch_size']} x {saved['grad_accum']} = {glob}. Resume with its --batch-size "
-                                            f"{saved['batch_size']} --grad-accum {saved['grad_accum']}")
-        given['grad_accum'] = glob // default
-    cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in keep}, **given, 'resume': str(ckpt_file)})
-    if replan and 'schedule_steps' not in given: cfg = replace(cfg, schedule_steps=cfg.steps, warmup_steps=given.get('warmup_steps'))
-    return cfg
+    "The `TrainConfig` of a `smollm2 train` command line (kept for one release; `config_from_flags` takes the flags by name)."
+    from smollm2_nb.cli import command_parser, parse_command
+    given = parse_command(command_parser('train'), list(argv))
+    return config_from_flags(given['config'], given['replan_schedule'])
 
 CLI_ERRORS = (NonFiniteLoss, NonFiniteState, ValueError, FileNotFoundError, OSError, RunDirBusy, CheckpointError, UnsupportedGPU)
 
 def cli_train(argv: list[str] | None = None) -> int:
-    "`smollm2 train ...`: 0 when finished, 128 + signal when stopped by one, 2 for unusable --data, 1 on another error (one line, no traceback)."
-    try:
-        cfg = config_from_args(sys.argv[1:] if argv is None else list(argv))
-        s = train(cfg)
-    except DataError as e:   # another tokenizer's ids, an unfinished prepare, a bad mixture: a usage error, before any model is built
-        print(f"smollm2 train: error: {e}", file=sys.stderr); return 2
-    except CLI_ERRORS as e:
-        print(f"smollm2 train: error: {e}", file=sys.stderr); return 1
-    if int(os.environ.get('RANK', 0)) == 0:
-        print(f"{s['status']} at step {s['step']}/{s['steps']}: loss {s['loss']}, val_loss {s['val_loss']}; checkpoint {s['checkpoint']}")
-        if s['status'] == 'stopped':
-            print(f"resume with: smollm2 train --resume {s['run_dir']}" + (" --time-budget ..." if s['stop_reason'] == 'time budget' else ''))
-    return 128 + getattr(signal, s['stop_reason']) if s.get('stop_reason') in GracefulStop.SIGNALS else 0
+    "`smollm2 train ...`: 0 when finished, 128 + signal when stopped by one, 2 for bad input, 1 on another error (one line). Kept for one release: the command is `smollm2_nb.commands`, its parser generated by `smollm2_nb.cli`."
+    from smollm2_nb.cli import main
+    return main(['train', *(sys.argv[1:] if argv is None else argv)])
 
 # %% ../../nbs/train/08b_train.ipynb #396e5acc
 if __name__ == '__main__' and Path(sys.argv[0]).stem == 'loop': sys.exit(cli_train(sys.argv[1:]))  # `python -m smollm2_nb.train.loop`
