@@ -21,6 +21,7 @@ COMMANDS = {
     'data':     ('smollm2_nb.run.prepare', 'cli_data', 'prepare pretraining data: tokenized shards from files or a Hub dataset'),
     'train':    ('smollm2_nb.train.loop', 'cli_train', 'train (or --resume) on a text corpus'),
     'app':      ('smollm2_nb.serve.app', 'cli_app', 'launch the Gradio app locally'),
+    'serve':    ('smollm2_nb.serve.server', 'cli_serve', 'an OpenAI-compatible HTTP server (chat and completions)'),
     'export':   ('smollm2_nb.ship.export', 'cli_export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file'),
     'hub':      ('smollm2_nb.ship.hub', 'cli_hub', 'push a model to the Hugging Face Hub with a model card from its run'),
     'space':    ('smollm2_nb.ship.hub', 'cli_space', 'push the app as a Hugging Face Space serving a hub model'),

@@ -122,6 +122,7 @@ class _Slot:
     "A running request: its sequence, the prompt tokens still to run, its sampling state."
     def __init__(self, r: Request, seq: Sequence, vocab: int):
         self.r, self.seq, self.todo, self.sent = r, seq, list(r.prompt), 0
+        self.base, self.base_text = 0, ''   # tokens whose text is settled (decoded once, not again each step)
         self.generator = torch.Generator().manual_seed(r.seed) if r.seed is not None else None
         self.seen = token_mask(torch.tensor([r.prompt]), vocab) if r.repetition_penalty != 1.0 else None
 
@@ -179,6 +180,10 @@ class Scheduler:
     @property
     def load(self) -> tuple[int, int]: return len(self.running), len(self.waiting)   # (running, waiting)
 
+    def stop_admitting(self):
+        "Refuse new requests from now on (`Closed`); the running and waiting ones go on."
+        with self.cond: self.closed = True
+
     def close(self, timeout: float | None = 30, # seconds to let running requests finish; then they are cancelled
              ):
         "Admit nothing new; let the running requests finish within `timeout`, cancel the rest, stop the loop."
@@ -196,7 +201,7 @@ class Scheduler:
     def _finish(self, s: _Slot, reason: str):
         r = s.r
         if reason != 'cancelled':
-            text = r.text if reason == 'stop_string' else self._text(r.tokens)
+            text = r.text if reason == 'stop_string' else s.base_text + self._text(r.tokens[s.base:])
             if len(text) > s.sent: r._send(('text', text[s.sent:]))
             r.text = text
         r.finish_reason, r.done_at = 'stop' if reason == 'stop_string' else reason, time.monotonic()
@@ -212,7 +217,9 @@ class Scheduler:
         if t in r.eos: self._finish(s, 'stop'); return False
         r.tokens.append(t)
         if s.seen is not None: s.seen[0, t] = True
-        text = self._text(r.tokens)
+        tail = self._text(r.tokens[s.base:])                 # the text of the tokens since the last settled point
+        text = s.base_text + tail
+        if len(r.tokens) - s.base >= 16 and not tail.endswith('\ufffd'): s.base, s.base_text = len(r.tokens), text   # settled
         hits = [i for i in (text.find(x, max(0, s.sent - len(x))) for x in r.stop if x) if i >= 0]
         if hits:
             r.text = text[:min(hits)]; self._finish(s, 'stop_string'); return False
