@@ -15,7 +15,9 @@ except ImportError as e: raise ImportError('the app needs gradio: pip install "s
 from .generate import stream, SAMPLING_DEFAULTS
 from .load import load_for_inference
 from ..run.dashboard import format_or_dash
-from .chat import has_chat_template, fit_messages, reply_stream
+from .chat import has_chat_template, fit_messages, reply_stream, chat_text, end_of_turn_ids
+from .generate import encode_prompts, _check_args
+from .batch import BatchDecoder, Scheduler, Request, QueueFull, Closed
 
 # %% auto #0
 __all__ = ['MODEL_ENV', 'EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'ALLOWED_ENV',
@@ -83,9 +85,11 @@ def model_card(info: dict | None, # the `info` dict of `checkpoint.load_model`, 
 class ModelSlot:
     "The app's model, loaded from a checkpoint, run dir, HF folder or hub id, and replaced by `load`."
     def __init__(self, source: str | os.PathLike | None = None, # what to load now; None: nothing yet
-                 device: str = 'cpu'):
-        self.model = self.tokenizer = self.info = None
-        self.device, self._lock = device, threading.Lock()
+                 device: str = 'cpu',
+                 max_batch: int = 8,   # generations decoded together: every user's requests go through one `Scheduler`
+                 max_queue: int = 64): # requests waiting for a place in the batch; more are told the app is busy
+        self.model = self.tokenizer = self.info = self.scheduler = None
+        self.device, self._lock, self.max_batch, self.max_queue = device, threading.Lock(), max_batch, max_queue
         if source: self.load(source)
 
     def load(self, source: str | os.PathLike) -> dict:
@@ -93,18 +97,35 @@ class ModelSlot:
         if not str(source).strip(): raise ValueError(f'No model source given. {NO_MODEL_MESSAGE}')
         model, tokenizer, info = load_for_inference(str(source).strip(), 'auto', self.device)  # int8/fp32 on CPU
         info = {**info, 'chat': has_chat_template(tokenizer)}
-        with self._lock: self.model, self.tokenizer, self.info = model, tokenizer, info
+        scheduler = Scheduler(BatchDecoder(model, info['decoder']), tokenizer, max_batch=self.max_batch, max_queue=self.max_queue)
+        with self._lock:
+            old = self.scheduler
+            self.model, self.tokenizer, self.info, self.scheduler = model, tokenizer, info, scheduler
+        if old is not None: threading.Thread(target=old.close, daemon=True).start()  # its running requests finish on the old model
         return info
+
+    def _pieces(self, scheduler: Scheduler, prompt: list[int], eos: list[int], settings: dict):
+        "Text pieces of one request through the shared scheduler (batched with every other user's); closing the generator (Stop, a closed page) cancels it."
+        settings = dict(settings)
+        max_new_tokens = settings.pop('max_new_tokens')
+        _check_args(len(prompt), max_new_tokens, settings['temperature'], settings.get('top_k'), settings.get('top_p'),
+                    settings.get('repetition_penalty', 1.0), self.model.config.max_position_embeddings)   # the same words as `generate`
+        try: r = scheduler.submit(Request(prompt, max_tokens=max_new_tokens, eos=eos, **settings))
+        except QueueFull: raise ValueError('The app is busy: too many requests are waiting. Try again in a moment.') from None
+        except Closed: raise ValueError('The model was just replaced: try again.') from None
+        try: yield from r.pieces()
+        finally: r.cancel()
 
     @property
     def card(self) -> str: return model_card(self.info)
 
     def stream(self, prompt: str, **settings):
         "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
-        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
-        text = prompt  # `stream` checks the prompt fits the context (ValueError) and stops at EOS
-        for piece in stream(model, tokenizer, prompt, decoder=info['decoder'], **settings):
+        text = prompt  # checked to fit the context (ValueError); ends at EOS
+        ids = encode_prompts(tokenizer, prompt)[0][0].tolist()
+        for piece in self._pieces(scheduler, ids, [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], settings):
             text += piece
             yield text
 
@@ -118,14 +139,15 @@ class ModelSlot:
              on_drop=None,                             # called with the number of old messages dropped to fit the context
              **settings):
         "Yield the reply so far to `message` after `history`, for a model with a chat template; it ends at the end of the turn."
-        with self._lock: model, tokenizer, info = self.model, self.tokenizer, self.info
+        with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         if not has_chat_template(tokenizer): raise ValueError(NO_CHAT_MESSAGE)
         messages = [{'role': m['role'], 'content': _message_text(m['content'])} for m in history] + [{'role': 'user', 'content': message}]
         messages, dropped = fit_messages(tokenizer, messages, model.config.max_position_embeddings - settings['max_new_tokens'])
         if dropped and on_drop: on_drop(dropped)
         reply = ''
-        for piece in reply_stream(model, tokenizer, messages, decoder=info['decoder'], **settings):
+        ids = tokenizer(chat_text(tokenizer, messages), add_special_tokens=False)['input_ids']   # as `reply_stream` encodes it
+        for piece in self._pieces(scheduler, ids, end_of_turn_ids(tokenizer), settings):
             reply += piece
             yield reply
 
@@ -156,7 +178,7 @@ def public_error(e: Exception) -> str:
 def _ui_error(e: Exception) -> gr.Error: return gr.Error(str(e), print_exception=False)
 
 def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or source; None: `$SMOLLM2_MODEL`, if set
-              concurrency: int = 2, # generations running at once
+              concurrency: int = 8, # generations running at once (decoded together, as one batch, by the slot's scheduler)
               max_queue: int = 32,  # requests waiting beyond that; more are refused
               allow_load: bool = True, # offer 'Load model' (False: no control and no endpoint to swap the model)
               public: bool | None = None,   # reachable by strangers; None: on a Space (`$SPACE_ID`)
@@ -268,9 +290,9 @@ def cli_app(argv: list[str] | None = None) -> int:
     p.add_argument('--host', default='127.0.0.1', help='address to listen on; 0.0.0.0 to serve your network')
     p.add_argument('--port', type=int, default=7860)
     p.add_argument('--share', action='store_true', help='also serve through a public gradio.live link')
-    p.add_argument('--concurrency', type=int, default=2, help='generations running at once; more are queued')
+    p.add_argument('--concurrency', type=int, default=8, help='generations running at once, decoded together as one batch; more are queued (default: 8)')
     args = p.parse_args(argv)
-    slot = ModelSlot()
+    slot = ModelSlot(max_batch=max(1, args.concurrency))
     if args.model:
         try: slot.load(args.model)
         except Exception as e:

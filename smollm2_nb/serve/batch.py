@@ -131,7 +131,7 @@ class Scheduler:
     "One loop on its own thread that batches every request it is given (continuous batching) and streams their text."
     def __init__(self, decoder: BatchDecoder, tokenizer,
                  max_batch: int = 8,        # sequences decoded together at most
-                 max_queue: int = 64,       # requests waiting at most; more raise `QueueFull`
+                 max_queue: int = 64,       # requests waiting for a place in the batch at most; more raise `QueueFull`
                  prefill_chunk: int = 32,   # prompt tokens of one request per step at most
                  token_budget: int = 64):   # rows per step at most (decoding sequences + prompt chunks)
         if max_batch < 1 or max_queue < 0 or prefill_chunk < 1 or token_budget < max_batch:
@@ -165,7 +165,8 @@ class Scheduler:
             if self.closed: raise Closed("the server is shutting down")
             for w in [w for w in self.waiting if w.cancelled.is_set()]:   # gone before their turn: no place in the queue
                 self.waiting.remove(w); w.finish_reason = 'cancelled'; w._send(('done', 'cancelled'))
-            if len(self.waiting) >= self.max_queue: raise QueueFull(f"the queue is full ({self.max_queue} requests waiting); try again shortly")
+            free = self.max_batch - len(self.running)               # places in the batch the next round fills first
+            if len(self.waiting) - free >= self.max_queue: raise QueueFull(f"the queue is full ({self.max_queue} requests waiting); try again shortly")
             r.submitted = time.monotonic()
             self.waiting.append(r); self.stats['requests'] += 1
             self.cond.notify()
