@@ -75,8 +75,8 @@ class BareLoop:
     def __init__(self, model: str):
         import torch
         from smollm2_nb.serve.load import load_for_inference
-        self.m, tok, self.info = load_for_inference(model, 'auto', 'cpu')
-        self.ids = torch.tensor([tok(PROMPT, add_special_tokens=False)['input_ids']])
+        self.m, self.tok, self.info = load_for_inference(model, 'auto', 'cpu')
+        self.ids = torch.tensor([self.tok(PROMPT, add_special_tokens=False)['input_ids']])
         d = self.info['decoder']
         print(f"bare loop: {self.info['serving']} weights, class {d.isa if d else 'none'}, {torch.get_num_threads()} threads", flush=True)
 
@@ -96,7 +96,11 @@ def main(argv=None):
     p.add_argument('--max-batch', type=int, default=8)
     p.add_argument('--repeats', type=int, default=3, help='lone requests and bare loops, the best counted')
     p.add_argument('--timeout', type=float, default=600, help='seconds per request at most')
+    p.add_argument('--threads', type=int, default=None, help='torch threads of the server and the bare loop (OMP_NUM_THREADS; default: torch\'s own)')
     args = p.parse_args(argv)
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
+        import torch; torch.set_num_threads(args.threads)
     model = args.model
     if model is None:
         from smollm2_nb.serve.gguf_source import official_gguf
@@ -114,7 +118,8 @@ def main(argv=None):
             bares.append(bare_loop(args.tokens)); lones.append(asyncio.run(level(url, 1, args.tokens, args.timeout)))
         bare, lone = min(bares), min(lones, key=lambda r: r['wall'])
         print(f"bare loop: {bare:.2f} s to the last token = {args.tokens / bare:.1f} tok/s (rounds: {', '.join(f'{b:.2f}' for b in bares)} s)")
-        print(f"lone request: {lone['wall']:.2f} s to the last token = {lone['tps']:.1f} tok/s (rounds: {', '.join(f'{r['wall']:.2f}' for r in lones)} s); "
+        rounds = ', '.join(f"{r['wall']:.2f}" for r in lones)
+        print(f"lone request: {lone['wall']:.2f} s to the last token = {lone['tps']:.1f} tok/s (rounds: {rounds} s); "
               f"{lone['wall'] / bare:.2f}x the bare loop's time", flush=True)
         print(f"{'clients':>7} {'tok/s':>8} {'ratio':>6} {'p50 TTFT':>9} {'p95 TTFT':>9} {'slowest':>8} {'errors':>6}  (max batch {args.max_batch})")
         for n in args.clients:

@@ -276,7 +276,9 @@ std::string isa() { return ISA; }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "one token through every layer: the logits (vocab,)");
   m.def("prefill", &prefill, "a prompt's tokens through every layer together, filling the KV cache: the last one's logits (vocab,)");
-  m.def("decode_batch", &decode_batch, "rows of several sequences (each its own position and KV cache) through every layer together: the wanted rows' logits");
+  // without Python's lock while it runs: a server's event loop streams the last step's tokens meanwhile
+  m.def("decode_batch", &decode_batch, py::call_guard<py::gil_scoped_release>(),
+        "rows of several sequences (each its own position and KV cache) through every layer together: the wanted rows' logits");
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
   m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
