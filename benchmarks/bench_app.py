@@ -37,7 +37,11 @@ def main(argv=None):
     p.add_argument('--concurrency', type=int, default=8)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--timeout', type=float, default=300)
+    p.add_argument('--threads', type=int, default=None, help='torch threads of the app and the bare loop (OMP_NUM_THREADS; default: torch\'s own)')
     args = p.parse_args(argv)
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
+        import torch; torch.set_num_threads(args.threads)
     model = args.model
     if model is None:
         from smollm2_nb.serve.gguf_source import official_gguf
