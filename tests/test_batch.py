@@ -59,17 +59,18 @@ def test_batched_greedy_is_each_sequence_decoded_alone(tiny, isa, mode):
     assert batched_greedy(bd, ps, joins, lengths) == alone, (isa, mode)
     assert batched_greedy(bd, ps, joins, lengths, chunk=7) == alone, (isa, mode)   # prompts spread over steps
 
-def test_batched_logits_match_alone_bit_for_bit(tiny, isa):
-    "One step of three sequences at different positions: each row's logits equal, bit for bit, those of the batch-1 step."
-    m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
+@pytest.mark.parametrize('mode', ['fp32', 'bf16', 'int8'])
+def test_batched_logits_match_alone_bit_for_bit(tiny, isa, mode):
+    "One step of six sequences at different positions (int8 on AVX-512 takes them 4 + 2 per weight load): each row's logits equal, bit for bit, those of the batch-1 step."
+    m, decoder = prepare_for_inference(copy.deepcopy(tiny), mode)
     bd = BatchDecoder(m, decoder)
-    ps = prompts([4, 9, 2])
+    ps = prompts([4, 9, 2, 6, 1, 3])
     seqs = [bd.new(20) for _ in ps]
     bd.forward(list(zip(seqs, ps)))
     got = bd.forward([(s, [7]) for s in seqs])
     for p, row in zip(ps, got):
         _, step = decoder.start(torch.tensor([p]), 20)
-        assert torch.equal(step(torch.tensor([7]))[0], row)
+        assert torch.equal(step(torch.tensor([7]))[0], row), (isa, mode)
 
 def test_without_the_step_each_sequence_goes_through_the_model(tiny):
     "No C++ step (a GPU, no compiler): the same interface, one sequence after another, the model's greedy tokens."
