@@ -106,7 +106,7 @@ class ModelSlot:
 
     def _pieces(self, scheduler: Scheduler, prompt: list[int], eos: list[int], settings: dict):
         "Text pieces of one request through the shared scheduler (batched with every other user's); closing the generator (Stop, a closed page) cancels it."
-        settings = dict(settings)
+        settings = {'max_new_tokens': 64, 'temperature': 1.0, **settings}   # `stream`'s defaults for what is not given
         max_new_tokens = settings.pop('max_new_tokens')
         _check_args(len(prompt), max_new_tokens, settings['temperature'], settings.get('top_k'), settings.get('top_p'),
                     settings.get('repetition_penalty', 1.0), self.model.config.max_position_embeddings)   # the same words as `generate`
