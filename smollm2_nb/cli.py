@@ -259,6 +259,7 @@ COMMANDS = {
                         renamed={'--config': 'hub_config'}),
     'train':    Command(C, 'train', 'train (or --resume) on a text corpus', TRAIN_FLAGS),
     'app':      Command(C, 'app', 'launch the Gradio app locally'),
+    'serve':    Command(C, 'serve', 'an OpenAI-compatible HTTP server (chat and completions), batching its users'),
     'export':   Command(C, 'export', 'write a model as a Hugging Face folder or a llama.cpp GGUF file',
                         dict(format=dict(choices=('hf', 'gguf')), dtype=dict(choices=('f32', 'f16', 'q8_0', 'q4_1'))), MODEL_POSITIONAL),
     'hub':      Command(C, {'push': 'hub_push'}, 'push a model to the Hugging Face Hub with a model card from its run', renamed=MODEL_POSITIONAL),

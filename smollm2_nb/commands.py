@@ -17,7 +17,8 @@ from .cli import UsageError   # bad input: exit 2, one line
 
 # %% auto #0
 __all__ = ['auto_device', 'sampling_kwargs', 'params', 'generate', 'chat', 'eval', 'demo', 'data_prepare', 'train', 'app',
-           'export', 'hub_push', 'space_push', 'bench', 'kaggle_push', 'kaggle_status', 'kaggle_logs', 'kaggle_output']
+           'serve', 'export', 'hub_push', 'space_push', 'bench', 'kaggle_push', 'kaggle_status', 'kaggle_logs',
+           'kaggle_output']
 
 # %% ../nbs/13a_commands.ipynb #96ec6bc9
 def auto_device(device: str) -> str:
@@ -244,19 +245,37 @@ def app(*, model: str | None = None, # checkpoint file, run directory, Hugging F
         host: str = '127.0.0.1',     # address to listen on; 0.0.0.0 to serve your network
         port: int = 7860,            # port to listen on
         share: bool = False,         # also serve through a public gradio.live link
-        concurrency: int = 2,        # generations running at once; more are queued
+        concurrency: int = 8,        # generations decoded together as one batch; more are queued
         tokenizer: str | None = None, precision: str = 'auto', device: str = 'auto'):
     "Launch the Gradio app locally: stream text from a SmolLM2 model and serve the /generate API (blocks until interrupted)."
     from smollm2_nb.serve.app import MODEL_ENV, NO_MODEL_MESSAGE, ModelSlot, build_app, is_public
     if not 0 <= port < 65536 or concurrency < 1: raise UsageError("error: --port must be 0-65535 and --concurrency at least 1")
     model = model or os.environ.get(MODEL_ENV)
-    slot = ModelSlot(device=auto_device(device), precision=precision, tokenizer=tokenizer)
+    slot = ModelSlot(device=auto_device(device), precision=precision, tokenizer=tokenizer, max_batch=concurrency)
     if model:
         try: slot.load(model)
         except Exception as e: raise UsageError(f"could not load --model {model!r}: {e}") from None
     else: print(f'smollm2 app: {NO_MODEL_MESSAGE}', file=sys.stderr)
     build_app(slot, concurrency=concurrency, public=is_public(host, share)).launch(server_name=host, server_port=port, share=share)
 
+def serve(*, model: str,                    # checkpoint file, run directory, Hugging Face folder, hub id or GGUF file
+          host: str = '127.0.0.1',          # address to listen on; beyond loopback only with an API key
+          port: int = 8000,                 # port to listen on
+          api_key: str | None = None,       # clients send it as a bearer token (None: $SMOLLM2_API_KEY; unset: no check)
+          max_batch: int = 8,               # requests decoded together at most
+          max_queue: int = 64,              # requests waiting at most; beyond, 429 with Retry-After
+          name: str | None = None,          # the model's id in the API (None: the model's file or folder name)
+          log_level: str = 'warning',       # uvicorn's log level
+          tokenizer: str | None = None, precision: str = 'auto', device: str = 'auto'):
+    "Serve a model with the OpenAI-compatible HTTP API (chat and completions) until SIGTERM or Ctrl-C."
+    from smollm2_nb.serve.server import API_KEY_ENV, is_loopback, serve as run_server
+    if not 0 <= port < 65536: raise UsageError(f"error: --port must be 0-65535, got {port}")
+    if max_batch < 1 or max_queue < 0: raise UsageError("error: --max-batch must be at least 1 and --max-queue at least 0")
+    if not is_loopback(host) and not (api_key or os.environ.get(API_KEY_ENV)):
+        raise UsageError(f"error: listening on {host} lets other machines in: give --api-key (or set ${API_KEY_ENV}), or listen on 127.0.0.1")
+    try: return run_server(model, host=host, port=port, api_key=api_key, precision=precision, device=auto_device(device),
+                               tokenizer=tokenizer, max_batch=max_batch, max_queue=max_queue, name=name, log_level=log_level)
+    except (OSError, ValueError) as e: raise UsageError(e) from None
 
 
 # %% ../nbs/13a_commands.ipynb #446f79ae

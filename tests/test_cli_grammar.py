@@ -58,7 +58,7 @@ def test_a_bad_shared_value_is_one_line_and_exit_2(name, sub, flag, tmp_path):
 
 def test_every_model_command_takes_device_precision_tokenizer():
     loads = {(n, s) for n, s in commands() if 'model' in dests(n, s)} - {('space', 'push')}   # a Space names a hub model; nothing loads here
-    assert loads == {('generate', None), ('chat', None), ('eval', None), ('app', None), ('export', None), ('hub', 'push')}
+    assert loads == {('generate', None), ('chat', None), ('eval', None), ('app', None), ('serve', None), ('export', None), ('hub', 'push')}
     for n, s in loads:
         assert 'tokenizer' in dests(n, s), (n, s)
     decoding = {(n, s) for n, s in loads if {'device', 'precision'} <= set(dests(n, s))}

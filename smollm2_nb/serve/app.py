@@ -14,7 +14,9 @@ except ImportError as e: raise ImportError('the app needs gradio: pip install "s
 from .generate import stream, SAMPLING_DEFAULTS
 from .load import MODEL_ENV, load_for_inference
 from ..run.dashboard import format_or_dash
-from .chat import has_chat_template, fit_messages, reply_stream
+from .chat import has_chat_template, fit_messages, reply_stream, chat_text, end_of_turn_ids
+from .generate import encode_prompts, _check_args
+from .batch import BatchDecoder, Scheduler, Request, QueueFull, Closed
 
 # %% auto #0
 __all__ = ['EXAMPLE_PROMPTS', 'LIMITS', 'HOW_TO_LOAD', 'NO_MODEL_MESSAGE', 'NO_CHAT_MESSAGE', 'model_card', 'ALLOWED_ENV',
@@ -86,28 +88,48 @@ class ModelSlot:
     def __init__(self, source: str | os.PathLike | None = None, # what to load now; None: nothing yet
                  device: str = 'cpu',
                  precision: str = 'auto',        # weights for decoding, as `smollm2 generate --precision`
-                 tokenizer: str | None = None):  # instead of the model's own tokenizer
-        self.model = self.tokenizer = self.decoder = self.info = None
+                 tokenizer: str | None = None,   # instead of the model's own tokenizer
+                 max_batch: int = 8,   # generations decoded together: every user's requests go through one `Scheduler`
+                 max_queue: int = 64): # requests waiting for a place in the batch; more are told the app is busy
+        self.model = self.tokenizer = self.decoder = self.info = self.scheduler = None
         self.device, self.precision, self.tokenizer_source, self._lock = device, precision, tokenizer, threading.Lock()
+        self.max_batch, self.max_queue = max_batch, max_queue
         if source: self.load(source)
 
     def load(self, source: str | os.PathLike) -> dict:
         "Load `source` (anything `serve.load.load_model` takes) and make it the model served; returns its info."
         if not str(source).strip(): raise ValueError(f'No model source given. {NO_MODEL_MESSAGE}')
-        loaded = load_for_inference(str(source).strip(), self.precision, self.device, self.tokenizer_source)  # auto: int8/fp32 on CPU
+        loaded = load_for_inference(str(source).strip(), self.precision, self.device, self.tokenizer_source)  # auto: the CPU default
         info = {**loaded.facts, 'chat': has_chat_template(loaded.tokenizer)}
-        with self._lock: self.model, self.tokenizer, self.decoder, self.info = loaded.model, loaded.tokenizer, loaded.decoder, info
+        scheduler = Scheduler(BatchDecoder(loaded.model, loaded.decoder), loaded.tokenizer, max_batch=self.max_batch, max_queue=self.max_queue)
+        with self._lock:
+            old = self.scheduler
+            self.model, self.tokenizer, self.decoder, self.info, self.scheduler = loaded.model, loaded.tokenizer, loaded.decoder, info, scheduler
+        if old is not None: threading.Thread(target=old.close, daemon=True).start()  # its running requests finish on the old model
         return info
+
+    def _pieces(self, scheduler: Scheduler, prompt: list[int], eos: list[int], settings: dict):
+        "Text pieces of one request through the shared scheduler (batched with every other user's); closing the generator (Stop, a closed page) cancels it."
+        settings = {'max_new_tokens': 64, 'temperature': 1.0, **settings}   # `stream`'s defaults for what is not given
+        max_new_tokens = settings.pop('max_new_tokens')
+        _check_args(len(prompt), max_new_tokens, settings['temperature'], settings.get('top_k'), settings.get('top_p'),
+                    settings.get('repetition_penalty', 1.0), self.model.config.max_position_embeddings)   # the same words as `generate`
+        try: r = scheduler.submit(Request(prompt, max_tokens=max_new_tokens, eos=eos, **settings))
+        except QueueFull: raise ValueError('The app is busy: too many requests are waiting. Try again in a moment.') from None
+        except Closed: raise ValueError('The model was just replaced: try again.') from None
+        try: yield from r.pieces()
+        finally: r.cancel()
 
     @property
     def card(self) -> str: return model_summary(self.info)
 
     def stream(self, prompt: str, **settings):
         "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
-        with self._lock: model, tokenizer, decoder = self.model, self.tokenizer, self.decoder
+        with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
-        text = prompt  # `stream` checks the prompt fits the context (ValueError) and stops at EOS
-        for piece in stream(model, tokenizer, prompt, decoder=decoder, **settings):
+        text = prompt  # checked to fit the context (ValueError); ends at EOS
+        ids = encode_prompts(tokenizer, prompt)[0][0].tolist()
+        for piece in self._pieces(scheduler, ids, [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], settings):
             text += piece
             yield text
 
@@ -121,14 +143,15 @@ class ModelSlot:
              on_drop=None,                             # called with the number of old messages dropped to fit the context
              **settings):
         "Yield the reply so far to `message` after `history`, for a model with a chat template; it ends at the end of the turn."
-        with self._lock: model, tokenizer, decoder = self.model, self.tokenizer, self.decoder
+        with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
         if not has_chat_template(tokenizer): raise ValueError(NO_CHAT_MESSAGE)
         messages = [{'role': m['role'], 'content': _message_text(m['content'])} for m in history] + [{'role': 'user', 'content': message}]
         messages, dropped = fit_messages(tokenizer, messages, model.config.max_position_embeddings - settings['max_new_tokens'])
         if dropped and on_drop: on_drop(dropped)
         reply = ''
-        for piece in reply_stream(model, tokenizer, messages, decoder=decoder, **settings):
+        ids = tokenizer(chat_text(tokenizer, messages), add_special_tokens=False)['input_ids']   # as `reply_stream` encodes it
+        for piece in self._pieces(scheduler, ids, end_of_turn_ids(tokenizer), settings):
             reply += piece
             yield reply
 
@@ -159,7 +182,7 @@ def public_error(e: Exception) -> str:
 def _ui_error(e: Exception) -> gr.Error: return gr.Error(str(e), print_exception=False)
 
 def build_app(model: ModelSlot | str | os.PathLike | None = None, # slot or source; None: `$SMOLLM2_MODEL`, if set
-              concurrency: int = 2, # generations running at once
+              concurrency: int = 8, # generations running at once (decoded together, as one batch, by the slot's scheduler)
               max_queue: int = 32,  # requests waiting beyond that; more are refused
               allow_load: bool = True, # offer 'Load model' (False: no control and no endpoint to swap the model)
               public: bool | None = None,   # reachable by strangers; None: on a Space (`$SPACE_ID`)

@@ -160,6 +160,156 @@ at::Tensor prefill(at::Tensor tokens, int64_t pos, at::Tensor embed, at::Tensor 
   return run(t.data_ptr<int64_t>(), t.numel(), pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps);
 }
 
+// The products of `decode_batch`: `matmul`, except that on AVX-512 an int8 matrix takes up to 4 rows (sequences) per
+// load of each weight block and its scale, where `rows_int8` takes one. Each row's integer sums and float steps are those
+// of `rows_int8` (the same instructions in the same order), so each row's result is bit for bit `matmul`'s.
+#ifdef SMOLLM2_AVX512
+template <int NT>
+static void rows_int8_nt(const int8_t* W, const uint16_t* ws, const XInt8* const* q, float* const* y, int64_t r0, int64_t r1,
+                         int64_t in) {
+  const int64_t nb = in / 64;
+  const __m512i zero = _mm512_setzero_si512();
+#ifndef __AVX512VNNI__
+  const __m512i ones = _mm512_set1_epi16(1);
+#endif
+  std::vector<float> wsf(4 * nb);
+  for (int64_t r = r0; r < r1; r += 4) {
+    __m512 a[4][NT]; for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) a[k][t] = _mm512_setzero_ps();
+    const int8_t* w = W + r * in;
+    for (int64_t i = 0; i < 4 * nb; i++) wsf[i] = widen_bf16(ws[r * nb + i]);
+    for (int64_t b = 0; b < nb; b++) {
+      prefetch_ahead(w, 4 * in, b);
+      for (int k = 0; k < 4; k++) {
+        __m512i wv = _mm512_loadu_si512(w + k * in + 64 * b);
+        __m512 sk = _mm512_set1_ps(wsf[k * nb + b]);
+        for (int t = 0; t < NT; t++) {
+          __m512i sw = _mm512_mask_sub_epi8(wv, q[t]->neg[b], zero, wv);
+#ifdef __AVX512VNNI__
+          __m512i dot = _mm512_dpbusd_epi32(zero, q[t]->ax[b], sw);
+#else
+          __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(q[t]->ax[b], sw), ones);
+#endif
+          a[k][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(q[t]->s[b], sk), a[k][t]);
+        }
+      }
+    }
+    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) y[t][r + k] = hsum(a[k][t]);
+  }
+}
+#endif
+
+static void matmul_rows(const at::Tensor& W, const at::Tensor& scale, const float* X, float* Y, int64_t T) {
+#ifdef SMOLLM2_AVX512
+  if (W.scalar_type() == at::kChar && T > 1) {
+    int64_t out = W.size(0), in = W.size(1);
+    TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.numel() == out * (in / 64), "int8 scales: bf16, one per row and block of 64");
+    int64_t chunk = std::max<int64_t>(4, CHUNK_BYTES / in / 4 * 4);
+    std::vector<XInt8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_int8(X + t * in, in));
+    std::vector<const XInt8*> qs(T); std::vector<float*> ys(T);
+    for (int64_t t = 0; t < T; t++) { qs[t] = &q[t]; ys[t] = Y + t * out; }
+    const int8_t* w = W.data_ptr<int8_t>(); const uint16_t* s = (const uint16_t*)scale.data_ptr();
+    at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t c0 = 4 * b0; c0 < 4 * b1; c0 += chunk)
+        for (int64_t t = 0; t < T; t += 4)
+          by_tokens((int)std::min<int64_t>(4, T - t), [&](auto n) {
+            rows_int8_nt<decltype(n)::value>(w, s, &qs[t], &ys[t], c0, std::min(c0 + chunk, 4 * b1), in);
+          });
+    });
+    return;
+  }
+#endif
+  matmul(W, scale, X, Y, T);
+}
+
+// Several sequences stepped together (continuous batching): R rows, row r the token tokens[r] of sequence seqs[r] at
+// position positions[r], whose KV cache is kcs[seqs[r]], vcs[seqs[r]] (each sequence its own, of its own length). A
+// sequence may have several rows, at consecutive positions in order (a chunk of its prompt): each attends to its own
+// positions 0..p, as in `run`. Each weight matrix is read once for all R rows (`matmul` with T = R), and each row's sums
+// are formed as for one token, so every sequence gets the logits it gets decoded alone, bit for bit. The logits of the
+// rows where want[r] != 0, in row order: (rows wanted, vocab).
+at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor seqs_, at::Tensor want_, at::Tensor embed,
+                        at::Tensor norms, std::vector<at::Tensor> mats, std::vector<at::Tensor> scales, at::Tensor cos,
+                        at::Tensor sin, std::vector<at::Tensor> kcs, std::vector<at::Tensor> vcs, int64_t nh, int64_t inter,
+                        double eps) {
+  at::Tensor tk = tokens_.to(at::kLong).contiguous().view(-1), ps = positions_.to(at::kLong).contiguous().view(-1),
+             sq = seqs_.to(at::kLong).contiguous().view(-1), wn = want_.to(at::kBool).contiguous().view(-1);
+  int64_t R = tk.numel();
+  TORCH_CHECK(R >= 1 && ps.numel() == R && sq.numel() == R && wn.numel() == R, "tokens, positions, seqs and want: one entry per row");
+  TORCH_CHECK(kcs.size() == vcs.size() && !kcs.empty(), "one K and one V cache per sequence");
+  const int64_t *tokens = tk.data_ptr<int64_t>(), *pos = ps.data_ptr<int64_t>(), *seq = sq.data_ptr<int64_t>();
+  const bool* want = wn.data_ptr<bool>();
+  int64_t L = kcs[0].size(0), nkv = kcs[0].size(1), hd = kcs[0].size(3), d = embed.size(1), maxp = 0;
+  std::vector<float*> Ks(kcs.size()), Vs(vcs.size()); std::vector<int64_t> Ss(kcs.size());
+  for (size_t i = 0; i < kcs.size(); i++) {
+    TORCH_CHECK(kcs[i].scalar_type() == at::kFloat && kcs[i].is_contiguous() && vcs[i].is_contiguous() && kcs[i].sizes() == vcs[i].sizes()
+                && kcs[i].size(0) == L && kcs[i].size(1) == nkv && kcs[i].size(3) == hd, "KV caches: fp32, contiguous (L, n_kv, S, hd)");
+    Ks[i] = kcs[i].data_ptr<float>(); Vs[i] = vcs[i].data_ptr<float>(); Ss[i] = kcs[i].size(2);
+  }
+  for (int64_t r = 0; r < R; r++) {
+    TORCH_CHECK(seq[r] >= 0 && seq[r] < (int64_t)kcs.size(), "row ", r, ": sequence ", seq[r], " has no cache");
+    TORCH_CHECK(pos[r] >= 0 && pos[r] < Ss[seq[r]], "row ", r, ": position ", pos[r], " is outside its KV cache of ", Ss[seq[r]], " positions");
+    TORCH_CHECK(tokens[r] >= 0 && tokens[r] < embed.size(0), "token ", tokens[r], " is outside the vocabulary of ", embed.size(0));
+    maxp = std::max(maxp, pos[r]);
+  }
+  int64_t nin = mats[QKV].size(1), nqkv = mats[QKV].size(0), natt = mats[O].size(1), nout = mats[O].size(0),
+          ngu = mats[GATE_UP].size(0), nact = mats[DOWN].size(1), ndown = mats[DOWN].size(0);
+  std::vector<float> x(R * d), h(R * nin), qkv(R * nqkv), att(R * natt), tmp(R * std::max(nout, ndown)), gu(R * ngu),
+                     act(R * nact);
+  for (int64_t r = 0; r < R; r++) {
+    if (embed.scalar_type() == at::kBFloat16) {
+      const uint16_t* e = (const uint16_t*)embed.data_ptr() + tokens[r] * d;
+      for (int64_t i = 0; i < d; i++) x[r * d + i] = widen_bf16(e[i]);
+    } else std::memcpy(&x[r * d], embed.data_ptr<float>() + tokens[r] * d, d * 4);
+  }
+  const float *nw = norms.data_ptr<float>(), *C = cos.data_ptr<float>(), *Sn = sin.data_ptr<float>();
+  TORCH_CHECK(maxp < cos.size(0), "position ", maxp, " is beyond the rotary table of ", cos.size(0));
+  float inv_sqrt = 1.0f / std::sqrt((float)hd);
+  for (int64_t l = 0; l < L; l++) {
+    for (int64_t r = 0; r < R; r++) rmsnorm(&x[r * d], nw + 2 * l * d, &h[r * nin], d, eps);
+    matmul_rows(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data(), R);
+    for (int64_t r = 0; r < R; r++) {
+      int64_t p = pos[r], S = Ss[seq[r]]; const float *c = C + p * (hd / 2), *s = Sn + p * (hd / 2);
+      float *q = &qkv[r * nqkv], *k = q + nh * hd, *v = k + nkv * hd, *K = Ks[seq[r]], *V = Vs[seq[r]];
+      for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
+      for (int64_t j = 0; j < nkv; j++) {
+        rope(k + j * hd, c, s, hd);
+        std::memcpy(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd * 4);
+        std::memcpy(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd * 4);
+      }
+    }
+    at::parallel_for(0, R * nh, R > 1 || maxp >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
+      std::vector<float> sc(maxp + 1);
+      for (int64_t i = i0; i < i1; i++) {
+        int64_t r = i / nh, j = i % nh, p = pos[r], S = Ss[seq[r]];
+        const float *Kj = Ks[seq[r]] + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = Vs[seq[r]] + (l * nkv + j / (nh / nkv)) * S * hd;
+        const float* qj = &qkv[r * nqkv + j * hd]; float m = -INFINITY, z = 0, *sci = sc.data();
+        for (int64_t u = 0; u <= p; u++) { sci[u] = dot(qj, Kj + u * hd, hd) * inv_sqrt; m = std::max(m, sci[u]); }
+        for (int64_t u = 0; u <= p; u++) { sci[u] = std::exp(sci[u] - m); z += sci[u]; }
+        float* o = &att[r * natt + j * hd]; std::fill(o, o + hd, 0.0f);
+        for (int64_t u = 0; u <= p; u++) { float w = sci[u] / z; for (int64_t e = 0; e < hd; e++) o[e] += w * Vj[u * hd + e]; }
+      }
+    });
+    matmul_rows(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), R);
+    for (int64_t r = 0; r < R; r++) {
+      for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * nout + i];
+      rmsnorm(&x[r * d], nw + (2 * l + 1) * d, &h[r * nin], d, eps);
+    }
+    matmul_rows(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data(), R);
+    for (int64_t r = 0; r < R; r++) {
+      const float* g = &gu[r * ngu]; float* a = &act[r * nact];
+      for (int64_t i = 0; i < inter; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[inter + i];
+    }
+    matmul_rows(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), R);
+    for (int64_t r = 0; r < R; r++) for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * ndown + i];
+  }
+  int64_t nh_in = mats.back().size(1), W = 0;                 // the LM head reads the wanted rows, together
+  std::vector<float> hl;
+  for (int64_t r = 0; r < R; r++) if (want[r]) { hl.resize((W + 1) * nh_in, 0.0f); rmsnorm(&x[r * d], nw + 2 * L * d, &hl[W * nh_in], d, eps); W++; }
+  at::Tensor logits = at::empty({W, mats.back().size(0)}, at::kFloat);
+  if (W) matmul_rows(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), W);
+  return logits;
+}
+
 // One block of `bytes` for all the packed weights, aligned to 2 MB and marked for transparent huge pages (Linux, with THP
 // in `madvise` or `always` mode). A step reads every weight once, 540 MB in fp32: on 4 KB pages that is a TLB miss and a
 // page walk every 4 KB, on 2 MB pages one every 2 MB. On the Zen 3 EPYC, huge pages took fp32 decoding from 26-28 to
@@ -187,6 +337,9 @@ std::string isa() { return ISA; }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "one token through every layer: the logits (vocab,)");
   m.def("prefill", &prefill, "a prompt's tokens through every layer together, filling the KV cache: the last one's logits (vocab,)");
+  // without Python's lock while it runs: a server's event loop streams the last step's tokens meanwhile
+  m.def("decode_batch", &decode_batch, py::call_guard<py::gil_scoped_release>(),
+        "rows of several sequences (each its own position and KV cache) through every layer together: the wanted rows' logits");
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
   m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
