@@ -1,7 +1,7 @@
 """Execute the notebooks the way Jupyter's Run All does: a fresh kernel each, top to bottom, blind to nbdev's `#|` flags.
 
     python tools/run_notebooks.py                 # execute every notebook and store its outputs (then nbdev_clean)
-    python tools/run_notebooks.py nbs/train/08b_train.ipynb
+    python tools/run_notebooks.py nbs/train/26_train.ipynb
     python tools/run_notebooks.py --check         # CI: execute into memory; fail on an error, or on a cell that
                                                   # displays something but has no stored output in the repository
 

@@ -66,7 +66,7 @@ def get_config(preset: str = 'smollm2-135m', # a name in `PRESETS`
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     return SmolLM2Config(**{**PRESETS[preset], **overrides})
 
-# %% ../../nbs/model/04_hf.ipynb #06f3a153
+# %% ../../nbs/model/05_hf.ipynb #06f3a153
 _HF_UNSUPPORTED = dict(attention_bias=False, mlp_bias=False, hidden_act='silu', pretraining_tp=1)
 
 def _hf_rope_theta(d: dict) -> float:

@@ -1,5 +1,5 @@
 // The batch-1 decoding step of SmolLM2 on a CPU: every layer of one token, from its embedding to the logits.
-// Built by smollm2_nb.serve.decoders (torch.utils.cpp_extension.load) on first use; see nbs/serve/11_inference.ipynb.
+// Built by smollm2_nb.serve.decoders (torch.utils.cpp_extension.load) on first use; see nbs/serve/13_inference.ipynb.
 // One source, compiled once per instruction-set class (smollm2_nb.serve.decoders picks the flags); the products for
 // each class are in cpu_kernels.h.
 #include <torch/extension.h>
