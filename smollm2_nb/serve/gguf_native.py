@@ -17,14 +17,16 @@ from .decoders import CPUDecoder, cpu_decode_kernels, layer_group
 from .gguf_source import is_gguf
 
 # %% auto #0
-__all__ = ['GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES', 'LAYER_TENSORS', 'GGUFHeader', 'gguf_tokenizer', 'BlockLinear',
-           'BlockEmbedding', 'native_gguf_types', 'load_gguf_native', 'GGUFDecoder', 'gguf_decodes_natively',
-           'gguf_format', 'load_gguf_for_inference']
+__all__ = ['GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES', 'GGML_Q4_0', 'GGML_Q4_1', 'GGML_Q8_0', 'LAYER_TENSORS', 'GGUFHeader',
+           'gguf_tokenizer', 'BlockLinear', 'BlockEmbedding', 'native_gguf_types', 'load_gguf_native', 'GGUFDecoder',
+           'gguf_decodes_natively', 'gguf_format', 'load_gguf_for_inference', 'quantize_q4_1', 'quantize_q8_0',
+           'prepare_int4']
 
 # %% ../../nbs/serve/11d_gguf_native.ipynb #533bce2e
 GGUF_VALUE = {0: '<B', 1: '<b', 2: '<H', 3: '<h', 4: '<I', 5: '<i', 6: '<f', 7: '<?', 10: '<Q', 11: '<q', 12: '<d'}  # 8: string, 9: array
 GGML_TYPES = {0: ('F32', 1, 4), 1: ('F16', 1, 2), 2: ('Q4_0', 32, 18), 3: ('Q4_1', 32, 20), 8: ('Q8_0', 32, 34)}  # type: (name, weights, bytes per block)
 NATIVE_TYPES = {2, 3, 8}   # the block formats the C++ step multiplies as they are
+GGML_Q4_0, GGML_Q4_1, GGML_Q8_0 = 2, 3, 8
 
 class GGUFHeader:
     "A GGUF file's metadata and tensor table, read straight from its header (no tensor data is read)."
@@ -285,3 +287,61 @@ def load_gguf_for_inference(path: str | os.PathLike, tokenizer=None):
                 params=sum(int(np.prod(h.tensors[n]['dims'])) for n in h.tensors), dtype='uint8', config=model.config.to_dict(),
                 load_s=time.perf_counter() - t0)
     return model, tok, info
+
+# %% ../../nbs/serve/11d_gguf_native.ipynb #0d1a986f
+def _fp16_bytes(t: torch.Tensor) -> torch.Tensor:
+    "(..., ) fp32 as fp16, (..., 2) little-endian bytes."
+    return t.half().contiguous().view(torch.uint8).view(*t.shape, 2)
+
+def quantize_q4_1(w: torch.Tensor) -> torch.Tensor:
+    "(out, in) weights as Q4_1 blocks, (out, in / 32 * 20) uint8 as ggml lays them out: per block of 32, d = (max - min) / 15 and m = min in fp16, w ~ d q + m with q = 0..15 (rounded against the fp16 d and m the step reads)."
+    o, i = w.shape
+    if i % 32: raise ValueError(f"Q4_1 blocks need inputs in multiples of 32; this matrix has {i}")
+    b = w.detach().float().reshape(o, i // 32, 32)
+    mn, mx = b.amin(-1), b.amax(-1)
+    d, m = ((mx - mn) / 15).half().float(), mn.half().float()
+    inv = torch.where(d > 0, 1 / torch.where(d > 0, d, 1), 0)
+    q = ((b - m[..., None]) * inv[..., None]).round().clamp(0, 15).to(torch.uint8)
+    qs = q[..., :16] | (q[..., 16:] << 4)
+    return torch.cat([_fp16_bytes(d), _fp16_bytes(m), qs], -1).view(o, -1)
+
+def quantize_q8_0(w: torch.Tensor) -> torch.Tensor:
+    "(out, in) weights as Q8_0 blocks, (out, in / 32 * 34) uint8: per block of 32, d = max|w| / 127 in fp16, w ~ d q with q int8."
+    o, i = w.shape
+    if i % 32: raise ValueError(f"Q8_0 blocks need inputs in multiples of 32; this matrix has {i}")
+    b = w.detach().float().reshape(o, i // 32, 32)
+    d = (b.abs().amax(-1) / 127).half().float()
+    inv = torch.where(d > 0, 1 / torch.where(d > 0, d, 1), 0)
+    q = (b * inv[..., None]).round().clamp(-127, 127).to(torch.int8).view(torch.uint8)
+    return torch.cat([_fp16_bytes(d), q], -1).view(o, -1)
+
+def prepare_int4(model: SmolLM2) -> tuple[SmolLM2, GGUFDecoder]:
+    "A model of our own at 4 bits for the C++ step: every matrix of the layers as Q4_1 blocks (the official GGUF file's format), the embedding and LM head as Q8_0 (as llama.cpp keeps a tied one), all in one block of memory; `(model, its decoder)`."
+    kernels = cpu_decode_kernels()
+    if model.embed_tokens.weight.device.type != 'cpu': raise ValueError("int4 decodes through the C++ step on a CPU; on a GPU use bf16 or fp16")
+    if kernels is None: raise RuntimeError("int4 decodes through the C++ step on a CPU (it needs a C++ compiler and ninja); use int8 or fp32")
+    c = model.config
+    model.eval().requires_grad_(False).float()
+    mats = [torch.cat([quantize_q4_1(getattr(o, a).weight) for o, a in _owners(layer, name)]) for layer in model.layers for name in LAYER_TENSORS]
+    mats.append(quantize_q8_0(model.embed_tokens.weight))
+    if not c.tie_word_embeddings: mats.append(quantize_q8_0(model.lm_head.weight))
+    starts = np.concatenate([[0], np.cumsum([-(-m.numel() // 64) * 64 for m in mats])])
+    block = kernels.huge_page_empty(int(starts[-1]))
+    packed = [block[int(s):int(s) + m.numel()].view(m.shape).copy_(m) for m, s in zip(mats, starts)]
+    del mats
+    out = []
+    for l, layer in enumerate(model.layers):
+        for k, name in enumerate(LAYER_TENSORS):
+            W, r = packed[4 * l + k], 0
+            for owner, attr in _owners(layer, name):
+                lin = getattr(owner, attr)
+                setattr(owner, attr, BlockLinear(W[r:r + lin.out_features], GGML_Q4_1, lin.in_features)); r += lin.out_features
+            out.append((W, torch.tensor([GGML_Q4_1, lin.in_features], dtype=torch.int64)))
+    E = packed[4 * c.num_hidden_layers]
+    model.embed_tokens = BlockEmbedding(E, GGML_Q8_0, c.hidden_size)
+    model.lm_head = BlockLinear(E if c.tie_word_embeddings else packed[-1], GGML_Q8_0, c.hidden_size)
+    for t in model.parameters(): t.data = t.data.clone()            # the norms, out of whatever held the fp32 weights
+    out.append((model.lm_head.weight, model.lm_head.spec))
+    from smollm2_nb.serve.decoders import _release_freed_memory
+    _release_freed_memory()
+    return model, GGUFDecoder(model, dict(mats=out, types=['Q4_1', 'Q8_0']), kernels)
