@@ -32,15 +32,17 @@ def isa(request, monkeypatch):
     return request.param
 
 def quantize_x(x: np.ndarray):
-    "x (in,) per block of 32 as the step rounds it (`quantize_x` in cpu_kernels.h, the same float32 operations): (q int, dx)."
+    "x (in,) per block of 32 as the step rounds it (`quantize_x` in cpu_kernels.h, the same float32 operations; scales in fp16 as llama.cpp's q8_0/q8_1): (q int, dx, sx = dx * sum(q) of q8_1)."
     b = x.astype(np.float32).reshape(-1, 32)
     amax = np.abs(b).max(-1, keepdims=True)
     inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), np.float32(0)).astype(np.float32)
-    return np.rint(b * inv).astype(np.int64), (amax / np.float32(127))[:, 0].astype(np.float64)
+    q, d = np.rint(b * inv).astype(np.int64), (amax / np.float32(127))[:, 0]
+    sx = (d * q.sum(-1).astype(np.float32)).astype(np.float16).astype(np.float64)
+    return q, d.astype(np.float16).astype(np.float64), sx
 
 def exact_products(blocks: np.ndarray, qtype, x: np.ndarray):
     "y (out,) of GGUF blocks times x as the format defines it on int8 activations: each block an integer sum, then its scales (float64). Also the sum of the terms' magnitudes, the scale of float32 rounding."
-    q, dx = quantize_x(x)
+    q, dx, sx = quantize_x(x)
     nb = q.shape[0]
     bl = blocks.reshape(blocks.shape[0], nb, -1)
     d = bl[..., :2].copy().view(np.float16)[..., 0].astype(np.float64)                  # (out, nb)
@@ -52,7 +54,7 @@ def exact_products(blocks: np.ndarray, qtype, x: np.ndarray):
         m = bl[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64) if qtype == Q.Q4_1 else None
     isum = (w * q[None]).sum(-1)                                                        # exact integers
     terms = [d * dx * isum]
-    if qtype == Q.Q4_1: terms.append(m * dx * q.sum(-1))
+    if qtype == Q.Q4_1: terms.append(m * sx)
     if qtype == Q.Q4_0: terms.append(-8 * d * dx * q.sum(-1))
     return sum(terms).sum(-1), sum(np.abs(t) for t in terms).sum(-1)
 
@@ -167,17 +169,18 @@ def test_official_file_greedy_tokens_match_llama_cpp():
     llama_cpp = pytest.importorskip('llama_cpp')
     path = official()
     model, tok, info = load_gguf_for_inference(path)
-    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False)
-    prefix = []
+    # llama.cpp with an fp32 KV cache, as ours: the products compared, not the cache's precision (llama.cpp's default
+    # f16 cache parts from both at near ties: 4-11 tokens in on these prompts)
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0)
+    same = []
     prompts = ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?']
     for p in prompts:
         ids = tok.apply_chat_template([{'role': 'user', 'content': p}], add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']
         ours = generate(model, ids, 16, temperature=0, decoder=info['decoder'])[0, ids.shape[1]:].tolist()
+        if llm.token_eos() in ours: ours = ours[:ours.index(llm.token_eos())]
         theirs = []
         for t in llm.generate(ids[0].tolist(), temp=0, reset=True):
-            if t == llm.token_eos() or len(theirs) == len(ours): break
+            if t == llm.token_eos() or len(theirs) == 16: break
             theirs.append(t)
-        prefix.append(next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs))))
-    # measured here (avx512vnni): the first 7, 5 and 9 tokens the same as llama.cpp's (f16 KV cache, its default); the
-    # replies part at near ties, where the two programs' float rounding (its fp16 KV cache, our fp32 one) decides
-    assert min(prefix) >= 3 and sum(prefix) >= 12, prefix
+        same.append(ours == theirs)
+    assert sum(same) >= 2, same   # measured here (avx512vnni): all three the same, to 16 tokens or the end of the reply

@@ -7,10 +7,10 @@
 //   Q4_0 (2)  18 bytes per 32 weights: d (fp16), 16 bytes of nibbles; w[j] = d * (lo(qs[j]) - 8), w[j + 16] = d * (hi(qs[j]) - 8)
 //   Q4_1 (3)  20 bytes: d (fp16), m (fp16), 16 bytes of nibbles;          w[j] = d * lo(qs[j]) + m,  w[j + 16] = d * hi(qs[j]) + m
 //   Q8_0 (8)  34 bytes: d (fp16), 32 int8;                                w[j] = d * qs[j]
-// The activations are rounded to int8 per block of 32 (quantize_x: llama.cpp's q8_0 / q8_1, with an fp32 scale dx), so
-// each block's product is an exact integer sum times dw * dx; Q4_0's -8 and Q4_1's m need x's block sum,
-// sx = dx * sum(qx), once per block of x for all rows:
-//   Q8_0: dw dx sum(q qx)     Q4_0: dw (dx sum(q qx) - 8 sx)     Q4_1: dw dx sum(q qx) + m sx
+// The activations are rounded to int8 per block of 32 as llama.cpp's q8_0 / q8_1 do (quantize_x's integers; the scale
+// dx and q8_1's sum sx = dx * sum(qx) kept in fp16, as there), so each block's product is an exact integer sum times
+// dw * dx; Q4_0's -8 needs x's integer block sum n = sum(qx), Q4_1's m the sum sx, once per block of x for all rows:
+//   Q8_0: dw dx sum(q qx)     Q4_0: dw dx (sum(q qx) - 8 n)     Q4_1: dw dx sum(q qx) + m sx
 // One x86 kernel serves every x86 class (all have AVX2; with AVX-512 VNNI the 256-bit vpdpbusd adds the bytes), a plain
 // C++ one the ARM classes and the tests' reference.
 #pragma once
@@ -42,6 +42,14 @@ static inline float half_to_float(uint16_t h) {
   float f; std::memcpy(&f, &u, 4); return f;
 #endif
 }
+// f rounded to the nearest fp16 value (llama.cpp stores the activations' block scales in fp16)
+static inline float round_half(float f) {
+#if defined(__F16C__)
+  return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+#else
+  return (float)(__fp16)f;   // aarch64
+#endif
+}
 static inline float block_d(const uint8_t* blk, int off = 0) { uint16_t h; std::memcpy(&h, blk + off, 2); return half_to_float(h); }
 
 // one row of blocks as fp32 (the embedding's lookup)
@@ -55,14 +63,15 @@ static void dequantize_row(int type, const uint8_t* row, float* out, int64_t n) 
   }
 }
 
-// x rounded per block of 32: q, |q| (x86's unsigned operand), the scales dx and the block sums sx = dx * sum(q)
-struct XQ8 { std::vector<int8_t> q, ax; std::vector<float> d, s; };
+// x rounded per block of 32: q, |q| (x86's unsigned operand), the scales dx, the sums sx = dx * sum(q) (fp16 values)
+// and n = sum(q)
+struct XQ8 { std::vector<int8_t> q, ax; std::vector<float> d, s; std::vector<int32_t> n; };
 static XQ8 prepare_q8(const float* x, int64_t in) {
-  QuantX r = quantize_x(x, in); XQ8 o; o.q = std::move(r.q); o.d = std::move(r.s); o.ax.resize(in); o.s.resize(in / QK);
+  QuantX r = quantize_x(x, in); XQ8 o; o.q = std::move(r.q); o.ax.resize(in); o.d.resize(in / QK); o.s.resize(in / QK); o.n.resize(in / QK);
   for (int64_t b = 0; b < in / QK; b++) {
     int sum = 0;
     for (int64_t i = 0; i < QK; i++) { int v = o.q[b * QK + i]; sum += v; o.ax[b * QK + i] = (int8_t)(v < 0 ? -v : v); }
-    o.s[b] = o.d[b] * (float)sum;
+    o.d[b] = round_half(r.s[b]); o.s[b] = round_half(r.s[b] * (float)sum); o.n[b] = sum;
   }
   return o;
 }
@@ -83,7 +92,7 @@ static void rows_blocks_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x
       else {
         const uint8_t* qs = blk + (type == GGML_Q4_1 ? 4 : 2);
         for (int j = 0; j < 16; j++) s += (qs[j] & 15) * q[j] + (qs[j] >> 4) * q[j + 16];
-        acc += type == GGML_Q4_1 ? dw * x.d[b] * s + block_d(blk, 2) * x.s[b] : dw * (x.d[b] * s - 8 * x.s[b]);
+        acc += type == GGML_Q4_1 ? dw * x.d[b] * s + block_d(blk, 2) * x.s[b] : dw * x.d[b] * (float)(s - 8 * x.n[b]);
       }
     }
     y[r] = acc;
@@ -119,7 +128,7 @@ template <int TYPE> static inline __m256i block_isum(const uint8_t* blk, const i
 template <int TYPE>
 static void rows_blocks_t(const uint8_t* W, int64_t rb, const XQ8& x, float* y, int64_t r0, int64_t r1, int64_t in) {
   const int64_t nb = in / QK, bb = ggml_block_bytes(TYPE);
-  const int8_t *q = x.q.data(), *ax = x.ax.data(); const float *dx = x.d.data(), *sx = x.s.data();
+  const int8_t *q = x.q.data(), *ax = x.ax.data(); const float *dx = x.d.data(), *sx = x.s.data(); const int32_t* n = x.n.data();
   int64_t r = r0;
   for (; r + 2 <= r1; r += 2) {
     const uint8_t *w0 = W + r * rb, *w1 = w0 + rb;
@@ -127,11 +136,11 @@ static void rows_blocks_t(const uint8_t* W, int64_t rb, const XQ8& x, float* y, 
     for (int64_t b = 0; b < nb; b++) {
       const uint8_t *b0 = w0 + b * bb, *b1 = w1 + b * bb;
       __m256i s0 = block_isum<TYPE>(b0, q + b * QK, ax + b * QK), s1 = block_isum<TYPE>(b1, q + b * QK, ax + b * QK);
-      float d0 = block_d(b0), d1 = block_d(b1);
-      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * dx[b]), a0);
-      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * dx[b]), a1);
+      float d0 = block_d(b0) * dx[b], d1 = block_d(b1) * dx[b];
+      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0), a0);
+      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1), a1);
       if (TYPE == GGML_Q4_1) { o0 += block_d(b0, 2) * sx[b]; o1 += block_d(b1, 2) * sx[b]; }
-      if (TYPE == GGML_Q4_0) { o0 -= 8 * d0 * sx[b]; o1 -= 8 * d1 * sx[b]; }
+      if (TYPE == GGML_Q4_0) { o0 -= 8 * n[b] * d0; o1 -= 8 * n[b] * d1; }
     }
     y[r] = hsum8(a0) + o0; y[r + 1] = hsum8(a1) + o1;
   }
