@@ -184,3 +184,29 @@ def test_official_file_greedy_tokens_match_llama_cpp():
             theirs.append(t)
         same.append(ours == theirs)
     assert sum(same) >= 2, same   # measured here (avx512vnni): all three the same, to 16 tokens or the end of the reply
+
+def test_int4_quantizers_are_the_gguf_formats():
+    "Our Q4_1 and Q8_0 blocks (int4's) read back by the `gguf` package's dequantization: each weight within half a step of its block."
+    from smollm2_nb.serve.gguf_native import quantize_q4_1, quantize_q8_0
+    W = torch.randn(24, 128) * torch.rand(24, 1) + torch.rand(24, 1)
+    for quant, qtype in ((quantize_q4_1, Q.Q4_1), (quantize_q8_0, Q.Q8_0)):
+        blocks = quant(W).numpy()
+        dq = torch.from_numpy(gguf.quants.dequantize(blocks, qtype).reshape(W.shape))
+        b = W.view(24, 4, 32)
+        step = (b.amax(-1) - b.amin(-1)) / 15 if qtype == Q.Q4_1 else b.abs().amax(-1) / 127
+        assert ((dq - W).abs().view(24, 4, 32) <= 0.5 * step[..., None] * 1.01 + 2e-3 * b.abs().amax(-1, keepdim=True)).all(), qtype
+
+@needs_kernels
+def test_int4_decodes_through_the_block_kernels(isa):
+    from smollm2_nb.serve.decoders import prepare_for_inference
+    torch.manual_seed(0)
+    model, decoder = prepare_for_inference(SmolLM2(get_config('tiny')).eval(), 'int4')
+    assert isinstance(decoder, GGUFDecoder) and decoder.isa == isa
+    assert isinstance(model.layers[0].mlp.down_proj, BlockLinear) and model.layers[0].mlp.down_proj.ggml_type == 3
+    ids = torch.randint(1, 49152, (1, 10), generator=torch.Generator().manual_seed(2))
+    logits, step = decoder.start(ids[:, :6], 10)
+    got = torch.stack([logits[0]] + [step(ids[0, i:i + 1])[0] for i in range(6, 9)])
+    with torch.no_grad(): fwd = model(ids)[0, 5:9]                  # PyTorch's side: the same products
+    assert ((got - fwd).abs().max() / fwd.std()).item() < 0.05
+    out = generate(model, ids, 5, temperature=0, decoder=decoder)
+    assert out.shape == (1, 15)
