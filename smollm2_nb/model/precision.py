@@ -14,7 +14,7 @@ __all__ = ['TRAIN_PRECISIONS', 'INFERENCE_PRECISIONS', 'PEAK_TFLOPS', 'gpu_half_
 
 # %% ../../nbs/model/02_precision.ipynb #1218e83b
 TRAIN_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')              # what `smollm2 train --precision` accepts
-INFERENCE_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'int8')  # what `smollm2 generate --precision` accepts
+INFERENCE_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'int8', 'int4')  # what `smollm2 generate --precision` accepts
 
 def gpu_half_precision(capability: tuple, # GPU compute capability, e.g. (7, 5) for a T4
                       ) -> str:
@@ -57,6 +57,7 @@ def inference_precision(requested: str = 'auto', # one of `INFERENCE_PRECISIONS`
         cc = torch.cuda.get_device_capability(device)
         if requested == 'bf16' and cc < (8, 0):
             raise ValueError(f"bf16 needs a GPU of compute capability 8.0+; this one is sm_{cc[0]}{cc[1]}. Use --precision fp16 or auto")
+        if requested == 'int4': raise ValueError("int4 decodes through the C++ step on a CPU; on a GPU use bf16 or fp16 (or auto)")
         return gpu_half_precision(cc) if requested == 'auto' else requested
     if requested != 'auto': return requested
     return 'int8' if cpu_bf16_native() and hasattr(torch, '_weight_int8pack_mm') else 'fp32'

