@@ -48,7 +48,7 @@ def batched_greedy(bd, prompts, joins, lengths, chunk=None):
             else: todo[i] = [out[i][-1]]
     return out
 
-@pytest.mark.parametrize('mode', ['fp32', 'bf16', 'int8'])
+@pytest.mark.parametrize('mode', ['fp32', 'bf16', 'int8', 'int4'])   # int4: GGUF blocks (Q4_1 layers, a Q8_0 embedding)
 def test_batched_greedy_is_each_sequence_decoded_alone(tiny, isa, mode):
     "Four sequences, joining at steps 0, 0, 3 and 11 and leaving at different lengths, one with a 40-token prompt run in chunks of 7: each sequence's greedy tokens are those of batch-1 decoding through the same step."
     m, decoder = prepare_for_inference(copy.deepcopy(tiny), mode)

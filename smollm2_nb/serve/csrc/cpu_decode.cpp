@@ -264,7 +264,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   TORCH_CHECK(kcs.size() == vcs.size() && !kcs.empty(), "one K and one V cache per sequence");
   const int64_t *tokens = tk.data_ptr<int64_t>(), *pos = ps.data_ptr<int64_t>(), *seq = sq.data_ptr<int64_t>();
   const bool* want = wn.data_ptr<bool>();
-  int64_t L = kcs[0].size(0), nkv = kcs[0].size(1), hd = kcs[0].size(3), d = embed.size(1), maxp = 0;
+  int64_t L = kcs[0].size(0), nkv = kcs[0].size(1), hd = kcs[0].size(3), d = norms.size(1), maxp = 0;
   std::vector<float*> Ks(kcs.size()), Vs(vcs.size()); std::vector<int64_t> Ss(kcs.size());
   for (size_t i = 0; i < kcs.size(); i++) {
     TORCH_CHECK(kcs[i].scalar_type() == at::kFloat && kcs[i].is_contiguous() && vcs[i].is_contiguous() && kcs[i].sizes() == vcs[i].sizes()
@@ -277,12 +277,15 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
     TORCH_CHECK(tokens[r] >= 0 && tokens[r] < embed.size(0), "token ", tokens[r], " is outside the vocabulary of ", embed.size(0));
     maxp = std::max(maxp, pos[r]);
   }
-  int64_t nin = mats[QKV].size(1), nqkv = mats[QKV].size(0), natt = mats[O].size(1), nout = mats[O].size(0),
-          ngu = mats[GATE_UP].size(0), nact = mats[DOWN].size(1), ndown = mats[DOWN].size(0);
+  int64_t nin = cols(mats[QKV], scales[QKV]), nqkv = mats[QKV].size(0), natt = cols(mats[O], scales[O]), nout = mats[O].size(0),
+          ngu = mats[GATE_UP].size(0), nact = cols(mats[DOWN], scales[DOWN]), ndown = mats[DOWN].size(0);
   std::vector<float> x(R * d), h(R * nin), qkv(R * nqkv), att(R * natt), tmp(R * std::max(nout, ndown)), gu(R * ngu),
                      act(R * nact);
+  int etype = is_blocks(embed) ? ggml_type_of_row(embed.size(1), d) : 0;
+  TORCH_CHECK(!is_blocks(embed) || etype > 0, "a GGUF embedding's rows of ", embed.size(1), " bytes hold no known format of ", d, " weights");
   for (int64_t r = 0; r < R; r++) {
-    if (embed.scalar_type() == at::kBFloat16) {
+    if (etype) dequantize_row(etype, embed.data_ptr<uint8_t>() + tokens[r] * embed.size(1), &x[r * d], d);   // a GGUF embedding
+    else if (embed.scalar_type() == at::kBFloat16) {
       const uint16_t* e = (const uint16_t*)embed.data_ptr() + tokens[r] * d;
       for (int64_t i = 0; i < d; i++) x[r * d + i] = widen_bf16(e[i]);
     } else std::memcpy(&x[r * d], embed.data_ptr<float>() + tokens[r] * d, d * 4);
@@ -328,7 +331,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
     matmul_rows(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), R);
     for (int64_t r = 0; r < R; r++) for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * ndown + i];
   }
-  int64_t nh_in = mats.back().size(1), W = 0;                 // the LM head reads the wanted rows, together
+  int64_t nh_in = cols(mats.back(), scales.back()), W = 0;    // the LM head reads the wanted rows, together
   std::vector<float> hl;
   for (int64_t r = 0; r < R; r++) if (want[r]) { hl.resize((W + 1) * nh_in, 0.0f); rmsnorm(&x[r * d], nw + 2 * L * d, &hl[W * nh_in], d, eps); W++; }
   at::Tensor logits = at::empty({W, mats.back().size(0)}, at::kFloat);
