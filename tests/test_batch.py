@@ -11,14 +11,6 @@ from smollm2_nb.serve.generate import generate, stream
 from smollm2_nb.serve.decoders import prepare_for_inference, cpu_decode_kernels, cpu_isas, CPU_ISAS, ISA_ENV
 from smollm2_nb.serve.batch import BatchDecoder, Scheduler, Request, QueueFull, Closed
 
-@pytest.fixture(params=list(CPU_ISAS))
-def isa(request, monkeypatch):
-    "Each class of the C++ step this CPU runs, forced through $SMOLLM2_CPU_ISA."
-    if request.param not in cpu_isas(): pytest.skip(f'this CPU does not run {request.param} (it runs: {cpu_isas()})')
-    if not cpu_decode_kernels(request.param): pytest.skip('no C++ compiler or ninja here')
-    monkeypatch.setenv(ISA_ENV, request.param)
-    return request.param
-
 @pytest.fixture(scope='module')
 def tiny():
     torch.manual_seed(0)

@@ -19,14 +19,6 @@ from smollm2_nb.serve.decoders import (prepare_for_inference, cpu_decode_kernels
 
 needs_kernels = pytest.mark.skipif(not cpu_decode_kernels(), reason='no C++ decoding step here (needs AVX2 or AVX-512 and a compiler)')
 
-@pytest.fixture(params=list(CPU_ISAS))
-def isa(request, monkeypatch):
-    "Each class of the C++ step in turn, forced through $SMOLLM2_CPU_ISA; skipped where this CPU does not run it."
-    if request.param not in cpu_isas(): pytest.skip(f'this CPU does not run {request.param} (it runs: {cpu_isas()})')
-    if not cpu_decode_kernels(request.param): pytest.skip('no C++ compiler or ninja here')
-    monkeypatch.setenv(ISA_ENV, request.param)
-    return request.param
-
 def plain_model(preset):
     torch.manual_seed(0)
     return SmolLM2(get_config(preset)).eval().requires_grad_(False)

@@ -23,14 +23,6 @@ from smollm2_nb.ship.export import save_gguf
 
 needs_kernels = pytest.mark.skipif(not cpu_decode_kernels(), reason='no C++ decoding step here (needs AVX2, AVX-512 or NEON and a compiler)')
 
-@pytest.fixture(params=[isa for isa in CPU_ISAS])
-def isa(request, monkeypatch):
-    "Each class of the C++ step in turn; skipped where this CPU does not run it."
-    if request.param not in cpu_isas(): pytest.skip(f'this CPU does not run {request.param} (it runs: {cpu_isas()})')
-    if not cpu_decode_kernels(request.param): pytest.skip('no C++ compiler or ninja here')
-    monkeypatch.setenv(ISA_ENV, request.param)
-    return request.param
-
 def quantize_x(x: np.ndarray):
     "x (in,) per block of 32 as the step rounds it (`quantize_x` in cpu_kernels.h, the same float32 operations; scales in fp16 as llama.cpp's q8_0/q8_1): (q int, dx, sx = dx * sum(q) of q8_1)."
     b = x.astype(np.float32).reshape(-1, 32)
