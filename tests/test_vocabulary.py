@@ -9,7 +9,7 @@ def run(*files): return subprocess.run(CHECK + [str(f) for f in files], capture_
 
 def test_flags_internal_words(tmp_path):
     # each planted line is joined here from two pieces, so that this file itself passes the check
-    planted = ['| AMD EPYC (Zen 5; stop' + ' 31) |', 'see issue' + ' #22', 'fixed in #23', "shared with the other session" + "s' jobs",
+    planted = ['| AMD EPYC (Zen 5; stop' + ' 31) |', 'see issue' + ' #22', 'fixed in #23', "shared with the other " + "session" + "s' jobs",
                "on this project's 2-core machine", 'whoever runs it on a GPU', '0.86x (target 0.8x)', 'wave' + ' 2']
     for line in planted:
         f = tmp_path / 'a.md'; f.write_text(f'text\n{line}\n')
