@@ -17,8 +17,6 @@ from smollm2_nb.serve.generate import generate
 from smollm2_nb.serve.decoders import (prepare_for_inference, cpu_decode_kernels, cpu_isa, cpu_isas, CPU_ISAS, ISA_ENV,
                                        CPUDecoder, GraphDecoder, TransposedLinear, Int8Linear)
 
-needs_kernels = pytest.mark.skipif(not cpu_decode_kernels(), reason='no C++ decoding step here (needs AVX2 or AVX-512 and a compiler)')
-
 def plain_model(preset):
     torch.manual_seed(0)
     return SmolLM2(get_config(preset)).eval().requires_grad_(False)
@@ -98,6 +96,35 @@ def test_prefill_is_the_step_token_by_token(preset, isa):
             for i in range(1, T): one_by_one = step1(x[0, i:i + 1])
             assert torch.equal(at_once, one_by_one), (preset, isa, mode)
             assert torch.equal(step(x[0, T:]), step1(x[0, T:])), (preset, isa, mode)   # reads the cache both filled
+
+def test_kv_cache_fp16_beside_fp32(tiny, isa):
+    "An fp32 model keeps an fp32 KV cache; the others fp16. The step with an fp16 cache: its first layer's keys and values are the fp32 cache's rounded to fp16 (nothing before them reads the cache), and its logits are the fp32 cache's within what rounding the cache costs."
+    m, decoder = prepare_for_inference(copy.deepcopy(tiny), 'fp32')
+    assert decoder.kv_dtype == torch.float32
+    m8, d8 = prepare_for_inference(copy.deepcopy(tiny), 'int8')
+    assert d8.kv_dtype == torch.float16
+    c, k, d = tiny.config, decoder.kernels, decoder                          # fp32 weights: the cache the one difference
+    x = prompt(tiny, 10)[0]
+    cos, sin = (t[:, :c.head_dim // 2].contiguous() for t in m.rotary(torch.arange(16)))
+    shape = (c.num_hidden_layers, c.num_key_value_heads, 16, c.head_dim)
+    out = {}
+    for dt in (torch.float32, torch.float16):
+        kc, vc = torch.zeros(shape, dtype=dt), torch.zeros(shape, dtype=dt)
+        with torch.inference_mode():
+            logits = k.prefill(x, 0, d.embed, d.norms, d.mats, d.scales, cos, sin, kc, vc, c.num_attention_heads,
+                               c.intermediate_size, c.rms_norm_eps)
+        out[dt] = (logits, kc, vc)
+    (l32, k32, v32), (l16, k16, v16) = out[torch.float32], out[torch.float16]
+    assert torch.equal(k16[0, :, :10], k32[0, :, :10].half()) and torch.equal(v16[0, :, :10], v32[0, :, :10].half())
+    assert not torch.equal(k16[1:].float(), k32[1:])                       # the cache really is fp16: later layers read it
+    assert 0 < rel_err(l16, l32) < 0.01, rel_err(l16, l32)                  # measured here: 1e-3 (tiny)
+    with pytest.raises(RuntimeError, match='both fp32 or both fp16'):
+        k.prefill(x, 0, d.embed, d.norms, d.mats, d.scales, cos, sin, torch.zeros(shape), torch.zeros(shape, dtype=torch.float16),
+                  c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)
+
+
+needs_kernels = pytest.mark.skipif(not cpu_decode_kernels(), reason='no C++ decoding step here (needs AVX2 or AVX-512 and a compiler)')
+
 
 def test_auto_is_int8_through_the_step(tiny, isa):
     "`auto` on a CPU that runs the C++ step: int8 weights through it, in every class; fp32 norms and embedding without native bf16."

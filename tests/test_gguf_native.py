@@ -115,7 +115,9 @@ def test_small_files_decode_near_the_fp32_model(tiny_files, fmt, isa):
     with torch.no_grad(): fwd = model(ids)[0]                         # PyTorch's side: the same block products
     assert err < 0.25, (fmt, isa, err)            # the activations' int8 rounding alone (tiny's int8 against fp32: 0.10)
     if fmt == 'q8_0': assert ((torch.stack(got) - base_ref[7:11]).abs().max() / base_ref.std()).item() < 0.25
-    assert ((fwd[7:11] - torch.stack(got)).abs().max() / ref.std()).item() < 0.05, (fmt, isa)   # fp32 rounding may flip an int8 step
+    # the same block products; the step keeps its KV cache in fp16 (PyTorch's side in fp32), and a rounding may flip an
+    # int8 step of the activations: 0.053-0.057 measured here (tiny), 0.02 with both caches in fp32
+    assert ((fwd[7:11] - torch.stack(got)).abs().max() / ref.std()).item() < 0.1, (fmt, isa)
 
 def official():
     path = official_gguf()
@@ -161,8 +163,10 @@ def test_official_file_greedy_tokens_match_llama_cpp():
     llama_cpp = pytest.importorskip('llama_cpp')
     path = official()
     model, tok, info = load_gguf_for_inference(path)
-    # llama.cpp with an fp32 KV cache, as ours: the products compared, not the cache's precision (llama.cpp's default
-    # f16 cache parts from both at near ties: 4-11 tokens in on these prompts)
+    # both KV caches in fp32: the products compared, not the caches' rounding (ours keeps fp16 for a quantized model, as
+    # llama.cpp by default; with both in fp16 the two part at near ties within a few tokens: llama.cpp also rounds the
+    # queries to fp16 for its product with the keys)
+    info['decoder'].kv_dtype = torch.float32
     llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0)
     same = []
     prompts = ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?']
@@ -198,7 +202,7 @@ def test_int4_decodes_through_the_block_kernels(isa):
     ids = torch.randint(1, 49152, (1, 10), generator=torch.Generator().manual_seed(2))
     logits, step = decoder.start(ids[:, :6], 10)
     got = torch.stack([logits[0]] + [step(ids[0, i:i + 1])[0] for i in range(6, 9)])
-    with torch.no_grad(): fwd = model(ids)[0, 5:9]                  # PyTorch's side: the same products
-    assert ((got - fwd).abs().max() / fwd.std()).item() < 0.05
+    with torch.no_grad(): fwd = model(ids)[0, 5:9]                  # PyTorch's side: the same products, an fp32 KV cache
+    assert ((got - fwd).abs().max() / fwd.std()).item() < 0.1       # the step's fp16 cache: 0.072 measured here
     out = generate(model, ids, 5, temperature=0, decoder=decoder)
     assert out.shape == (1, 15)

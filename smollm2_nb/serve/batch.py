@@ -45,7 +45,8 @@ class BatchDecoder:
             raise ValueError(f"a sequence of {max_len} positions does not fit the model's max_position_embeddings={c.max_position_embeddings}")
         if self.cpu:
             shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
-            return Sequence(torch.zeros(shape), torch.zeros(shape), max_len)   # fp32, as the step reads it
+            kv = self.cpu.kv_dtype                                             # the batch-1 decoder's: fp32 or fp16
+            return Sequence(torch.zeros(shape, dtype=kv), torch.zeros(shape, dtype=kv), max_len)
         return Sequence(KVCache(c, 1, max_len, device=self.device, dtype=self.model.norm.weight.dtype), None, max_len)
 
     @torch.inference_mode()

@@ -277,12 +277,22 @@ class CPUDecoder:
 
     prefill_up_to = {torch.float32: 32, torch.bfloat16: 32, torch.int8: 128}  # prompt tokens the C++ step takes at once (measured below)
 
+    _kv_dtype = None
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        "The KV cache's dtype: fp32 for an fp32 model (every product exact), fp16 for the others (half the bytes a long context reads); settable."
+        return self._kv_dtype or (torch.float32 if self.mats[0].dtype == torch.float32 else torch.float16)
+    @kv_dtype.setter
+    def kv_dtype(self, dtype: torch.dtype):
+        if dtype not in (torch.float32, torch.float16): raise ValueError(f"the C++ step keeps its KV cache in fp32 or fp16, not {dtype}")
+        self._kv_dtype = dtype
+
     def start(self, input_ids: torch.LongTensor, # (1, T) the prompt
               max_len: int):                     # prompt + new tokens
         "Prefill: `(logits (1, vocab) of the prompt's last position, step)`; `step(tokens (1,))` gives the next logits."
         m, c, T = self.model, self.model.config, input_ids.shape[1]
         shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
-        k, v = torch.zeros(shape), torch.zeros(shape)                             # the static KV cache, fp32
+        k, v = torch.zeros(shape, dtype=self.kv_dtype), torch.zeros(shape, dtype=self.kv_dtype)   # the static KV cache
         cos, sin = (t[:, :c.head_dim // 2].contiguous() for t in m.rotary(torch.arange(max_len)))  # (max_len, hd/2)
         run = lambda fn, tokens, pos: fn(tokens, pos, self.embed, self.norms, self.mats, self.scales, cos, sin, k, v,
                                          c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)[None, :c.vocab_size]

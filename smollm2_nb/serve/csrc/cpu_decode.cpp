@@ -94,6 +94,60 @@ static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  //
 
 static const int64_t PARALLEL_ATTENTION_FROM = 128;  // positions
 
+// The KV cache holds fp32 (an fp32 model: exact) or fp16 values (every other precision, as llama.cpp's default cache):
+// at 2,000 positions a token reads 92 MB of fp32 keys and values, 46 MB of fp16 ones. The attention's arithmetic is fp32
+// either way: a stored fp16 value is widened as it is read.
+static inline void kv_put(float* d, const float* s, int64_t n) { std::memcpy(d, s, n * 4); }
+static inline void kv_put(at::Half* d_, const float* s, int64_t n) {
+  uint16_t* d = (uint16_t*)d_; int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i*)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; i++) { at::Half h(s[i]); std::memcpy(d + i, &h, 2); }
+}
+static inline float kv_dot(const float* q, const float* k, int64_t n) { return dot(q, k, n); }
+static inline float kv_dot(const float* q, const at::Half* k_, int64_t n) {
+  const uint16_t* k = (const uint16_t*)k_; int64_t i = 0; float r = 0;
+#if defined(__F16C__)
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(k + i))), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(k + i + 8))), s1);
+  }
+  __m256 s = _mm256_add_ps(s0, s1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h)); r = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+#endif
+  for (; i < n; i++) r += q[i] * half_to_float(k[i]);
+  return r;
+}
+static inline void kv_axpy(float* o, float w, const float* v, int64_t n) { for (int64_t e = 0; e < n; e++) o[e] += w * v[e]; }
+static inline void kv_axpy(float* o, float w, const at::Half* v_, int64_t n) {
+  const uint16_t* v = (const uint16_t*)v_; int64_t e = 0;
+#if defined(__F16C__)
+  __m256 wv = _mm256_set1_ps(w);
+  for (; e + 8 <= n; e += 8)
+    _mm256_storeu_ps(o + e, _mm256_fmadd_ps(wv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(v + e))), _mm256_loadu_ps(o + e)));
+#endif
+  for (; e < n; e++) o[e] += w * half_to_float(v[e]);
+}
+// fn(K, V) with the caches' element type (float or at::Half)
+template <typename F> static void with_kv(const at::Tensor& kc, const at::Tensor& vc, F fn) {
+  TORCH_CHECK(kc.scalar_type() == vc.scalar_type() && (kc.scalar_type() == at::kFloat || kc.scalar_type() == at::kHalf),
+              "the KV cache: keys and values both fp32 or both fp16");
+  if (kc.scalar_type() == at::kHalf) fn(kc.data_ptr<at::Half>(), vc.data_ptr<at::Half>());
+  else fn(kc.data_ptr<float>(), vc.data_ptr<float>());
+}
+// query head qj against positions 0..p of its KV head (Kj, Vj: (S, hd)): the attention's output into o
+template <typename KV> static void attend(const float* qj, const KV* Kj, const KV* Vj, int64_t p, int64_t hd, float inv_sqrt,
+                                          float* sc, float* o) {
+  float m = -INFINITY, z = 0;
+  for (int64_t u = 0; u <= p; u++) { sc[u] = kv_dot(qj, Kj + u * hd, hd) * inv_sqrt; m = std::max(m, sc[u]); }
+  for (int64_t u = 0; u <= p; u++) { sc[u] = std::exp(sc[u] - m); z += sc[u]; }
+  std::fill(o, o + hd, 0.0f);
+  for (int64_t u = 0; u <= p; u++) kv_axpy(o, sc[u] / z, Vj + u * hd, hd);
+}
+
 // T new tokens at positions pos0 .. pos0 + T - 1 through every layer: the same steps as SmolLM2.forward, for batch 1,
 // with fp32 activations; the logits of the last one. mats per layer: [q;k;v], o, [gate;up], down, then the LM head;
 // scales (bf16, per row and block of 64) for int8 matrices.
@@ -120,8 +174,8 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
     } else std::memcpy(&x[t * d], embed.data_ptr<float>() + token * d, d * 4);
   }
   const float *nw = norms.data_ptr<float>(), *C = cos.data_ptr<float>(), *Sn = sin.data_ptr<float>();
-  float *K = kc.data_ptr<float>(), *V = vc.data_ptr<float>();
   float inv_sqrt = 1.0f / std::sqrt((float)hd);
+  with_kv(kc, vc, [&](auto* K, auto* V) {
   for (int64_t l = 0; l < L; l++) {
     for (int64_t t = 0; t < T; t++) rmsnorm(&x[t * d], nw + 2 * l * d, &h[t * nin], d, eps);
     matmul(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data(), T);
@@ -131,8 +185,8 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
       for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
       for (int64_t j = 0; j < nkv; j++) {                     // this position's keys/values into the cache
         rope(k + j * hd, c, s, hd);
-        std::memcpy(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd * 4);
-        std::memcpy(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd * 4);
+        kv_put(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd);
+        kv_put(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd);
       }
     }
     // query head j of token t attends to positions 0..pos0 + t of its KV head. The (token, head) pairs are split among
@@ -141,13 +195,8 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
     at::parallel_for(0, T * nh, T > 1 || last >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
       std::vector<float> sc(last + 1);                        // this thread's scores
       for (int64_t i = i0; i < i1; i++) {
-        int64_t t = i / nh, j = i % nh, p = pos0 + t;
-        const float *Kj = K + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = V + (l * nkv + j / (nh / nkv)) * S * hd;
-        const float* qj = &qkv[t * nqkv + j * hd]; float m = -INFINITY, z = 0, *sci = sc.data();
-        for (int64_t u = 0; u <= p; u++) { sci[u] = dot(qj, Kj + u * hd, hd) * inv_sqrt; m = std::max(m, sci[u]); }
-        for (int64_t u = 0; u <= p; u++) { sci[u] = std::exp(sci[u] - m); z += sci[u]; }
-        float* o = &att[t * natt + j * hd]; std::fill(o, o + hd, 0.0f);
-        for (int64_t u = 0; u <= p; u++) { float w = sci[u] / z; for (int64_t e = 0; e < hd; e++) o[e] += w * Vj[u * hd + e]; }
+        int64_t t = i / nh, j = i % nh, p = pos0 + t, g = l * nkv + j / (nh / nkv);
+        attend(&qkv[t * nqkv + j * hd], K + g * S * hd, V + g * S * hd, p, hd, inv_sqrt, sc.data(), &att[t * natt + j * hd]);
       }
     });
     matmul(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), T);
@@ -163,6 +212,7 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
     matmul(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), T);
     for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * ndown + i];
   }
+  });
   std::vector<float> hl(cols(mats.back(), scales.back()));                 // the LM head reads the last token alone
   rmsnorm(&x[(T - 1) * d], nw + 2 * L * d, hl.data(), d, eps);
   at::Tensor logits = at::empty({mats.back().size(0)}, at::kFloat);
@@ -265,11 +315,12 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   const int64_t *tokens = tk.data_ptr<int64_t>(), *pos = ps.data_ptr<int64_t>(), *seq = sq.data_ptr<int64_t>();
   const bool* want = wn.data_ptr<bool>();
   int64_t L = kcs[0].size(0), nkv = kcs[0].size(1), hd = kcs[0].size(3), d = norms.size(1), maxp = 0;
-  std::vector<float*> Ks(kcs.size()), Vs(vcs.size()); std::vector<int64_t> Ss(kcs.size());
+  std::vector<void*> Ks(kcs.size()), Vs(vcs.size()); std::vector<int64_t> Ss(kcs.size());
   for (size_t i = 0; i < kcs.size(); i++) {
-    TORCH_CHECK(kcs[i].scalar_type() == at::kFloat && kcs[i].is_contiguous() && vcs[i].is_contiguous() && kcs[i].sizes() == vcs[i].sizes()
-                && kcs[i].size(0) == L && kcs[i].size(1) == nkv && kcs[i].size(3) == hd, "KV caches: fp32, contiguous (L, n_kv, S, hd)");
-    Ks[i] = kcs[i].data_ptr<float>(); Vs[i] = vcs[i].data_ptr<float>(); Ss[i] = kcs[i].size(2);
+    TORCH_CHECK(kcs[i].scalar_type() == kcs[0].scalar_type() && vcs[i].scalar_type() == kcs[0].scalar_type() && kcs[i].is_contiguous()
+                && vcs[i].is_contiguous() && kcs[i].sizes() == vcs[i].sizes() && kcs[i].size(0) == L && kcs[i].size(1) == nkv
+                && kcs[i].size(3) == hd, "KV caches: all of one dtype (fp32 or fp16), contiguous (L, n_kv, S, hd)");
+    Ks[i] = kcs[i].data_ptr(); Vs[i] = vcs[i].data_ptr(); Ss[i] = kcs[i].size(2);
   }
   for (int64_t r = 0; r < R; r++) {
     TORCH_CHECK(seq[r] >= 0 && seq[r] < (int64_t)kcs.size(), "row ", r, ": sequence ", seq[r], " has no cache");
@@ -293,29 +344,28 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   const float *nw = norms.data_ptr<float>(), *C = cos.data_ptr<float>(), *Sn = sin.data_ptr<float>();
   TORCH_CHECK(maxp < cos.size(0), "position ", maxp, " is beyond the rotary table of ", cos.size(0));
   float inv_sqrt = 1.0f / std::sqrt((float)hd);
+  with_kv(kcs[0], vcs[0], [&](auto* K0, auto*) {
+  using KV = std::remove_pointer_t<decltype(K0)>;
   for (int64_t l = 0; l < L; l++) {
     for (int64_t r = 0; r < R; r++) rmsnorm(&x[r * d], nw + 2 * l * d, &h[r * nin], d, eps);
     matmul_rows(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data(), R);
     for (int64_t r = 0; r < R; r++) {
       int64_t p = pos[r], S = Ss[seq[r]]; const float *c = C + p * (hd / 2), *s = Sn + p * (hd / 2);
-      float *q = &qkv[r * nqkv], *k = q + nh * hd, *v = k + nkv * hd, *K = Ks[seq[r]], *V = Vs[seq[r]];
+      float *q = &qkv[r * nqkv], *k = q + nh * hd, *v = k + nkv * hd;
+      KV *K = (KV*)Ks[seq[r]], *V = (KV*)Vs[seq[r]];
       for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
       for (int64_t j = 0; j < nkv; j++) {
         rope(k + j * hd, c, s, hd);
-        std::memcpy(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd * 4);
-        std::memcpy(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd * 4);
+        kv_put(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd);
+        kv_put(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd);
       }
     }
     at::parallel_for(0, R * nh, R > 1 || maxp >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
       std::vector<float> sc(maxp + 1);
       for (int64_t i = i0; i < i1; i++) {
-        int64_t r = i / nh, j = i % nh, p = pos[r], S = Ss[seq[r]];
-        const float *Kj = Ks[seq[r]] + (l * nkv + j / (nh / nkv)) * S * hd, *Vj = Vs[seq[r]] + (l * nkv + j / (nh / nkv)) * S * hd;
-        const float* qj = &qkv[r * nqkv + j * hd]; float m = -INFINITY, z = 0, *sci = sc.data();
-        for (int64_t u = 0; u <= p; u++) { sci[u] = dot(qj, Kj + u * hd, hd) * inv_sqrt; m = std::max(m, sci[u]); }
-        for (int64_t u = 0; u <= p; u++) { sci[u] = std::exp(sci[u] - m); z += sci[u]; }
-        float* o = &att[r * natt + j * hd]; std::fill(o, o + hd, 0.0f);
-        for (int64_t u = 0; u <= p; u++) { float w = sci[u] / z; for (int64_t e = 0; e < hd; e++) o[e] += w * Vj[u * hd + e]; }
+        int64_t r = i / nh, j = i % nh, p = pos[r], S = Ss[seq[r]], g = l * nkv + j / (nh / nkv);
+        attend(&qkv[r * nqkv + j * hd], (const KV*)Ks[seq[r]] + g * S * hd, (const KV*)Vs[seq[r]] + g * S * hd, p, hd, inv_sqrt,
+               sc.data(), &att[r * natt + j * hd]);
       }
     });
     matmul_rows(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), R);
@@ -331,6 +381,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
     matmul_rows(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), R);
     for (int64_t r = 0; r < R; r++) for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * ndown + i];
   }
+  });
   int64_t nh_in = cols(mats.back(), scales.back()), W = 0;    // the LM head reads the wanted rows, together
   std::vector<float> hl;
   for (int64_t r = 0; r < R; r++) if (want[r]) { hl.resize((W + 1) * nh_in, 0.0f); rmsnorm(&x[r * d], nw + 2 * L * d, &hl[W * nh_in], d, eps); W++; }
