@@ -13,6 +13,9 @@ a shared machine hits every path alike; the table shows medians and each of our 
     python benchmarks/bench_gguf.py [--model official] [--threads 2] [--new-tokens 128] [--repeats 3] [--isas avx2,avx512]
         [--prompt-len 2000]
 
+`--model` takes any GGUF file the step reads in its own blocks, e.g. the official file requantized to Q4_K_M by
+llama.cpp's quantizer (`llama_cpp.llama_model_quantize` with `allow_requantize`): Q5_0, Q8_0, Q4_K and Q6_K matrices.
+
 llama.cpp runs as llama-cpp-python was built here (natively: every instruction set of this CPU); for llama.cpp held to
 a class, put a build made for it first on the path (see benchmarks/bench_generate.py). `--prompt-len 2000` measures
 decoding deep into a context (the new tokens after a 2,000-token prompt), where reading the KV cache adds to the weights.
@@ -73,7 +76,7 @@ def child(spec: str, model: str, prompt: list[int], new: int, threads: int) -> d
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--model', default='official', help="a GGUF file (default: the official SmolLM2-135M-Instruct Q4_1)")
+    p.add_argument('--model', default='official', help="a GGUF file, e.g. a Q4_K_M one (default: the official SmolLM2-135M-Instruct Q4_1)")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--new-tokens', type=int, default=128)
     p.add_argument('--prompt-len', type=int, default=16)

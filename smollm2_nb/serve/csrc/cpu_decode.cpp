@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include "cpu_kernels.h"
 #include "gguf_kernels.h"
+#include "gguf_kquants.h"
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -31,7 +32,50 @@ static const int64_t CHUNK_BYTES = 64 << 10;
 // [ggml type, in]. The rows split among the threads, a prompt's tokens through a chunk of rows at a time, as above.
 static bool is_blocks(const at::Tensor& W) { return W.scalar_type() == at::kByte; }
 static int64_t cols(const at::Tensor& W, const at::Tensor& scale) { return is_blocks(W) ? scale.data_ptr<int64_t>()[1] : W.size(1); }
+// A matrix of Q5_0, Q4_K or Q6_K (gguf_kquants.h), spec [type, in]; or a fused matrix whose parts differ in format (a
+// Q4_K_M file's [q;k;v] with q, k in Q5_0 and v in Q8_0): spec [SEGMENTS, in, type_0, rows_0, type_1, rows_1, ...], W
+// (out, the widest part's row bytes), each row's blocks at its start. Each token's activations rounded once per kind
+// (q8_0 for the 32-weight formats, q8_K for the K-quants), the rows split among the threads as in matmul_blocks.
+static const int64_t SEGMENTS = -1;
+static bool takes_kquants(const at::Tensor& spec) {
+  if (spec.scalar_type() != at::kLong || spec.numel() < 2) return false;
+  int64_t t = spec.data_ptr<int64_t>()[0]; return t == SEGMENTS || is_kquant((int)t);
+}
+static void matmul_kquants(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
+  const int64_t* sp = spec.data_ptr<int64_t>(); int64_t in = sp[1], out = W.size(0), rb = W.size(1);
+  std::vector<std::pair<int, int64_t>> seg;   // (type, first row)
+  if (sp[0] == SEGMENTS) {
+    TORCH_CHECK(spec.numel() >= 4 && spec.numel() % 2 == 0, "a segmented GGUF matrix's spec: int64 [-1, in, type, rows, ...]");
+    int64_t r = 0; for (int64_t i = 2; i < spec.numel(); i += 2) { seg.push_back({(int)sp[i], r}); r += sp[i + 1]; }
+    TORCH_CHECK(r == out, "the segments' rows (", r, ") are not the matrix's ", out);
+  } else seg.push_back({(int)sp[0], 0});
+  bool want8 = false, wantk = false;
+  for (auto& s : seg) {
+    int64_t bw = ggml_block_weights(s.first), need = in / bw * ggml_block_bytes(s.first);
+    TORCH_CHECK(ggml_block_bytes(s.first) > 0 && in % bw == 0 && (sp[0] == SEGMENTS ? need <= rb : need == rb), "GGUF matrix of type ",
+                s.first, ": ", rb, " bytes per row do not hold ", in, " weights");
+    (uses_q8k(s.first) ? wantk : want8) = true;
+  }
+  seg.push_back({0, out});
+  const uint8_t* w = W.data_ptr<uint8_t>();
+  std::vector<XQ8> q8(want8 ? T : 0); std::vector<XQ8K> qk(wantk ? T : 0); XQ8 none8; XQ8K nonek;
+  for (int64_t t = 0; t < T; t++) { if (want8) q8[t] = prepare_q8(X + t * in, in); if (wantk) qk[t] = prepare_q8k(X + t * in, in); }
+  int64_t chunk = T == 1 ? out : std::max<int64_t>(8, CHUNK_BYTES / rb);
+  at::parallel_for(0, out, 8, [&](int64_t a, int64_t e) {
+    for (int64_t c0 = a; c0 < e; c0 += chunk)
+      for (size_t i = 0; i + 1 < seg.size(); i++) {
+        int type = seg[i].first; int64_t s0 = seg[i].second, r0 = std::max(c0, s0), r1 = std::min({c0 + chunk, e, seg[i + 1].second});
+        if (r0 >= r1) continue;
+        for (int64_t t = 0; t < T; t++) {
+          const XQ8& x8 = want8 ? q8[t] : none8; const XQ8K& xk = wantk ? qk[t] : nonek;
+          if (is_kquant(type)) rows_kquant(type, w, rb, x8, xk, Y + t * out, r0, r1, in);
+          else rows_blocks(type, w, rb, x8, Y + t * out, r0, r1, in);
+        }
+      }
+  });
+}
 static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
+  if (takes_kquants(spec)) return matmul_kquants(W, spec, X, Y, T);
   TORCH_CHECK(spec.scalar_type() == at::kLong && spec.numel() == 2, "a GGUF matrix's spec: int64 [ggml type, in]");
   int type = (int)spec.data_ptr<int64_t>()[0]; int64_t in = spec.data_ptr<int64_t>()[1], out = W.size(0), rb = W.size(1);
   TORCH_CHECK(ggml_block_bytes(type) > 0 && in % QK == 0 && rb == in / QK * ggml_block_bytes(type), "GGUF matrix of type ", type,
@@ -167,7 +211,7 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
     if (is_blocks(embed)) {                                   // a GGUF embedding: its row's blocks
       int type = ggml_type_of_row(embed.size(1), d);
       TORCH_CHECK(type > 0, "a GGUF embedding's rows of ", embed.size(1), " bytes hold no known format of ", d, " weights");
-      dequantize_row(type, embed.data_ptr<uint8_t>() + token * embed.size(1), &x[t * d], d);
+      dequantize_row_any(type, embed.data_ptr<uint8_t>() + token * embed.size(1), &x[t * d], d);
     } else if (embed.scalar_type() == at::kBFloat16) {
       const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
       for (int64_t i = 0; i < d; i++) x[t * d + i] = widen_bf16(e[i]);
@@ -335,7 +379,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   int etype = is_blocks(embed) ? ggml_type_of_row(embed.size(1), d) : 0;
   TORCH_CHECK(!is_blocks(embed) || etype > 0, "a GGUF embedding's rows of ", embed.size(1), " bytes hold no known format of ", d, " weights");
   for (int64_t r = 0; r < R; r++) {
-    if (etype) dequantize_row(etype, embed.data_ptr<uint8_t>() + tokens[r] * embed.size(1), &x[r * d], d);   // a GGUF embedding
+    if (etype) dequantize_row_any(etype, embed.data_ptr<uint8_t>() + tokens[r] * embed.size(1), &x[r * d], d);   // a GGUF embedding
     else if (embed.scalar_type() == at::kBFloat16) {
       const uint16_t* e = (const uint16_t*)embed.data_ptr() + tokens[r] * d;
       for (int64_t i = 0; i < d; i++) x[r * d + i] = widen_bf16(e[i]);
@@ -422,14 +466,16 @@ at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
   return Y;
 }
 
-// rows of a GGUF matrix (out, row bytes) as fp32 (out, n): the embedding's lookup, for PyTorch's side
-at::Tensor block_rows(at::Tensor W, at::Tensor rows, int64_t n) {
-  int type = ggml_type_of_row(W.size(1), n);
-  TORCH_CHECK(is_blocks(W) && type > 0, "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights");
+// rows of a GGUF matrix (out, row bytes) as fp32 (out, n): the embedding's lookup, for PyTorch's side. `type` the matrix's
+// ggml type, or -1: read off its row bytes (Q4_0 and Q4_K rows of n weights are the same length: those read as Q4_0)
+at::Tensor block_rows(at::Tensor W, at::Tensor rows, int64_t n, int64_t type) {
+  if (type < 0) type = ggml_type_of_row(W.size(1), n);
+  TORCH_CHECK(is_blocks(W) && type > 0 && n % ggml_block_weights((int)type) == 0 && W.size(1) == n / ggml_block_weights((int)type) * ggml_block_bytes((int)type),
+              "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights");
   at::Tensor r = rows.to(at::kLong).contiguous().view(-1), Y = at::empty({r.numel(), n}, at::kFloat);
   for (int64_t i = 0; i < r.numel(); i++) {
     int64_t k = r.data_ptr<int64_t>()[i]; TORCH_CHECK(k >= 0 && k < W.size(0), "row ", k, " is outside ", W.size(0));
-    dequantize_row(type, W.data_ptr<uint8_t>() + k * W.size(1), Y.data_ptr<float>() + i * n, n);
+    dequantize_row_any((int)type, W.data_ptr<uint8_t>() + k * W.size(1), Y.data_ptr<float>() + i * n, n);
   }
   return Y;
 }
@@ -445,6 +491,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
   m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
   m.def("block_linear", &block_linear, "x (T, in) times a GGUF matrix of blocks (out, row bytes), spec [type, in]: (T, out)");
-  m.def("block_rows", &block_rows, "rows of a GGUF matrix of blocks as fp32");
+  m.def("block_rows", &block_rows, "rows of a GGUF matrix of blocks as fp32", py::arg("W"), py::arg("rows"), py::arg("n"), py::arg("type") = -1);
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
 }

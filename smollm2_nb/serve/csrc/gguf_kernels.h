@@ -19,14 +19,18 @@
 #include <cstring>
 #include <vector>
 
-enum GgmlType : int { GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8 };
-static const int64_t QK = 32;   // weights per block in these formats
+enum GgmlType : int { GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q8_0 = 8, GGML_Q4_K = 12, GGML_Q6_K = 14 };
+static const int64_t QK = 32;   // weights per block in these formats (the K-quants of gguf_kquants.h: 256 per super-block)
 static inline int64_t ggml_block_bytes(int type) {
-  return type == GGML_Q4_0 ? 18 : type == GGML_Q4_1 ? 20 : type == GGML_Q8_0 ? 34 : 0;
+  switch (type) { case GGML_Q4_0: return 18; case GGML_Q4_1: return 20; case GGML_Q5_0: return 22; case GGML_Q8_0: return 34;
+                  case GGML_Q4_K: return 144; case GGML_Q6_K: return 210; default: return 0; }
 }
-// the format of a row of `rb` bytes holding `n` weights (the three formats have different block sizes); -1 if none
+static inline int64_t ggml_block_weights(int type) { return type == GGML_Q4_K || type == GGML_Q6_K ? 256 : 32; }
+// the format of a row of `rb` bytes holding `n` weights (the formats have different block sizes); -1 if none. Q4_0 and
+// Q4_K both take 4.5 bits a weight: such a row reads as Q4_0 (the Python side refuses a Q4_K embedding)
 static inline int ggml_type_of_row(int64_t rb, int64_t n) {
-  for (int t : {GGML_Q4_0, GGML_Q4_1, GGML_Q8_0}) if (n % QK == 0 && rb == n / QK * ggml_block_bytes(t)) return t;
+  for (int t : {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K})
+    if (n % ggml_block_weights(t) == 0 && rb == n / ggml_block_weights(t) * ggml_block_bytes(t)) return t;
   return -1;
 }
 
