@@ -16,7 +16,7 @@ from .decoders import CPUDecoder
 from .generate import next_token, token_mask
 
 # %% auto #0
-__all__ = ['Sequence', 'BatchDecoder', 'QueueFull', 'Closed', 'Request', 'Scheduler']
+__all__ = ['Sequence', 'BatchDecoder', 'QueueFull', 'Closed', 'Request', 'loop_threads', 'Scheduler']
 
 # %% ../../nbs/serve/19_batch.ipynb #6ec15a0a
 class Sequence:
@@ -118,6 +118,20 @@ def _held_back(text: str, stops: list[str]) -> int:
     "How many characters at the end of `text` could be the start of a stop string."
     return max((n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])), default=0)
 
+def loop_threads() -> int:
+    "torch's threads for a scheduler's loop: one fewer than this thread's (at least 1), a core left to the event loop that streams the text."
+    return max(1, torch.get_num_threads() - 1)
+
+def _per_thread_count() -> bool:   # OpenMP keeps a thread count per thread; torch's own pool has one for the process
+    return 'parallel backend: OpenMP' in torch.__config__.parallel_info()
+
+def _detokenizer(tokenizer) -> Callable[[list[int]], str]:
+    "`tokenizer.decode(ids, skip_special_tokens=True)`: straight through a fast tokenizer's backend where that gives the same text."
+    backend = getattr(tokenizer, 'backend_tokenizer', None)
+    if backend is not None and getattr(tokenizer, 'clean_up_tokenization_spaces', True) is False:
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
 class _Slot:
     "A running request: its sequence, the prompt tokens still to run, its sampling state."
     def __init__(self, r: Request, seq: Sequence, vocab: int):
@@ -133,17 +147,21 @@ class Scheduler:
                  max_batch: int = 8,        # sequences decoded together at most
                  max_queue: int = 64,       # requests waiting for a place in the batch at most; more raise `QueueFull`
                  prefill_chunk: int = 32,   # prompt tokens of one request per step at most
-                 token_budget: int = 64):   # rows per step at most (decoding sequences + prompt chunks)
-        if max_batch < 1 or max_queue < 0 or prefill_chunk < 1 or token_budget < max_batch:
-            raise ValueError("max_batch and prefill_chunk must be >= 1, max_queue >= 0 and token_budget >= max_batch")
-        self.decoder, self.tokenizer = decoder, tokenizer
+                 token_budget: int = 64,    # rows per step at most (decoding sequences + prompt chunks)
+                 threads: int | None = None):  # torch's threads in the loop (default: `loop_threads()`)
+        if max_batch < 1 or max_queue < 0 or prefill_chunk < 1 or token_budget < max_batch or (threads is not None and threads < 1):
+            raise ValueError("max_batch, prefill_chunk and threads must be >= 1, max_queue >= 0 and token_budget >= max_batch")
+        self.decoder, self.tokenizer, self._text = decoder, tokenizer, _detokenizer(tokenizer)
+        self.threads = threads or loop_threads()
         self.max_batch, self.max_queue, self.prefill_chunk, self.token_budget = max_batch, max_queue, prefill_chunk, token_budget
         self.max_len, self.vocab = decoder.model.config.max_position_embeddings, decoder.model.config.vocab_size
         self.waiting, self.running, self.closed, self.stopped = deque(), [], False, False
         self.cond = threading.Condition()
         self.stats = dict(steps=0, rows=0, requests=0, max_running=0)
         self.thread = threading.Thread(target=self._loop, name='smollm2-scheduler', daemon=True)
-        self.thread.start()
+        mine, self._ready = torch.get_num_threads(), threading.Event()
+        self.thread.start(); self._ready.wait()
+        if _per_thread_count(): torch.set_num_threads(mine)   # the loop has its own count; the rest of the process keeps its
 
     def check(self, r: Request):
         "Raise ValueError, saying why, where `r` cannot run."
@@ -208,12 +226,11 @@ class Scheduler:
         r.finish_reason, r.done_at = 'stop' if reason == 'stop_string' else reason, time.monotonic()
         r._send(('done', r.finish_reason))
 
-    def _text(self, tokens) -> str: return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def _advance(self, s: _Slot, logits: torch.Tensor) -> bool:
+    def _advance(self, s: _Slot, logits: torch.Tensor, t: int | None = None, # its token where already picked (greedy)
+                ) -> bool:
         "Sample the slot's next token; send its new text. True while it goes on."
         r = s.r
-        t = int(next_token(logits[None], s.seen, r.temperature, r.top_k, r.top_p, r.repetition_penalty, s.generator)[0])
+        if t is None: t = int(next_token(logits[None], s.seen, r.temperature, r.top_k, r.top_p, r.repetition_penalty, s.generator)[0])
         if r.first_token_at is None: r.first_token_at = time.monotonic()
         if t in r.eos: self._finish(s, 'stop'); return False
         r.tokens.append(t)
@@ -232,6 +249,8 @@ class Scheduler:
         return True
 
     def _loop(self):
+        if _per_thread_count(): torch.set_num_threads(self.threads)
+        self._ready.set()
         while True:
             with self.cond:
                 while not self.waiting and not self.running and not self.stopped: self.cond.wait()
@@ -258,7 +277,10 @@ class Scheduler:
                 for s in slots: self.running.remove(s); s.r._send(('error', f'decoding failed: {e}'))
                 continue
             self.stats['steps'] += 1; self.stats['rows'] += sum(len(t) for _, t in work)
-            for s, row in zip([s for s, w in zip(slots, want) if w], logits):
-                try: going = self._advance(s, row)
+            rows = [s for s, w in zip(slots, want) if w]
+            greedy = [s.r.temperature == 0 and s.seen is None for s in rows]   # plain argmax: all such rows in one call
+            picks = logits.argmax(-1).tolist() if any(greedy) else [None] * len(rows)
+            for s, row, g, t in zip(rows, logits, greedy, picks):
+                try: going = self._advance(s, row, t if g else None)
                 except Exception as e: going = False; s.r._send(('error', f'sampling failed: {e}'))
                 if not going: self.running.remove(s)
