@@ -125,3 +125,32 @@ def test_scheduler_stop_strings_eos_and_cancel(served):
         assert ''.join(sched.submit(Request(ids, max_tokens=20, temperature=0)).pieces(60)) == full
     finally: sched.close()
     with pytest.raises(Closed): sched.submit(Request(ids, max_tokens=4))
+
+def test_scheduler_loop_runs_on_its_own_thread_count(served):
+    "The loop decodes on its own number of torch threads (default: one fewer than the process started with, at least 1, a core left to the event loop that streams the text); the thread that made it keeps its own."
+    from smollm2_nb.serve.batch import loop_threads, _per_thread_count
+    if not _per_thread_count(): pytest.skip("torch's own thread pool: one count for the whole process")
+    m, decoder, tok = served
+    before, counts = torch.get_num_threads(), []
+    bd = BatchDecoder(m, decoder)
+    forward = bd.forward
+    bd.forward = lambda *a, **kw: (counts.append(torch.get_num_threads()), forward(*a, **kw))[1]
+    try:
+        for threads in (1, None):
+            sched = Scheduler(bd, tok, max_batch=2, threads=threads)
+            try: text = ''.join(sched.stream(tok('ROMEO:')['input_ids'], max_tokens=4, temperature=0))
+            finally: sched.close()
+            assert text and set(counts) == {threads or loop_threads()}, (threads, counts)
+            assert torch.get_num_threads() == before
+            counts.clear()
+    finally: torch.set_num_threads(before)   # the process-wide default the loop set, back for the tests after this one
+
+def test_scheduler_text_is_the_tokenizers_decode(served):
+    "The loop's text of a list of ids (straight through a fast tokenizer's backend) is `tokenizer.decode(ids, skip_special_tokens=True)`, special tokens and pieces of UTF-8 characters included."
+    from smollm2_nb.serve.batch import _detokenizer
+    _, _, tok = served
+    ids = tok('Héllo wörld — 東京 🙂 <|im_start|>x')['input_ids'] + [0, 1, 2]
+    text = _detokenizer(tok)
+    for n in range(len(ids) + 1):
+        assert text(ids[:n]) == tok.decode(ids[:n], skip_special_tokens=True)
+        assert text(ids[n:]) == tok.decode(ids[n:], skip_special_tokens=True)

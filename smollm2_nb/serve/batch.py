@@ -118,11 +118,13 @@ def _held_back(text: str, stops: list[str]) -> int:
     "How many characters at the end of `text` could be the start of a stop string."
     return max((n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])), default=0)
 
-def loop_threads() -> int:
-    "torch's threads for a scheduler's loop: one fewer than this thread's (at least 1), a core left to the event loop that streams the text."
-    return max(1, torch.get_num_threads() - 1)
+_PROCESS_THREADS = torch.get_num_threads()   # torch's threads as the process started (OMP_NUM_THREADS, else the cores)
 
-def _per_thread_count() -> bool:   # OpenMP keeps a thread count per thread; torch's own pool has one for the process
+def loop_threads() -> int:
+    "torch's threads for a scheduler's loop: one fewer than the process started with (at least 1), a core left to the event loop that streams the text."
+    return max(1, _PROCESS_THREADS - 1)
+
+def _per_thread_count() -> bool:   # OpenMP keeps a count per thread (threads already running keep theirs); torch's own pool, one
     return 'parallel backend: OpenMP' in torch.__config__.parallel_info()
 
 def _detokenizer(tokenizer) -> Callable[[list[int]], str]:
@@ -159,9 +161,8 @@ class Scheduler:
         self.cond = threading.Condition()
         self.stats = dict(steps=0, rows=0, requests=0, max_running=0)
         self.thread = threading.Thread(target=self._loop, name='smollm2-scheduler', daemon=True)
-        mine, self._ready = torch.get_num_threads(), threading.Event()
+        self._ready = threading.Event()
         self.thread.start(); self._ready.wait()
-        if _per_thread_count(): torch.set_num_threads(mine)   # the loop has its own count; the rest of the process keeps its
 
     def check(self, r: Request):
         "Raise ValueError, saying why, where `r` cannot run."
@@ -249,7 +250,8 @@ class Scheduler:
         return True
 
     def _loop(self):
-        if _per_thread_count(): torch.set_num_threads(self.threads)
+        if _per_thread_count():   # after torch's own first set-up of this thread (it would undo the count otherwise)
+            torch.get_num_threads(); torch.set_num_threads(self.threads)
         self._ready.set()
         while True:
             with self.cond:

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 from .batch import BatchDecoder, Scheduler, Request, QueueFull, Closed
 from .chat import chat_text, end_of_turn_ids, has_chat_template
@@ -148,6 +149,21 @@ class Engine:
 def _usage(r: Request) -> dict:
     return {'prompt_tokens': len(r.prompt), 'completion_tokens': len(r.tokens), 'total_tokens': len(r.prompt) + len(r.tokens)}
 
+class _Mailbox:
+    "Events from the scheduler's thread to an event loop: one wake-up of the loop for all the events of a step, not one each."
+    def __init__(self, loop): self.loop, self.lock, self.items, self.pending = loop, threading.Lock(), [], False
+
+    def put(self, queue: asyncio.Queue, event):   # on the scheduler's thread
+        with self.lock:
+            self.items.append((queue, event))
+            if self.pending: return
+            self.pending = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self):                           # on the event loop
+        with self.lock: items, self.items, self.pending = self.items, [], False
+        for queue, event in items: queue.put_nowait(event)
+
 def build_server(engine: Engine,
                  api_key: str | None = None): # required as `Authorization: Bearer KEY` on /v1/ routes, where given
     "The FastAPI app of the OpenAI-compatible API, serving `engine`."
@@ -187,10 +203,13 @@ def build_server(engine: Engine,
         if not isinstance(body, dict): raise APIError(400, 'the body must be a JSON object', code='invalid_json')
         return body
 
+    boxes = weakref.WeakKeyDictionary()   # an event loop's `_Mailbox`
+
     def started(r: Request) -> asyncio.Queue:
         "Submit `r`; its events arrive on the returned queue, on this event loop."
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
-        r.emit = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)
+        box = boxes.get(loop) or boxes.setdefault(loop, _Mailbox(loop))
+        r.emit = lambda ev: box.put(events, ev)
         engine.submit(r)
         return events
 
