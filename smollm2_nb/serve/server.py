@@ -93,14 +93,15 @@ class Engine:
     "What the server serves: a model loaded for inference, its tokenizer, and the scheduler every request goes through."
     def __init__(self, model, tokenizer, info: dict | None = None,
                  name: str | None = None,   # the model's id in the API (default: the source's file or folder name)
-                 max_batch: int = 8, max_queue: int = 64):
+                 max_batch: int = 8, max_queue: int = 64,
+                 threads: int | None = None):   # torch's threads of the scheduler's loop (default: `loop_threads()`)
         info = info or {}
         self.model, self.tokenizer, self.info = model, tokenizer, info
         self.name = name or Path(str(info.get('source', 'smollm2'))).name.removesuffix('.gguf') or 'smollm2'
         self.context = model.config.max_position_embeddings
         self.eos = end_of_turn_ids(tokenizer)
         self.batch = BatchDecoder(model, info.get('decoder'))
-        self.scheduler = Scheduler(self.batch, tokenizer, max_batch=max_batch, max_queue=max_queue)
+        self.scheduler = Scheduler(self.batch, tokenizer, max_batch=max_batch, max_queue=max_queue, threads=threads)
         self.created = int(time.time())
 
     @classmethod
@@ -307,6 +308,7 @@ def serve(model: str,                    # checkpoint file, run directory, Huggi
           max_queue: int = 64,           # requests waiting at most; beyond, 429 with Retry-After
           name: str | None = None,       # the model's id in the API (default: the model's file or folder name)
           log_level: str = 'warning',    # uvicorn's log level
+          threads: int | None = None,    # torch's threads of the decoding loop (default: one fewer than the process's, at least 1)
          ) -> int:
     "Serve `model` with the OpenAI-compatible API until SIGTERM or Ctrl-C."
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
@@ -314,7 +316,7 @@ def serve(model: str,                    # checkpoint file, run directory, Huggi
         raise ValueError(f"listening on {host} lets other machines in: give --api-key (or set ${API_KEY_ENV}) first, or listen on 127.0.0.1")
     if not 0 <= port < 65536: raise ValueError(f"--port must be in 0..65535, got {port}")
     if max_batch < 1 or max_queue < 0: raise ValueError("--max-batch must be >= 1 and --max-queue >= 0")
-    engine = Engine.load(model, precision, device, tokenizer, name=name, max_batch=max_batch, max_queue=max_queue)
+    engine = Engine.load(model, precision, device, tokenizer, name=name, max_batch=max_batch, max_queue=max_queue, threads=threads)
     print(f"smollm2 serve: {engine.info.get('picked', model)} as '{engine.name}' ({engine.info.get('serving')} weights, "
           f"batch {'through the C++ step' if engine.batch.batched else 'one sequence at a time'}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
