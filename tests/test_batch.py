@@ -154,3 +154,15 @@ def test_scheduler_text_is_the_tokenizers_decode(served):
     for n in range(len(ids) + 1):
         assert text(ids[:n]) == tok.decode(ids[:n], skip_special_tokens=True)
         assert text(ids[n:]) == tok.decode(ids[n:], skip_special_tokens=True)
+
+def test_lone_prompt_goes_in_one_step(served):
+    "A prompt with nobody else decoding goes through in one step (up to `token_budget` tokens), not in `prefill_chunk` pieces; its greedy text is the same as in pieces."
+    m, decoder, tok = served
+    prompt = prompts([40])[0]
+    texts = []
+    for chunk, steps in ((8, 1 + 2), (64, 1 + 2)):   # the prompt's step, then one per new token after the first
+        sched = Scheduler(BatchDecoder(m, decoder), tok, max_batch=2, prefill_chunk=chunk)
+        try: texts.append(''.join(sched.stream(prompt, max_tokens=3, temperature=0)))
+        finally: sched.close()
+        assert sched.stats['steps'] == steps and sched.stats['rows'] == 40 + 2, sched.stats
+    assert texts[0] == texts[1] == tok.decode(generate(m, torch.tensor([prompt]), 3, temperature=0, decoder=decoder)[0, 40:].tolist(), skip_special_tokens=True)

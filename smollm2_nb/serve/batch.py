@@ -148,7 +148,7 @@ class Scheduler:
     def __init__(self, decoder: BatchDecoder, tokenizer,
                  max_batch: int = 8,        # sequences decoded together at most
                  max_queue: int = 64,       # requests waiting for a place in the batch at most; more raise `QueueFull`
-                 prefill_chunk: int = 32,   # prompt tokens of one request per step at most
+                 prefill_chunk: int = 32,   # prompt tokens of one request per step at most while others decode (else `token_budget`)
                  token_budget: int = 64,    # rows per step at most (decoding sequences + prompt chunks)
                  threads: int | None = None):  # torch's threads in the loop (default: `loop_threads()`)
         if max_batch < 1 or max_queue < 0 or prefill_chunk < 1 or token_budget < max_batch or (threads is not None and threads < 1):
@@ -227,11 +227,10 @@ class Scheduler:
         r.finish_reason, r.done_at = 'stop' if reason == 'stop_string' else reason, time.monotonic()
         r._send(('done', r.finish_reason))
 
-    def _advance(self, s: _Slot, logits: torch.Tensor, t: int | None = None, # its token where already picked (greedy)
-                ) -> bool:
+    def _advance(self, s: _Slot, logits: torch.Tensor) -> bool:
         "Sample the slot's next token; send its new text. True while it goes on."
         r = s.r
-        if t is None: t = int(next_token(logits[None], s.seen, r.temperature, r.top_k, r.top_p, r.repetition_penalty, s.generator)[0])
+        t = int(next_token(logits[None], s.seen, r.temperature, r.top_k, r.top_p, r.repetition_penalty, s.generator)[0])
         if r.first_token_at is None: r.first_token_at = time.monotonic()
         if t in r.eos: self._finish(s, 'stop'); return False
         r.tokens.append(t)
@@ -269,9 +268,10 @@ class Scheduler:
             decoding = [s for s in self.running if s.seq.pos >= len(s.r.prompt)]
             work, want, slots, budget = [], [], [], self.token_budget - len(decoding)
             for s in decoding: work.append((s.seq, s.todo)); want.append(True); slots.append(s)
+            most = self.prefill_chunk if decoding else budget   # nobody waits on this step: a prompt goes in as one piece
             for s in self.running:
                 if s.seq.pos >= len(s.r.prompt) or budget <= 0: continue
-                n = min(self.prefill_chunk, budget, len(s.todo)); budget -= n
+                n = min(most, budget, len(s.todo)); budget -= n
                 chunk, s.todo = s.todo[:n], s.todo[n:]
                 work.append((s.seq, chunk)); want.append(not s.todo); slots.append(s)
             try: logits = self.decoder.forward(work, want)
@@ -279,10 +279,7 @@ class Scheduler:
                 for s in slots: self.running.remove(s); s.r._send(('error', f'decoding failed: {e}'))
                 continue
             self.stats['steps'] += 1; self.stats['rows'] += sum(len(t) for _, t in work)
-            rows = [s for s, w in zip(slots, want) if w]
-            greedy = [s.r.temperature == 0 and s.seen is None for s in rows]   # plain argmax: all such rows in one call
-            picks = logits.argmax(-1).tolist() if any(greedy) else [None] * len(rows)
-            for s, row, g, t in zip(rows, logits, greedy, picks):
-                try: going = self._advance(s, row, t if g else None)
+            for s, row in zip([s for s, w in zip(slots, want) if w], logits):
+                try: going = self._advance(s, row)
                 except Exception as e: going = False; s.r._send(('error', f'sampling failed: {e}'))
                 if not going: self.running.remove(s)
