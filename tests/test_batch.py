@@ -125,3 +125,44 @@ def test_scheduler_stop_strings_eos_and_cancel(served):
         assert ''.join(sched.submit(Request(ids, max_tokens=20, temperature=0)).pieces(60)) == full
     finally: sched.close()
     with pytest.raises(Closed): sched.submit(Request(ids, max_tokens=4))
+
+def test_scheduler_loop_runs_on_its_own_thread_count(served):
+    "The loop decodes on its own number of torch threads (default: one fewer than the process started with, at least 1, a core left to the event loop that streams the text); the thread that made it keeps its own."
+    from smollm2_nb.serve.batch import loop_threads, _per_thread_count
+    if not _per_thread_count(): pytest.skip("torch's own thread pool: one count for the whole process")
+    m, decoder, tok = served
+    before, counts = torch.get_num_threads(), []
+    bd = BatchDecoder(m, decoder)
+    forward = bd.forward
+    bd.forward = lambda *a, **kw: (counts.append(torch.get_num_threads()), forward(*a, **kw))[1]
+    try:
+        for threads in (1, None):
+            sched = Scheduler(bd, tok, max_batch=2, threads=threads)
+            try: text = ''.join(sched.stream(tok('ROMEO:')['input_ids'], max_tokens=4, temperature=0))
+            finally: sched.close()
+            assert text and set(counts) == {threads or loop_threads()}, (threads, counts)
+            assert torch.get_num_threads() == before
+            counts.clear()
+    finally: torch.set_num_threads(before)   # the process-wide default the loop set, back for the tests after this one
+
+def test_scheduler_text_is_the_tokenizers_decode(served):
+    "The loop's text of a list of ids (straight through a fast tokenizer's backend) is `tokenizer.decode(ids, skip_special_tokens=True)`, special tokens and pieces of UTF-8 characters included."
+    from smollm2_nb.serve.batch import _detokenizer
+    _, _, tok = served
+    ids = tok('Héllo wörld — 東京 🙂 <|im_start|>x')['input_ids'] + [0, 1, 2]
+    text = _detokenizer(tok)
+    for n in range(len(ids) + 1):
+        assert text(ids[:n]) == tok.decode(ids[:n], skip_special_tokens=True)
+        assert text(ids[n:]) == tok.decode(ids[n:], skip_special_tokens=True)
+
+def test_lone_prompt_goes_in_one_step(served):
+    "A prompt with nobody else decoding goes through in one step (up to `token_budget` tokens), not in `prefill_chunk` pieces; its greedy text is the same as in pieces."
+    m, decoder, tok = served
+    prompt = prompts([40])[0]
+    texts = []
+    for chunk, steps in ((8, 1 + 2), (64, 1 + 2)):   # the prompt's step, then one per new token after the first
+        sched = Scheduler(BatchDecoder(m, decoder), tok, max_batch=2, prefill_chunk=chunk)
+        try: texts.append(''.join(sched.stream(prompt, max_tokens=3, temperature=0)))
+        finally: sched.close()
+        assert sched.stats['steps'] == steps and sched.stats['rows'] == 40 + 2, sched.stats
+    assert texts[0] == texts[1] == tok.decode(generate(m, torch.tensor([prompt]), 3, temperature=0, decoder=decoder)[0, 40:].tolist(), skip_special_tokens=True)

@@ -16,7 +16,7 @@ from .decoders import CPUDecoder
 from .generate import next_token, token_mask
 
 # %% auto #0
-__all__ = ['Sequence', 'BatchDecoder', 'QueueFull', 'Closed', 'Request', 'Scheduler']
+__all__ = ['Sequence', 'BatchDecoder', 'QueueFull', 'Closed', 'Request', 'loop_threads', 'Scheduler']
 
 # %% ../../nbs/serve/19_batch.ipynb #6ec15a0a
 class Sequence:
@@ -119,6 +119,22 @@ def _held_back(text: str, stops: list[str]) -> int:
     "How many characters at the end of `text` could be the start of a stop string."
     return max((n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])), default=0)
 
+_PROCESS_THREADS = torch.get_num_threads()   # torch's threads as the process started (OMP_NUM_THREADS, else the cores)
+
+def loop_threads() -> int:
+    "torch's threads for a scheduler's loop: one fewer than the process started with (at least 1), a core left to the event loop that streams the text."
+    return max(1, _PROCESS_THREADS - 1)
+
+def _per_thread_count() -> bool:   # OpenMP keeps a count per thread (threads already running keep theirs); torch's own pool, one
+    return 'parallel backend: OpenMP' in torch.__config__.parallel_info()
+
+def _detokenizer(tokenizer) -> Callable[[list[int]], str]:
+    "`tokenizer.decode(ids, skip_special_tokens=True)`: straight through a fast tokenizer's backend where that gives the same text."
+    backend = getattr(tokenizer, 'backend_tokenizer', None)
+    if backend is not None and getattr(tokenizer, 'clean_up_tokenization_spaces', True) is False:
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
 class _Slot:
     "A running request: its sequence, the prompt tokens still to run, its sampling state."
     def __init__(self, r: Request, seq: Sequence, vocab: int):
@@ -133,18 +149,21 @@ class Scheduler:
     def __init__(self, decoder: BatchDecoder, tokenizer,
                  max_batch: int = 8,        # sequences decoded together at most
                  max_queue: int = 64,       # requests waiting for a place in the batch at most; more raise `QueueFull`
-                 prefill_chunk: int = 32,   # prompt tokens of one request per step at most
-                 token_budget: int = 64):   # rows per step at most (decoding sequences + prompt chunks)
-        if max_batch < 1 or max_queue < 0 or prefill_chunk < 1 or token_budget < max_batch:
-            raise ValueError("max_batch and prefill_chunk must be >= 1, max_queue >= 0 and token_budget >= max_batch")
-        self.decoder, self.tokenizer = decoder, tokenizer
+                 prefill_chunk: int = 32,   # prompt tokens of one request per step at most while others decode (else `token_budget`)
+                 token_budget: int = 64,    # rows per step at most (decoding sequences + prompt chunks)
+                 threads: int | None = None):  # torch's threads in the loop (default: `loop_threads()`)
+        if max_batch < 1 or max_queue < 0 or prefill_chunk < 1 or token_budget < max_batch or (threads is not None and threads < 1):
+            raise ValueError("max_batch, prefill_chunk and threads must be >= 1, max_queue >= 0 and token_budget >= max_batch")
+        self.decoder, self.tokenizer, self._text = decoder, tokenizer, _detokenizer(tokenizer)
+        self.threads = threads or loop_threads()
         self.max_batch, self.max_queue, self.prefill_chunk, self.token_budget = max_batch, max_queue, prefill_chunk, token_budget
         self.max_len, self.vocab = decoder.model.config.max_position_embeddings, decoder.model.config.vocab_size
         self.waiting, self.running, self.closed, self.stopped = deque(), [], False, False
         self.cond = threading.Condition()
         self.stats = dict(steps=0, rows=0, requests=0, max_running=0)
         self.thread = threading.Thread(target=self._loop, name='smollm2-scheduler', daemon=True)
-        self.thread.start()
+        self._ready = threading.Event()
+        self.thread.start(); self._ready.wait()
 
     def check(self, r: Request):
         "Raise ValueError, saying why, where `r` cannot run."
@@ -209,8 +228,6 @@ class Scheduler:
         r.finish_reason, r.done_at = 'stop' if reason == 'stop_string' else reason, time.monotonic()
         r._send(('done', r.finish_reason))
 
-    def _text(self, tokens) -> str: return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
     def _advance(self, s: _Slot, logits: torch.Tensor) -> bool:
         "Sample the slot's next token; send its new text. True while it goes on."
         r = s.r
@@ -233,6 +250,9 @@ class Scheduler:
         return True
 
     def _loop(self):
+        if _per_thread_count():   # after torch's own first set-up of this thread (it would undo the count otherwise)
+            torch.get_num_threads(); torch.set_num_threads(self.threads)
+        self._ready.set()
         while True:
             with self.cond:
                 while not self.waiting and not self.running and not self.stopped: self.cond.wait()
@@ -249,9 +269,10 @@ class Scheduler:
             decoding = [s for s in self.running if s.seq.pos >= len(s.r.prompt)]
             work, want, slots, budget = [], [], [], self.token_budget - len(decoding)
             for s in decoding: work.append((s.seq, s.todo)); want.append(True); slots.append(s)
+            most = self.prefill_chunk if decoding else budget   # nobody waits on this step: a prompt goes in as one piece
             for s in self.running:
                 if s.seq.pos >= len(s.r.prompt) or budget <= 0: continue
-                n = min(self.prefill_chunk, budget, len(s.todo)); budget -= n
+                n = min(most, budget, len(s.todo)); budget -= n
                 chunk, s.todo = s.todo[:n], s.todo[n:]
                 work.append((s.seq, chunk)); want.append(not s.todo); slots.append(s)
             try: logits = self.decoder.forward(work, want)

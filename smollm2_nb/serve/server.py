@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 from .batch import BatchDecoder, Scheduler, Request, QueueFull, Closed
 from .chat import chat_text, end_of_turn_ids, has_chat_template
@@ -92,14 +93,15 @@ class Engine:
     "What the server serves: a model loaded for inference, its tokenizer, and the scheduler every request goes through."
     def __init__(self, model, tokenizer, info: dict | None = None,
                  name: str | None = None,   # the model's id in the API (default: the source's file or folder name)
-                 max_batch: int = 8, max_queue: int = 64):
+                 max_batch: int = 8, max_queue: int = 64,
+                 threads: int | None = None):   # torch's threads of the scheduler's loop (default: `loop_threads()`)
         info = info or {}
         self.model, self.tokenizer, self.info = model, tokenizer, info
         self.name = name or Path(str(info.get('source', 'smollm2'))).name.removesuffix('.gguf') or 'smollm2'
         self.context = model.config.max_position_embeddings
         self.eos = end_of_turn_ids(tokenizer)
         self.batch = BatchDecoder(model, info.get('decoder'))
-        self.scheduler = Scheduler(self.batch, tokenizer, max_batch=max_batch, max_queue=max_queue)
+        self.scheduler = Scheduler(self.batch, tokenizer, max_batch=max_batch, max_queue=max_queue, threads=threads)
         self.created = int(time.time())
 
     @classmethod
@@ -148,6 +150,21 @@ class Engine:
 def _usage(r: Request) -> dict:
     return {'prompt_tokens': len(r.prompt), 'completion_tokens': len(r.tokens), 'total_tokens': len(r.prompt) + len(r.tokens)}
 
+class _Mailbox:
+    "Events from the scheduler's thread to an event loop: one wake-up of the loop for all the events of a step, not one each."
+    def __init__(self, loop): self.loop, self.lock, self.items, self.pending = loop, threading.Lock(), [], False
+
+    def put(self, queue: asyncio.Queue, event):   # on the scheduler's thread
+        with self.lock:
+            self.items.append((queue, event))
+            if self.pending: return
+            self.pending = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self):                           # on the event loop
+        with self.lock: items, self.items, self.pending = self.items, [], False
+        for queue, event in items: queue.put_nowait(event)
+
 def build_server(engine: Engine,
                  api_key: str | None = None): # required as `Authorization: Bearer KEY` on /v1/ routes, where given
     "The FastAPI app of the OpenAI-compatible API, serving `engine`."
@@ -187,10 +204,13 @@ def build_server(engine: Engine,
         if not isinstance(body, dict): raise APIError(400, 'the body must be a JSON object', code='invalid_json')
         return body
 
+    boxes = weakref.WeakKeyDictionary()   # an event loop's `_Mailbox`
+
     def started(r: Request) -> asyncio.Queue:
         "Submit `r`; its events arrive on the returned queue, on this event loop."
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
-        r.emit = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)
+        box = boxes.get(loop) or boxes.setdefault(loop, _Mailbox(loop))
+        r.emit = lambda ev: box.put(events, ev)
         engine.submit(r)
         return events
 
@@ -288,6 +308,7 @@ def serve(model: str,                    # checkpoint file, run directory, Huggi
           max_queue: int = 64,           # requests waiting at most; beyond, 429 with Retry-After
           name: str | None = None,       # the model's id in the API (default: the model's file or folder name)
           log_level: str = 'warning',    # uvicorn's log level
+          threads: int | None = None,    # torch's threads of the decoding loop (default: one fewer than the process's, at least 1)
          ) -> int:
     "Serve `model` with the OpenAI-compatible API until SIGTERM or Ctrl-C."
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
@@ -295,7 +316,7 @@ def serve(model: str,                    # checkpoint file, run directory, Huggi
         raise ValueError(f"listening on {host} lets other machines in: give --api-key (or set ${API_KEY_ENV}) first, or listen on 127.0.0.1")
     if not 0 <= port < 65536: raise ValueError(f"--port must be in 0..65535, got {port}")
     if max_batch < 1 or max_queue < 0: raise ValueError("--max-batch must be >= 1 and --max-queue >= 0")
-    engine = Engine.load(model, precision, device, tokenizer, name=name, max_batch=max_batch, max_queue=max_queue)
+    engine = Engine.load(model, precision, device, tokenizer, name=name, max_batch=max_batch, max_queue=max_queue, threads=threads)
     print(f"smollm2 serve: {engine.info.get('picked', model)} as '{engine.name}' ({engine.info.get('serving')} weights, "
           f"batch {'through the C++ step' if engine.batch.batched else 'one sequence at a time'}) on http://{host}:{port}/v1",
           file=sys.stderr, flush=True)
