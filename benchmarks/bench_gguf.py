@@ -11,14 +11,15 @@ CPU runs) and llama.cpp are run in turn for `--repeats` rounds, round robin, so 
 a shared machine hits every path alike; the table shows medians and each of our rows' ratio to llama.cpp's.
 
     python benchmarks/bench_gguf.py [--model official] [--threads 2] [--new-tokens 128] [--repeats 3] [--isas avx2,avx512]
-        [--prompt-len 2000]
+        [--prompt-len 2000] [--kv fp16,fp32]
 
 `--model` takes any GGUF file the step reads in its own blocks, e.g. the official file requantized to Q4_K_M by
 llama.cpp's quantizer (`llama_cpp.llama_model_quantize` with `allow_requantize`): Q5_0, Q8_0, Q4_K and Q6_K matrices.
 
 llama.cpp runs as llama-cpp-python was built here (natively: every instruction set of this CPU); for llama.cpp held to
 a class, put a build made for it first on the path (see benchmarks/bench_generate.py). `--prompt-len 2000` measures
-decoding deep into a context (the new tokens after a 2,000-token prompt), where reading the KV cache adds to the weights.
+decoding deep into a context (the new tokens after a 2,000-token prompt), where reading the KV cache adds to the weights;
+`--kv fp16,fp32` runs each of our classes with its KV cache in both (ours keeps fp16 for a quantized model, as llama.cpp).
 """
 from __future__ import annotations
 import argparse, json, os, platform, statistics, subprocess, sys, time
@@ -56,12 +57,14 @@ def child(spec: str, model: str, prompt: list[int], new: int, threads: int) -> d
     else:
         import torch
         torch.set_num_threads(threads)
+        spec, _, kv = spec.partition('@')   # 'avx2@fp32': the class, then the KV cache's dtype (default: the decoder's own)
         os.environ['SMOLLM2_CPU_ISA'] = spec
         from smollm2_nb.serve.load import load_for_inference
         t0 = time.perf_counter()
         m, tok_, info = load_for_inference(model, 'auto', 'cpu')
         load = time.perf_counter() - t0
         dec = info['decoder']
+        if kv: dec.kv_dtype = {'fp32': torch.float32, 'fp16': torch.float16}[kv]
         with torch.inference_mode():
             t0 = time.perf_counter(); logits, step = dec.start(torch.tensor([prompt]), len(prompt) + new + 16)
             tok = logits.argmax(-1); first = time.perf_counter() - t0
@@ -69,7 +72,7 @@ def child(spec: str, model: str, prompt: list[int], new: int, threads: int) -> d
             t0 = time.perf_counter()
             for _ in range(new): tok = step(tok).argmax(-1)
             decode = new / (time.perf_counter() - t0)
-        isa = [dec.isa, info['serving']]
+        isa = [dec.isa, info['serving'] + f', {str(dec.kv_dtype)[6:]} KV']
     rss, hwm = resident_mb()
     return dict(load_s=load, first_s=first, decode=decode, rss=rss, hwm=hwm, isa=isa)
 
@@ -82,6 +85,7 @@ def main(argv=None):
     p.add_argument('--prompt-len', type=int, default=16)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--isas', default=None, help='classes of our step, comma-separated (default: every class this CPU runs)')
+    p.add_argument('--kv', default=None, help="our KV cache: fp16, fp32 or both ('fp16,fp32'; default: the decoder's own, fp16)")
     p.add_argument('--no-llama-cpp', action='store_true')
     p.add_argument('--child', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -94,6 +98,7 @@ def main(argv=None):
         return 0
     from smollm2_nb.serve.decoders import cpu_isas
     isas = args.isas.split(',') if args.isas else [i for i in cpu_isas()]
+    isas = [f'{i}@{kv}' for i in isas for kv in args.kv.split(',')] if args.kv else isas
     specs = isas + ([] if args.no_llama_cpp else ['llama'])
     prompt = prompt_ids(args.prompt_len)
     env = {**os.environ, 'BENCH_PROMPT': json.dumps(prompt), 'OMP_NUM_THREADS': str(args.threads)}
@@ -116,7 +121,7 @@ def main(argv=None):
     print(f"{'path':<28}{'decode tok/s':>13}{'x llama.cpp':>12}{'first token s':>15}{'load s':>8}{'peak RSS MB':>13}{'x llama.cpp':>12}{'RSS after MB':>14}")
     ref = med.get('llama')
     for s, m in med.items():
-        name = 'llama.cpp' if s == 'llama' else f"ours {s} ({runs[s][0]['isa'][1]})"
+        name = 'llama.cpp' if s == 'llama' else f"ours {s.split('@')[0]} ({runs[s][0]['isa'][1]})"
         rd = f"{m['decode'] / ref['decode']:.2f}x" if ref else ''
         rm = f"{m['hwm'] / ref['hwm']:.2f}x" if ref else ''
         print(f"{name:<28}{m['decode']:>13.1f}{rd:>12}{m['first_s']:>15.3f}{m['load_s']:>8.2f}{m['hwm']:>13.0f}{rm:>12}{m['rss']:>14.0f}")
