@@ -17,10 +17,10 @@ from .decoders import CPUDecoder, cpu_decode_kernels, layer_group
 from .gguf_source import is_gguf
 
 # %% auto #0
-__all__ = ['GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES', 'GGML_Q4_0', 'GGML_Q4_1', 'GGML_Q8_0', 'LAYER_TENSORS', 'GGUFHeader',
-           'gguf_tokenizer', 'BlockLinear', 'BlockEmbedding', 'native_gguf_types', 'load_gguf_native', 'GGUFDecoder',
-           'gguf_decodes_natively', 'gguf_format', 'load_gguf_for_inference', 'quantize_q4_1', 'quantize_q8_0',
-           'prepare_int4']
+__all__ = ['GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES', 'GGML_Q4_0', 'GGML_Q4_1', 'GGML_Q8_0', 'GROUP', 'LAYER_TENSORS',
+           'GGUFHeader', 'gguf_tokenizer', 'repack_blocks', 'file_blocks', 'BlockLinear', 'BlockEmbedding',
+           'native_gguf_types', 'load_gguf_native', 'GGUFDecoder', 'gguf_decodes_natively', 'gguf_format',
+           'load_gguf_for_inference', 'quantize_q4_1', 'quantize_q8_0', 'prepare_int4']
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #533bce2e
 GGUF_VALUE = {0: '<B', 1: '<b', 2: '<H', 3: '<h', 4: '<I', 5: '<i', 6: '<f', 7: '<?', 10: '<Q', 11: '<q', 12: '<d'}  # 8: string, 9: array
@@ -126,19 +126,52 @@ def gguf_tokenizer(header: GGUFHeader):
     return out
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #539bac03
+GROUP = 16   # rows interleaved in the step's layout
+
+def _scale_bytes(ggml_type: int) -> int: return 4 if ggml_type == GGML_Q4_1 else 2   # d (and Q4_1's m), fp16 each
+
+def repack_blocks(blocks: np.ndarray, # uint8 (out, in / 32 * block bytes): rows of blocks as the file stores them
+                  ggml_type: int) -> np.ndarray:
+    "Rows of GGUF blocks in the step's layout: (out rounded up to 16, row bytes), each group of 16 rows (zero rows pad the last) interleaved block by block: the 16 d, the 16 m (Q4_1), then the quants in chunks of 4 bytes, 16 rows a chunk. (`repack_blocks` of the C++ step does the same.)"
+    out, rb = blocks.shape; bb = GGML_TYPES[ggml_type][2]; nb, ng, hd = rb // bb, -(-out // GROUP), _scale_bytes(ggml_type)
+    b = np.zeros((ng * GROUP, nb, bb), np.uint8); b[:out] = blocks.reshape(out, nb, bb)
+    b = b.reshape(ng, GROUP, nb, bb).transpose(0, 2, 1, 3)                                   # (group, block, row, bytes)
+    scales = b[..., :hd].reshape(ng, nb, GROUP, hd // 2, 2).transpose(0, 1, 3, 2, 4)       # (group, block, d/m, row, 2)
+    quants = b[..., hd:].reshape(ng, nb, GROUP, -1, 4).transpose(0, 1, 3, 2, 4)            # (group, block, chunk, row, 4)
+    return np.concatenate([scales.reshape(ng, nb, -1), quants.reshape(ng, nb, -1)], -1).reshape(ng * GROUP, rb)
+
+def file_blocks(repacked: np.ndarray, # uint8 (out rounded up to 16, row bytes) in the step's layout
+                ggml_type: int, out: int) -> np.ndarray:
+    "The inverse of `repack_blocks`: (out, row bytes), the rows as the file stores them."
+    n, rb = repacked.shape; bb = GGML_TYPES[ggml_type][2]; nb, ng, hd = rb // bb, n // GROUP, _scale_bytes(ggml_type)
+    g = repacked.reshape(ng, nb, GROUP * bb)
+    scales = g[..., :GROUP * hd].reshape(ng, nb, hd // 2, GROUP, 2).transpose(0, 1, 3, 2, 4).reshape(ng, nb, GROUP, hd)
+    quants = g[..., GROUP * hd:].reshape(ng, nb, -1, GROUP, 4).transpose(0, 1, 3, 2, 4).reshape(ng, nb, GROUP, -1)
+    return np.concatenate([scales, quants], -1).transpose(0, 2, 1, 3).reshape(n, rb)[:out]
+
+def _repack(blocks: np.ndarray, ggml_type: int, kernels) -> torch.Tensor:
+    "`repack_blocks` by the C++ step where it runs (several times faster), else by numpy."
+    if not kernels: return torch.from_numpy(repack_blocks(blocks, ggml_type))
+    return kernels.repack_blocks(torch.from_numpy(blocks), ggml_type, blocks.shape[1] // GGML_TYPES[ggml_type][2] * 32)
+
 class BlockLinear(nn.Module):
-    "A bias-free linear layer whose weight is GGUF blocks as the file stores them: (out, row bytes) uint8, multiplied by the C++ step's kernels."
-    def __init__(self, blocks: torch.Tensor, # uint8 (out, in / 32 * block bytes)
-                 ggml_type: int, in_features: int):
+    "A bias-free linear layer whose weight is GGUF blocks in the step's layout (`repack_blocks`): (out rounded up to 16, row bytes) uint8, multiplied by the C++ step's kernels."
+    def __init__(self, blocks: torch.Tensor, # uint8 (out rounded up to 16, in / 32 * block bytes), repacked
+                 ggml_type: int, in_features: int,
+                 out_features: int | None = None): # rows used (default: all of `blocks`)
         super().__init__()
+        out = blocks.shape[0] if out_features is None else out_features
+        if blocks.shape[0] != -(-out // GROUP) * GROUP:
+            raise ValueError(f"{out} rows in groups of {GROUP} take {-(-out // GROUP) * GROUP} rows of repacked blocks, not {blocks.shape[0]}")
         self.register_buffer('weight', blocks)
-        self.register_buffer('spec', torch.tensor([ggml_type, in_features], dtype=torch.int64))   # what the C++ step reads
-        self.ggml_type, self.in_features, self.out_features = ggml_type, in_features, blocks.shape[0]
+        self.register_buffer('spec', torch.tensor([ggml_type, in_features, GROUP, out], dtype=torch.int64))   # what the C++ step reads
+        self.ggml_type, self.in_features, self.out_features = ggml_type, in_features, out
 
     def dequantized(self) -> torch.Tensor:
-        "(out, in) fp32, by the `gguf` package's dequantization."
+        "(out, in) fp32, by the `gguf` package's dequantization of the rows put back in the file's layout."
         from gguf.quants import dequantize
-        return torch.from_numpy(dequantize(self.weight.numpy(), self.ggml_type).reshape(self.out_features, self.in_features).copy())
+        rows = file_blocks(self.weight.numpy(), self.ggml_type, self.out_features)
+        return torch.from_numpy(dequantize(rows, self.ggml_type).reshape(self.out_features, self.in_features).copy())
 
     def forward(self, x):
         k = cpu_decode_kernels()
@@ -147,8 +180,16 @@ class BlockLinear(nn.Module):
 
     def extra_repr(self): return f'in_features={self.in_features}, out_features={self.out_features}, {GGML_TYPES[self.ggml_type][0]} blocks'
 
+def _split_groups(W: torch.Tensor, ggml_type: int, in_features: int, outs: list[int]) -> list[BlockLinear]:
+    "`BlockLinear` views of the parts of a repacked fused matrix (q, k, v; gate, up), rows `outs` each: every part whole groups of 16 rows."
+    parts, r = [], 0
+    for k in outs:
+        if r % GROUP: raise ValueError(f"a part of a fused matrix starts at row {r}: the step's layout keeps rows in groups of {GROUP}, so all parts but the last need a multiple of {GROUP} rows")
+        parts.append(BlockLinear(W[r:r + -(-k // GROUP) * GROUP], ggml_type, in_features, k)); r += k
+    return parts
+
 class BlockEmbedding(nn.Module):
-    "A token embedding whose rows are GGUF blocks (the official file's Q8_0): each looked-up row dequantized."
+    "A token embedding whose rows are GGUF blocks in the step's layout (the official file's Q8_0, also its LM head): each looked-up row dequantized."
     def __init__(self, blocks: torch.Tensor, ggml_type: int, dim: int):
         super().__init__()
         self.register_buffer('weight', blocks)
@@ -157,9 +198,11 @@ class BlockEmbedding(nn.Module):
     def forward(self, input_ids):
         k = cpu_decode_kernels()
         if k: rows = k.block_rows(self.weight, input_ids.reshape(-1), self.dim)
-        else:
+        else:   # each id's group of 16 rows back in the file's layout, its row dequantized
             from gguf.quants import dequantize
-            rows = torch.from_numpy(dequantize(self.weight[input_ids.reshape(-1)].numpy(), self.ggml_type).reshape(-1, self.dim).copy())
+            ids, rb = input_ids.reshape(-1).numpy(), self.weight.shape[1]
+            groups = file_blocks(self.weight.numpy().reshape(-1, GROUP * rb)[ids // GROUP].reshape(-1, rb), self.ggml_type, GROUP * len(ids))
+            rows = torch.from_numpy(dequantize(groups[np.arange(len(ids)) * GROUP + ids % GROUP], self.ggml_type).reshape(-1, self.dim).copy())
         return rows.view(*input_ids.shape, self.dim)
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #395695d1
@@ -198,7 +241,7 @@ def _skeleton(c: SmolLM2Config) -> SmolLM2:
 def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architecture model with Q4_0, Q4_1 or Q8_0 matrices
                      kernels='auto',           # a `cpu_decode_kernels()` module, or 'auto'
                     ) -> tuple[SmolLM2, dict]:
-    "A SmolLM2 whose matrices are the file's own blocks, copied once out of a memory map into one block of memory (Q and K rows put back in Hugging Face's order), the map then closed; `(model, packed)`, packed: the step's matrices in its order."
+    "A SmolLM2 whose matrices are the file's own blocks, repacked once out of a memory map into one block of memory (Q and K rows put back in Hugging Face's order, then groups of 16 rows interleaved: `repack_blocks`), the map then closed; `(model, packed)`, packed: the step's matrices in its order."
     h = path if isinstance(path, GGUFHeader) else GGUFHeader(path)
     c = h.config()
     if not native_gguf_types(h) <= NATIVE_TYPES:
@@ -215,36 +258,35 @@ def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architect
     groups = names + [['token_embd.weight']] + ([] if c.tie_word_embeddings else [[head]])
     for g in groups:
         if len({h.tensors[n]['type'] for n in g}) > 1: raise ValueError(f"{g} mix formats; the C++ step reads them as one matrix")
-    sizes = [sum(h.tensor_shape(n)[0] * h.row_bytes(n) for n in g) for g in groups]
+    sizes = [-(-sum(h.tensor_shape(n)[0] for n in g) // GROUP) * GROUP * h.row_bytes(g[0]) for g in groups]   # rows rounded up to groups
     starts = np.concatenate([[0], np.cumsum([-(-s // 64) * 64 for s in sizes])])
     block = kernels.huge_page_empty(int(starts[-1])) if kernels else torch.empty(int(starts[-1]), dtype=torch.uint8)
     mats = []
     for g, s0, n in zip(groups, starts, sizes):
-        rb = h.row_bytes(g[0]); W = block[int(s0):int(s0) + n].view(-1, rb)
-        r = 0
-        for name in g:
-            order = (_unpermute_rows(h.tensor_shape(name)[0], c.num_attention_heads if 'attn_q' in name else c.num_key_value_heads)
-                     if any(k in name for k in ('attn_q.', 'attn_k.')) else None)
-            a = rows(name, order); W[r:r + len(a)].numpy()[:] = a; r += len(a)
-        mats.append((W, h.tensors[g[0]]['type'], h.tensor_shape(g[0])[1]))
+        rb, typ = h.row_bytes(g[0]), h.tensors[g[0]]['type']; W = block[int(s0):int(s0) + n].view(-1, rb)
+        order = lambda name: (_unpermute_rows(h.tensor_shape(name)[0], c.num_attention_heads if 'attn_q' in name else c.num_key_value_heads)
+                              if any(k in name for k in ('attn_q.', 'attn_k.')) else None)
+        a = np.concatenate([rows(name, order(name)) for name in g])            # the file's rows, in memory for the moment
+        W.copy_(_repack(a, typ, kernels))
+        mats.append((W, typ, h.tensor_shape(g[0])[1], len(a)))
+        del a
     norm = lambda name: torch.from_numpy(np.array(data[h.tensors[name]['offset']:][:4 * c.hidden_size].view(np.float32)))
     assert all(h.tensors[n]['type'] == 0 for n in h.tensors if n.endswith('norm.weight')), 'norms are F32 in every GGUF converter'
     model = _skeleton(c)
     for l, layer in enumerate(model.layers):
         for m, name in enumerate(LAYER_TENSORS):
-            W, typ, n = mats[4 * l + m]; r = 0
-            for owner, attr in _owners(layer, name):
-                k = getattr(owner, attr).out_features
-                setattr(owner, attr, BlockLinear(W[r:r + k], typ, n)); r += k
+            W, typ, n, _ = mats[4 * l + m]; owners = _owners(layer, name)
+            for (owner, attr), lin in zip(owners, _split_groups(W, typ, n, [getattr(o, a).out_features for o, a in owners])):
+                setattr(owner, attr, lin)
         layer.input_layernorm.weight = nn.Parameter(norm(f'blk.{l}.attn_norm.weight'), requires_grad=False)
         layer.post_attention_layernorm.weight = nn.Parameter(norm(f'blk.{l}.ffn_norm.weight'), requires_grad=False)
     model.norm.weight = nn.Parameter(norm('output_norm.weight'), requires_grad=False)
-    E, etype, d = mats[4 * c.num_hidden_layers]
+    E, etype, d, vocab = mats[4 * c.num_hidden_layers]
     model.embed_tokens = BlockEmbedding(E, etype, d)
-    model.lm_head = BlockLinear(*(mats[-1] if not c.tie_word_embeddings else (E, etype, d)))
+    model.lm_head = BlockLinear(*(mats[-1] if not c.tie_word_embeddings else (E, etype, d, vocab)))
     del data                                                             # the map closed: the process keeps only the copy
     model.eval().requires_grad_(False)
-    packed = [(W, torch.tensor([t, n], dtype=torch.int64)) for W, t, n in mats[:4 * c.num_hidden_layers]]
+    packed = [(W, torch.tensor([t, n, GROUP, o], dtype=torch.int64)) for W, t, n, o in mats[:4 * c.num_hidden_layers]]
     packed.append((model.lm_head.weight, model.lm_head.spec))
     return model, dict(mats=packed, types=sorted(GGML_TYPES[t][0] for t in native_gguf_types(h)))
 
@@ -325,6 +367,8 @@ def prepare_int4(model: SmolLM2) -> tuple[SmolLM2, GGUFDecoder]:
     mats = [torch.cat([quantize_q4_1(getattr(o, a).weight) for o, a in _owners(layer, name)]) for layer in model.layers for name in LAYER_TENSORS]
     mats.append(quantize_q8_0(model.embed_tokens.weight))
     if not c.tie_word_embeddings: mats.append(quantize_q8_0(model.lm_head.weight))
+    outs = [m.shape[0] for m in mats]
+    mats = [_repack(m.numpy(), GGML_Q4_1 if i < 4 * c.num_hidden_layers else GGML_Q8_0, kernels) for i, m in enumerate(mats)]   # the step's layout
     starts = np.concatenate([[0], np.cumsum([-(-m.numel() // 64) * 64 for m in mats])])
     block = kernels.huge_page_empty(int(starts[-1]))
     packed = [block[int(s):int(s) + m.numel()].view(m.shape).copy_(m) for m, s in zip(mats, starts)]
@@ -332,14 +376,14 @@ def prepare_int4(model: SmolLM2) -> tuple[SmolLM2, GGUFDecoder]:
     out = []
     for l, layer in enumerate(model.layers):
         for k, name in enumerate(LAYER_TENSORS):
-            W, r = packed[4 * l + k], 0
-            for owner, attr in _owners(layer, name):
-                lin = getattr(owner, attr)
-                setattr(owner, attr, BlockLinear(W[r:r + lin.out_features], GGML_Q4_1, lin.in_features)); r += lin.out_features
-            out.append((W, torch.tensor([GGML_Q4_1, lin.in_features], dtype=torch.int64)))
+            W, owners = packed[4 * l + k], _owners(layer, name)
+            n = getattr(*owners[0]).in_features
+            for (owner, attr), lin in zip(owners, _split_groups(W, GGML_Q4_1, n, [getattr(o, a).out_features for o, a in owners])):
+                setattr(owner, attr, lin)
+            out.append((W, torch.tensor([GGML_Q4_1, n, GROUP, outs[4 * l + k]], dtype=torch.int64)))
     E = packed[4 * c.num_hidden_layers]
     model.embed_tokens = BlockEmbedding(E, GGML_Q8_0, c.hidden_size)
-    model.lm_head = BlockLinear(E if c.tie_word_embeddings else packed[-1], GGML_Q8_0, c.hidden_size)
+    model.lm_head = BlockLinear(E if c.tie_word_embeddings else packed[-1], GGML_Q8_0, c.hidden_size, c.vocab_size)
     for t in model.parameters(): t.data = t.data.clone()            # the norms, out of whatever held the fp32 weights
     out.append((model.lm_head.weight, model.lm_head.spec))
     from smollm2_nb.serve.decoders import _release_freed_memory
