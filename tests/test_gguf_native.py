@@ -120,6 +120,19 @@ def test_repacked_layout_by_hand():
     assert list(g[32:44]) == [2, 3, 4, 5, 20, 21, 22, 23, 38, 39, 40, 41]   # chunk 0: qs[0..3] of rows 0, 1, 2
     assert list(g[32 + 64:32 + 68]) == [6, 7, 8, 9]                 # chunk 1: row 0's qs[4..7]
 
+def test_block_linear_views_of_whole_groups():
+    "A fused matrix's parts are views of whole groups of 16 rows (SmolLM2's 576, 192, 1536 rows are); `dequantized` reads the file's rows back; a part that would start inside a group is refused."
+    from smollm2_nb.serve.gguf_native import _split_groups
+    W = np.random.default_rng(0).standard_normal((32 + 16 + 5, 64)).astype(np.float32)
+    blocks = gguf.quants.quantize(W, Q.Q4_1)
+    R = torch.from_numpy(repack_blocks(blocks, int(Q.Q4_1)))
+    parts = _split_groups(R, int(Q.Q4_1), 64, [32, 16, 5])
+    assert [p.weight.shape[0] for p in parts] == [32, 16, 16] and [p.out_features for p in parts] == [32, 16, 5]
+    assert parts[1].weight.data_ptr() == R[32:].data_ptr() and parts[2].spec.tolist() == [int(Q.Q4_1), 64, 16, 5]
+    dq = torch.from_numpy(gguf.quants.dequantize(blocks, Q.Q4_1))
+    assert torch.equal(torch.cat([p.dequantized() for p in parts]), dq)
+    with pytest.raises(ValueError, match='groups of 16'): _split_groups(R, int(Q.Q4_1), 64, [8, 45])
+
 # small files written here: a tiny random model in Q8_0 and Q4_1 (our save_gguf) and Q4_0 (llama.cpp's quantizer)
 @pytest.fixture(scope='module')
 def tiny_files(tmp_path_factory):

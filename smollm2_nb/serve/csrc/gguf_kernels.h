@@ -11,6 +11,8 @@
 // dx and q8_1's sum sx = dx * sum(qx) kept in fp16, as there), so each block's product is an exact integer sum times
 // dw * dx; Q4_0's -8 needs x's integer block sum n = sum(qx), Q4_1's m the sum sx, once per block of x for all rows:
 //   Q8_0: dw dx sum(q qx)     Q4_0: dw dx (sum(q qx) - 8 n)     Q4_1: dw dx sum(q qx) + m sx
+// Q8_0's weights are -127..127 as every quantizer writes them (without VNNI, x's sign moved onto a -128 leaves it -128,
+// as in llama.cpp's own AVX2 kernel).
 //
 // The step multiplies the rows repacked once at load time (`repack_blocks`): rows in groups of 16 (the last group padded
 // with zero blocks, which add nothing), and for each group and block of 32 weights the 16 rows' blocks interleaved, so
