@@ -266,8 +266,9 @@ def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architect
         rb, typ = h.row_bytes(g[0]), h.tensors[g[0]]['type']; W = block[int(s0):int(s0) + n].view(-1, rb)
         order = lambda name: (_unpermute_rows(h.tensor_shape(name)[0], c.num_attention_heads if 'attn_q' in name else c.num_key_value_heads)
                               if any(k in name for k in ('attn_q.', 'attn_k.')) else None)
-        a = np.concatenate([rows(name, order(name)) for name in g])            # the file's rows, in memory for the moment
-        W.copy_(_repack(a, typ, kernels))
+        a = np.concatenate([rows(name, order(name)) for name in g]) if len(g) > 1 else rows(g[0])   # fused: in memory a moment
+        for r in range(0, len(a), 4096):                                       # whole groups at a time: no second full copy
+            W[r:r + 4096].copy_(_repack(np.array(a[r:r + 4096]), typ, kernels))
         mats.append((W, typ, h.tensor_shape(g[0])[1], len(a)))
         del a
     norm = lambda name: torch.from_numpy(np.array(data[h.tensors[name]['offset']:][:4 * c.hidden_size].view(np.float32)))
