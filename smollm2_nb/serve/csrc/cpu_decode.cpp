@@ -28,8 +28,10 @@ std::vector<std::string> layout() { return {"qkv", "o", "gate_up", "down"}; }
 // once for the whole prompt instead of once per token; fp32 and bf16 kernels take several tokens per load of a weight.
 static const int64_t CHUNK_BYTES = 64 << 10;
 
-// A GGUF matrix (gguf_kernels.h): W uint8 (out, row bytes), its blocks as the file stores them; its `scale` is int64
-// [ggml type, in]. The rows split among the threads, a prompt's tokens through a chunk of rows at a time, as above.
+// A GGUF matrix (gguf_kernels.h): W uint8 (out rounded up to 16, row bytes), its blocks repacked in groups of 16 rows;
+// its `scale` is the spec int64 [ggml type, in, 16, out]. The groups split among the threads; for a prompt's (or a
+// batch's) tokens each thread takes a chunk of CHUNK_BYTES of its groups at a time and runs up to BLOCK_TOKENS tokens
+// through each load of a weight vector, the chunk staying in the core's cache for the next tokens.
 static bool is_blocks(const at::Tensor& W) { return W.scalar_type() == at::kByte; }
 static int64_t cols(const at::Tensor& W, const at::Tensor& scale) { return is_blocks(W) ? scale.data_ptr<int64_t>()[1] : W.size(1); }
 // A matrix of Q5_0, Q4_K or Q6_K (gguf_kquants.h), spec [type, in]; or a fused matrix whose parts differ in format (a
@@ -69,25 +71,48 @@ static void matmul_kquants(const at::Tensor& W, const at::Tensor& spec, const fl
         for (int64_t t = 0; t < T; t++) {
           const XQ8& x8 = want8 ? q8[t] : none8; const XQ8K& xk = wantk ? qk[t] : nonek;
           if (is_kquant(type)) rows_kquant(type, w, rb, x8, xk, Y + t * out, r0, r1, in);
-          else rows_blocks(type, w, rb, x8, Y + t * out, r0, r1, in);
+          else rows_blocks_file(type, w, rb, x8, Y + t * out, r0, r1, in);
         }
       }
   });
 }
+// a matrix's rows: a repacked one's from its spec (its groups may pad them), any other's its tensor's
+static int64_t rows(const at::Tensor& W, const at::Tensor& scale) { return is_blocks(W) && !takes_kquants(scale) ? scale.data_ptr<int64_t>()[3] : W.size(0); }
+static void check_blocks(const at::Tensor& W, const at::Tensor& spec) {
+  TORCH_CHECK(spec.scalar_type() == at::kLong && spec.numel() == 4 && spec.data_ptr<int64_t>()[2] == GROUP,
+              "a GGUF matrix's spec: int64 [ggml type, in, 16, out] (its blocks repacked by repack_blocks)");
+  const int64_t* sp = spec.data_ptr<int64_t>(); int type = (int)sp[0]; int64_t in = sp[1], out = sp[3], rb = W.size(1);
+  TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && ggml_block_bytes(type) > 0 && in % QK == 0 && rb == in / QK * ggml_block_bytes(type),
+              "GGUF matrix of type ", type, ": ", rb, " bytes per row do not hold ", in, " weights");
+  TORCH_CHECK(W.size(0) == (out + GROUP - 1) / GROUP * GROUP, "a repacked GGUF matrix of ", out, " rows has ", W.size(0),
+              " (its rows rounded up to a multiple of 16)");
+}
 static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
   if (takes_kquants(spec)) return matmul_kquants(W, spec, X, Y, T);
-  TORCH_CHECK(spec.scalar_type() == at::kLong && spec.numel() == 2, "a GGUF matrix's spec: int64 [ggml type, in]");
-  int type = (int)spec.data_ptr<int64_t>()[0]; int64_t in = spec.data_ptr<int64_t>()[1], out = W.size(0), rb = W.size(1);
-  TORCH_CHECK(ggml_block_bytes(type) > 0 && in % QK == 0 && rb == in / QK * ggml_block_bytes(type), "GGUF matrix of type ", type,
-              ": ", rb, " bytes per row do not hold ", in, " weights");
+  check_blocks(W, spec);
+  const int64_t* sp = spec.data_ptr<int64_t>(); int type = (int)sp[0]; int64_t in = sp[1], out = sp[3], rb = W.size(1);
   const uint8_t* w = W.data_ptr<uint8_t>();
   std::vector<XQ8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_q8(X + t * in, in));
-  int64_t chunk = T == 1 ? out : std::max<int64_t>(8, CHUNK_BYTES / rb / 2 * 2);
-  at::parallel_for(0, (out + 1) / 2, 8, [&](int64_t b0, int64_t b1) {   // pairs of rows (the kernel takes two at a time)
-    int64_t e = std::min(2 * b1, out);
-    for (int64_t c0 = 2 * b0; c0 < e; c0 += chunk)
-      for (int64_t t = 0; t < T; t++) rows_blocks(type, w, rb, q[t], Y + t * out, c0, std::min(c0 + chunk, e), in);
+  std::vector<const XQ8*> xs(T); std::vector<float*> ys(T);
+  for (int64_t t = 0; t < T; t++) { xs[t] = &q[t]; ys[t] = Y + t * out; }
+  int64_t ng = W.size(0) / GROUP, chunk = T == 1 ? ng : std::max<int64_t>(1, CHUNK_BYTES / (GROUP * rb));
+  at::parallel_for(0, ng, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t c0 = g0; c0 < g1; c0 += chunk)
+      for (int64_t t = 0; t < T; t += BLOCK_TOKENS)
+        groups_blocks(type, (int)std::min<int64_t>(BLOCK_TOKENS, T - t), w, rb, &xs[t], &ys[t], c0, std::min(c0 + chunk, g1), in, out);
   });
+}
+
+// row k of a GGUF matrix of `type` as fp32: a repacked one (Q4_0, Q4_1, Q8_0) or one in the file's layout (the others)
+static void block_row(int type, const at::Tensor& W, int64_t k, float* out, int64_t n) {
+  if (is_kquant(type)) dequantize_row_kquant(type, W.data_ptr<uint8_t>() + k * W.size(1), out, n);
+  else dequantize_row(type, W.data_ptr<uint8_t>(), W.size(1), k, out, n);
+}
+// a token's row of a GGUF embedding, its format read off its row bytes
+static void embed_row(const at::Tensor& E, int64_t token, float* out, int64_t d) {
+  int type = ggml_type_of_row(E.size(1), d);
+  TORCH_CHECK(type > 0, "a GGUF embedding's rows of ", E.size(1), " bytes hold no known format of ", d, " weights");
+  block_row(type, E, token, out, d);
 }
 
 static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X, float* Y, int64_t T) {
@@ -201,18 +226,16 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
   int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = norms.size(1), last = pos0 + T - 1;
   TORCH_CHECK(T >= 1 && pos0 >= 0 && last < S, "positions ", pos0, "..", last, " are outside the KV cache of ", S, " positions");
   // one row per token; a row is as long as the matrix that reads it (padding columns stay 0) or writes it
-  int64_t nin = cols(mats[QKV], scales[QKV]), nqkv = mats[QKV].size(0), natt = cols(mats[O], scales[O]), nout = mats[O].size(0),
-          ngu = mats[GATE_UP].size(0), nact = cols(mats[DOWN], scales[DOWN]), ndown = mats[DOWN].size(0);
+  int64_t nin = cols(mats[QKV], scales[QKV]), nqkv = rows(mats[QKV], scales[QKV]), natt = cols(mats[O], scales[O]),
+          nout = rows(mats[O], scales[O]), ngu = rows(mats[GATE_UP], scales[GATE_UP]), nact = cols(mats[DOWN], scales[DOWN]),
+          ndown = rows(mats[DOWN], scales[DOWN]);
   std::vector<float> x(T * d), h(T * nin), qkv(T * nqkv), att(T * natt), tmp(T * std::max(nout, ndown)), gu(T * ngu),
                      act(T * nact);
   for (int64_t t = 0; t < T; t++) {
     int64_t token = tokens[t];
     TORCH_CHECK(token >= 0 && token < embed.size(0), "token ", token, " is outside the vocabulary of ", embed.size(0));
-    if (is_blocks(embed)) {                                   // a GGUF embedding: its row's blocks
-      int type = ggml_type_of_row(embed.size(1), d);
-      TORCH_CHECK(type > 0, "a GGUF embedding's rows of ", embed.size(1), " bytes hold no known format of ", d, " weights");
-      dequantize_row_any(type, embed.data_ptr<uint8_t>() + token * embed.size(1), &x[t * d], d);
-    } else if (embed.scalar_type() == at::kBFloat16) {
+    if (is_blocks(embed)) embed_row(embed, token, &x[t * d], d);   // a GGUF embedding: its row's blocks
+    else if (embed.scalar_type() == at::kBFloat16) {
       const uint16_t* e = (const uint16_t*)embed.data_ptr() + token * d;
       for (int64_t i = 0; i < d; i++) x[t * d + i] = widen_bf16(e[i]);
     } else std::memcpy(&x[t * d], embed.data_ptr<float>() + token * d, d * 4);
@@ -259,7 +282,7 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
   });
   std::vector<float> hl(cols(mats.back(), scales.back()));                 // the LM head reads the last token alone
   rmsnorm(&x[(T - 1) * d], nw + 2 * L * d, hl.data(), d, eps);
-  at::Tensor logits = at::empty({mats.back().size(0)}, at::kFloat);
+  at::Tensor logits = at::empty({rows(mats.back(), scales.back())}, at::kFloat);
   matmul(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), 1);
   return logits;
 }
@@ -372,14 +395,15 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
     TORCH_CHECK(tokens[r] >= 0 && tokens[r] < embed.size(0), "token ", tokens[r], " is outside the vocabulary of ", embed.size(0));
     maxp = std::max(maxp, pos[r]);
   }
-  int64_t nin = cols(mats[QKV], scales[QKV]), nqkv = mats[QKV].size(0), natt = cols(mats[O], scales[O]), nout = mats[O].size(0),
-          ngu = mats[GATE_UP].size(0), nact = cols(mats[DOWN], scales[DOWN]), ndown = mats[DOWN].size(0);
+  int64_t nin = cols(mats[QKV], scales[QKV]), nqkv = rows(mats[QKV], scales[QKV]), natt = cols(mats[O], scales[O]),
+          nout = rows(mats[O], scales[O]), ngu = rows(mats[GATE_UP], scales[GATE_UP]), nact = cols(mats[DOWN], scales[DOWN]),
+          ndown = rows(mats[DOWN], scales[DOWN]);
   std::vector<float> x(R * d), h(R * nin), qkv(R * nqkv), att(R * natt), tmp(R * std::max(nout, ndown)), gu(R * ngu),
                      act(R * nact);
   int etype = is_blocks(embed) ? ggml_type_of_row(embed.size(1), d) : 0;
   TORCH_CHECK(!is_blocks(embed) || etype > 0, "a GGUF embedding's rows of ", embed.size(1), " bytes hold no known format of ", d, " weights");
   for (int64_t r = 0; r < R; r++) {
-    if (etype) dequantize_row_any(etype, embed.data_ptr<uint8_t>() + tokens[r] * embed.size(1), &x[r * d], d);   // a GGUF embedding
+    if (etype) embed_row(embed, tokens[r], &x[r * d], d);   // a GGUF embedding
     else if (embed.scalar_type() == at::kBFloat16) {
       const uint16_t* e = (const uint16_t*)embed.data_ptr() + tokens[r] * d;
       for (int64_t i = 0; i < d; i++) x[r * d + i] = widen_bf16(e[i]);
@@ -429,7 +453,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   int64_t nh_in = cols(mats.back(), scales.back()), W = 0;    // the LM head reads the wanted rows, together
   std::vector<float> hl;
   for (int64_t r = 0; r < R; r++) if (want[r]) { hl.resize((W + 1) * nh_in, 0.0f); rmsnorm(&x[r * d], nw + 2 * L * d, &hl[W * nh_in], d, eps); W++; }
-  at::Tensor logits = at::empty({W, mats.back().size(0)}, at::kFloat);
+  at::Tensor logits = at::empty({W, rows(mats.back(), scales.back())}, at::kFloat);
   if (W) matmul_rows(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), W);
   return logits;
 }
@@ -456,28 +480,45 @@ at::Tensor huge_page_empty(int64_t bytes) {
   return torch::from_blob(p, {bytes}, release, at::TensorOptions().dtype(at::kByte));
 }
 
-// x (T, in) fp32 times a GGUF matrix (out, row bytes) of spec [type, in]: (T, out), the step's own product (a prompt
+// x (T, in) fp32 times a repacked GGUF matrix of spec [type, in, 16, out]: (T, out), the step's own product (a prompt
 // through PyTorch's side of a GGUF model, and the kernel checks of tests/test_gguf_native.py)
 at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
   at::Tensor X = x.to(at::kFloat).contiguous().view({-1, x.size(-1)}), Wc = W.contiguous();
-  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2 && X.size(1) == spec.data_ptr<int64_t>()[1], "block_linear: x (T, in), W uint8 (out, row bytes), spec [type, in]");
-  at::Tensor Y = at::empty({X.size(0), Wc.size(0)}, at::kFloat);
+  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2, "block_linear: W uint8 (out rounded up to 16, row bytes), repacked");
+  check_blocks(Wc, spec);
+  TORCH_CHECK(X.size(1) == spec.data_ptr<int64_t>()[1], "block_linear: x (T, in) of in = ", spec.data_ptr<int64_t>()[1]);
+  at::Tensor Y = at::empty({X.size(0), spec.data_ptr<int64_t>()[3]}, at::kFloat);
   matmul_blocks(Wc, spec, X.data_ptr<float>(), Y.data_ptr<float>(), X.size(0));
   return Y;
 }
 
-// rows of a GGUF matrix (out, row bytes) as fp32 (out, n): the embedding's lookup, for PyTorch's side. `type` the matrix's
-// ggml type, or -1: read off its row bytes (Q4_0 and Q4_K rows of n weights are the same length: those read as Q4_0)
+// rows of a GGUF matrix as fp32 (rows, n): the embedding's lookup, for PyTorch's side. `type` the matrix's ggml type, or
+// -1: read off its row bytes (Q4_0 and Q4_K rows of n weights are the same length: those read as Q4_0). Q4_0, Q4_1 and
+// Q8_0 matrices are repacked (out rounded up to 16, row bytes); the others in the file's layout (out, row bytes)
 at::Tensor block_rows(at::Tensor W, at::Tensor rows, int64_t n, int64_t type) {
   if (type < 0) type = ggml_type_of_row(W.size(1), n);
-  TORCH_CHECK(is_blocks(W) && type > 0 && n % ggml_block_weights((int)type) == 0 && W.size(1) == n / ggml_block_weights((int)type) * ggml_block_bytes((int)type),
-              "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights");
+  TORCH_CHECK(is_blocks(W) && W.dim() == 2 && W.is_contiguous() && type > 0 && n % ggml_block_weights((int)type) == 0
+              && W.size(1) == n / ggml_block_weights((int)type) * ggml_block_bytes((int)type) && (is_kquant((int)type) || W.size(0) % GROUP == 0),
+              "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights (Q4_0, Q4_1, Q8_0: repacked, out a multiple of 16)");
   at::Tensor r = rows.to(at::kLong).contiguous().view(-1), Y = at::empty({r.numel(), n}, at::kFloat);
   for (int64_t i = 0; i < r.numel(); i++) {
     int64_t k = r.data_ptr<int64_t>()[i]; TORCH_CHECK(k >= 0 && k < W.size(0), "row ", k, " is outside ", W.size(0));
-    dequantize_row_any((int)type, W.data_ptr<uint8_t>() + k * W.size(1), Y.data_ptr<float>() + i * n, n);
+    block_row((int)type, W, k, Y.data_ptr<float>() + i * n, n);
   }
   return Y;
+}
+
+// a GGUF matrix's rows (out, row bytes) as the file stores them, repacked for the step's kernels: (out rounded up to 16,
+// row bytes), each group of 16 rows interleaved block by block (gguf_kernels.h)
+at::Tensor repack_blocks(at::Tensor W, int64_t type, int64_t in) {
+  at::Tensor Wc = W.contiguous();
+  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2 && ggml_block_bytes((int)type) > 0 && !is_kquant((int)type) && in % QK == 0
+              && Wc.size(1) == in / QK * ggml_block_bytes((int)type),
+              "repack_blocks: W uint8 (out, row bytes) of Q4_0, Q4_1 or Q8_0 blocks of ", in, " weights per row");
+  int64_t out = Wc.size(0);
+  at::Tensor R = at::empty({(out + GROUP - 1) / GROUP * GROUP, Wc.size(1)}, at::kByte);
+  repack_rows((int)type, Wc.data_ptr<uint8_t>(), out, Wc.size(1), R.data_ptr<uint8_t>());
+  return R;
 }
 
 std::string isa() { return ISA; }
@@ -490,7 +531,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "rows of several sequences (each its own position and KV cache) through every layer together: the wanted rows' logits");
   m.def("layout", &layout, "the names of the packed matrices of one layer, in order");
   m.def("huge_page_empty", &huge_page_empty, "an uninitialized uint8 block on 2 MB pages where Linux gives them");
-  m.def("block_linear", &block_linear, "x (T, in) times a GGUF matrix of blocks (out, row bytes), spec [type, in]: (T, out)");
-  m.def("block_rows", &block_rows, "rows of a GGUF matrix of blocks as fp32", py::arg("W"), py::arg("rows"), py::arg("n"), py::arg("type") = -1);
+  m.def("block_linear", &block_linear, "x (T, in) times a GGUF matrix (repacked: spec [type, in, 16, out]; K-quants, mixed parts: [type, in], [-1, in, type, rows, ...]): (T, out)");
+  m.def("block_rows", &block_rows, "rows of a GGUF matrix as fp32", py::arg("W"), py::arg("rows"), py::arg("n"), py::arg("type") = -1);
+  m.def("repack_blocks", &repack_blocks, "a GGUF matrix's rows (out, row bytes) in the file's layout, repacked in groups of 16 rows");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
 }

@@ -1,9 +1,9 @@
-// Products of GGUF block-quantized weights (llama.cpp's formats, as the file stores them) with a token's activations,
-// for the batch-1 decoding step. Included by cpu_decode.cpp after cpu_kernels.h (it uses quantize_x, XBLOCK and ISA's
-// macros from there); no torch here.
+// Products of GGUF block-quantized weights (llama.cpp's formats) with the activations of one or several tokens, for the
+// decoding step. Included by cpu_decode.cpp after cpu_kernels.h (it uses quantize_x, XBLOCK and ISA's macros from
+// there); no torch here.
 //
-// A matrix is its rows of blocks exactly as in the GGUF file: (out, in / 32 * block_bytes) bytes. The formats (ggml's
-// type numbers, the layouts of ggml-common.h; the `gguf` package's quants.py dequantizes the same):
+// The formats, as the file stores a row: (in / 32) blocks of `bb` bytes (ggml's type numbers, the layouts of
+// ggml-common.h; the `gguf` package's quants.py dequantizes the same):
 //   Q4_0 (2)  18 bytes per 32 weights: d (fp16), 16 bytes of nibbles; w[j] = d * (lo(qs[j]) - 8), w[j + 16] = d * (hi(qs[j]) - 8)
 //   Q4_1 (3)  20 bytes: d (fp16), m (fp16), 16 bytes of nibbles;          w[j] = d * lo(qs[j]) + m,  w[j + 16] = d * hi(qs[j]) + m
 //   Q8_0 (8)  34 bytes: d (fp16), 32 int8;                                w[j] = d * qs[j]
@@ -11,16 +11,32 @@
 // dx and q8_1's sum sx = dx * sum(qx) kept in fp16, as there), so each block's product is an exact integer sum times
 // dw * dx; Q4_0's -8 needs x's integer block sum n = sum(qx), Q4_1's m the sum sx, once per block of x for all rows:
 //   Q8_0: dw dx sum(q qx)     Q4_0: dw dx (sum(q qx) - 8 n)     Q4_1: dw dx sum(q qx) + m sx
-// One x86 kernel serves every x86 class (all have AVX2; with AVX-512 VNNI the 256-bit vpdpbusd adds the bytes), a plain
-// C++ one the ARM classes and the tests' reference.
+// Q8_0's weights are -127..127 as every quantizer writes them (without VNNI, x's sign moved onto a -128 leaves it -128,
+// as in llama.cpp's own AVX2 kernel).
+//
+// The step multiplies the rows repacked once at load time (`repack_blocks`): rows in groups of 16 (the last group padded
+// with zero blocks, which add nothing), and for each group and block of 32 weights the 16 rows' blocks interleaved, so
+// that one 64-byte load holds the same 4 bytes of the block for all 16 rows, each 32-bit lane one row:
+//   d[16] (fp16) | m[16] (fp16, Q4_1 only) | chunk 0: row 0's bytes 0..3, row 1's bytes 0..3, ... row 15's | chunk 1 ...
+// Q4 blocks have 4 chunks of their 16 nibble bytes (chunk c's low nibbles are weights 4c..4c+3, its high ones
+// 16 + 4c..16 + 4c + 3), Q8_0 blocks 8 chunks of 4 int8. A group's block is 16 * bb bytes, so the repacked matrix is
+// (rows rounded up to 16, row bytes) like the file's, and a group of rows is 16 whole rows of it. An instruction that
+// adds 4 byte products into each 32-bit lane (vpdpbusd; maddubs + madd without VNNI), given a chunk and the token's
+// 4 activation bytes broadcast, leaves each row's integer sum in its lane: no horizontal sums; the 16 rows' scales are
+// one fp16 -> fp32 conversion. Each weight vector is loaded and unpacked once for up to 8 tokens (4 on AVX2), and each
+// token's operations are the same whatever the number of tokens beside it, so its products are bit for bit the same.
+// AVX-512 classes take a group in zmm lanes, AVX2 in two 8-row halves; a plain C++ kernel reads the same layout on ARM
+// and is the tests' reference.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
 enum GgmlType : int { GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q8_0 = 8, GGML_Q4_K = 12, GGML_Q6_K = 14 };
-static const int64_t QK = 32;   // weights per block in these formats (the K-quants of gguf_kquants.h: 256 per super-block)
+static const int64_t QK = 32;      // weights per block in these formats (the K-quants of gguf_kquants.h: 256 per super-block)
+static const int64_t GROUP = 16;   // rows interleaved in the repacked layout (Q4_0, Q4_1, Q8_0)
 static inline int64_t ggml_block_bytes(int type) {
   switch (type) { case GGML_Q4_0: return 18; case GGML_Q4_1: return 20; case GGML_Q5_0: return 22; case GGML_Q8_0: return 34;
                   case GGML_Q4_K: return 144; case GGML_Q6_K: return 210; default: return 0; }
@@ -33,6 +49,9 @@ static inline int ggml_type_of_row(int64_t rb, int64_t n) {
     if (n % ggml_block_weights(t) == 0 && rb == n / ggml_block_weights(t) * ggml_block_bytes(t)) return t;
   return -1;
 }
+// where a group's block keeps its chunks of quants (after the 16 d, and Q4_1's 16 m), and how many chunks it has
+static inline int64_t quants_at(int type) { return type == GGML_Q4_1 ? 4 * GROUP : 2 * GROUP; }
+static inline int chunks_of(int type) { return type == GGML_Q8_0 ? 8 : 4; }
 
 static inline float half_to_float(uint16_t h) {
 #if defined(__F16C__)
@@ -54,21 +73,45 @@ static inline float round_half(float f) {
   return (float)(__fp16)f;   // aarch64
 #endif
 }
-static inline float block_d(const uint8_t* blk, int off = 0) { uint16_t h; std::memcpy(&h, blk + off, 2); return half_to_float(h); }
+static inline float half_at(const uint8_t* p) { uint16_t h; std::memcpy(&h, p, 2); return half_to_float(h); }
 
-// one row of blocks as fp32 (the embedding's lookup)
-static void dequantize_row(int type, const uint8_t* row, float* out, int64_t n) {
-  const int64_t bb = ggml_block_bytes(type);
+// rows (out, rb) in the file's layout -> (out rounded up to 16, rb) repacked, as described above
+static void repack_rows(int type, const uint8_t* src, int64_t out, int64_t rb, uint8_t* dst) {
+  const int64_t bb = ggml_block_bytes(type), nb = rb / bb, ng = (out + GROUP - 1) / GROUP, qo = quants_at(type);
+  const int nc = chunks_of(type);
+  std::memset(dst, 0, ng * GROUP * rb);
+  for (int64_t g = 0; g < ng; g++)
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t* gb = dst + g * GROUP * rb + b * GROUP * bb;
+      for (int64_t i = 0; i < GROUP && g * GROUP + i < out; i++) {
+        const uint8_t* blk = src + (g * GROUP + i) * rb + b * bb;
+        std::memcpy(gb + 2 * i, blk, 2);                                              // d
+        if (type == GGML_Q4_1) std::memcpy(gb + 2 * GROUP + 2 * i, blk + 2, 2);      // m
+        const uint8_t* qs = blk + (type == GGML_Q4_1 ? 4 : 2);
+        for (int c = 0; c < nc; c++) std::memcpy(gb + qo + c * 4 * GROUP + 4 * i, qs + 4 * c, 4);
+      }
+    }
+}
+
+// row r of a repacked matrix (rows of rb bytes) as fp32 (the embedding's lookup)
+static void dequantize_row(int type, const uint8_t* W, int64_t rb, int64_t r, float* out, int64_t n) {
+  const int64_t bb = ggml_block_bytes(type), i = r % GROUP, qo = quants_at(type);
+  const uint8_t* wg = W + r / GROUP * GROUP * rb;
   for (int64_t b = 0; b < n / QK; b++) {
-    const uint8_t* blk = row + b * bb; float d = block_d(blk); float* o = out + b * QK;
-    if (type == GGML_Q8_0) for (int j = 0; j < 32; j++) o[j] = d * (float)(int8_t)blk[2 + j];
-    else if (type == GGML_Q4_0) for (int j = 0; j < 16; j++) { o[j] = d * ((blk[2 + j] & 15) - 8); o[j + 16] = d * ((blk[2 + j] >> 4) - 8); }
-    else { float m = block_d(blk, 2); for (int j = 0; j < 16; j++) { o[j] = d * (blk[4 + j] & 15) + m; o[j + 16] = d * (blk[4 + j] >> 4) + m; } }
+    const uint8_t* gb = wg + b * GROUP * bb; float d = half_at(gb + 2 * i), *o = out + b * QK;
+    float m = type == GGML_Q4_1 ? half_at(gb + 2 * GROUP + 2 * i) : type == GGML_Q4_0 ? -8 * d : 0;
+    for (int c = 0; c < chunks_of(type); c++)
+      for (int j = 0; j < 4; j++) {
+        uint8_t v = gb[qo + c * 4 * GROUP + 4 * i + j];
+        if (type == GGML_Q8_0) o[4 * c + j] = d * (float)(int8_t)v;
+        else if (type == GGML_Q4_0) { o[4 * c + j] = d * ((v & 15) - 8); o[16 + 4 * c + j] = d * ((v >> 4) - 8); }
+        else { o[4 * c + j] = d * (v & 15) + m; o[16 + 4 * c + j] = d * (v >> 4) + m; }
+      }
   }
 }
 
-// x rounded per block of 32: q, |q| (x86's unsigned operand), the scales dx, the sums sx = dx * sum(q) (fp16 values)
-// and n = sum(q)
+// x rounded per block of 32: q, |q| (x86's unsigned operand without VNNI), the scales dx, the sums sx = dx * sum(q)
+// (fp16 values) and n = sum(q)
 struct XQ8 { std::vector<int8_t> q, ax; std::vector<float> d, s; std::vector<int32_t> n; };
 static XQ8 prepare_q8(const float* x, int64_t in) {
   QuantX r = quantize_x(x, in); XQ8 o; o.q = std::move(r.q); o.ax.resize(in); o.d.resize(in / QK); o.s.resize(in / QK); o.n.resize(in / QK);
@@ -80,86 +123,185 @@ static XQ8 prepare_q8(const float* x, int64_t in) {
   return o;
 }
 
-// plain C++: rows r0 .. r1 - 1 of W (rows of rb bytes) times x. Not vectorized by GCC: GCC 12 with -mavx512vnni turns
-// Q8_0's signed-by-signed byte sum into vpdpbusd, which reads one side as unsigned (wrong sums, seen at -O3 here)
+// plain C++: rows r0 .. r1 - 1 of a repacked matrix times one token's x, the integer sums and float steps of the x86
+// kernels. Not vectorized by GCC: GCC 12 with -mavx512vnni turns Q8_0's signed-by-signed byte sum into vpdpbusd, which
+// reads one side as unsigned (wrong sums, seen at -O3 here)
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-vectorize")))
 #endif
 static void rows_blocks_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x, float* y, int64_t r0, int64_t r1, int64_t in) {
-  const int64_t bb = ggml_block_bytes(type);
+  const int64_t bb = ggml_block_bytes(type), qo = quants_at(type);
   for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* wg = W + r / GROUP * GROUP * rb; const int64_t i = r % GROUP;
     float acc = 0;
     for (int64_t b = 0; b < in / QK; b++) {
-      const uint8_t* blk = W + r * rb + b * bb; const int8_t* q = x.q.data() + b * QK;
-      int32_t s = 0; float dw = block_d(blk);
-      if (type == GGML_Q8_0) { for (int j = 0; j < 32; j++) s += (int8_t)blk[2 + j] * q[j]; acc += dw * x.d[b] * s; }
-      else {
-        const uint8_t* qs = blk + (type == GGML_Q4_1 ? 4 : 2);
-        for (int j = 0; j < 16; j++) s += (qs[j] & 15) * q[j] + (qs[j] >> 4) * q[j + 16];
-        acc += type == GGML_Q4_1 ? dw * x.d[b] * s + block_d(blk, 2) * x.s[b] : dw * x.d[b] * (float)(s - 8 * x.n[b]);
-      }
+      const uint8_t* gb = wg + b * GROUP * bb; const int8_t* q = x.q.data() + b * QK;
+      int32_t s = type == GGML_Q4_0 ? -8 * x.n[b] : 0;
+      for (int c = 0; c < chunks_of(type); c++)
+        for (int j = 0; j < 4; j++) {
+          uint8_t v = gb[qo + c * 4 * GROUP + 4 * i + j];
+          if (type == GGML_Q8_0) s += (int8_t)v * q[4 * c + j];
+          else s += (v & 15) * q[4 * c + j] + (v >> 4) * q[16 + 4 * c + j];
+        }
+      acc = std::fma((float)s, half_at(gb + 2 * i) * x.d[b], acc);
+      if (type == GGML_Q4_1) acc = std::fma(half_at(gb + 2 * GROUP + 2 * i), x.s[b], acc);
     }
     y[r] = acc;
   }
 }
 
-#if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)
-static inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-// unsigned bytes times signed bytes, summed four at a time into 8 int32
-static inline __m256i dot_u8s8(__m256i u, __m256i s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));   // pairs at most 2 * 15 * 127 or 2 * 127 * 127
+static inline int32_t load4(const int8_t* p) { int32_t v; std::memcpy(&v, p, 4); return v; }
+
+#if defined(SMOLLM2_AVX512)
+static const int BLOCK_TOKENS = 8;   // tokens per load of a weight vector: 2 x 8 accumulators of the 32 registers
+// groups g0 .. g1 - 1 (16 rows each, one per zmm lane) times NT tokens
+template <int TYPE, int NT>
+static void groups_blocks_t(const uint8_t* W, int64_t rb, const XQ8* const* x, float* const* y, int64_t g0, int64_t g1,
+                            int64_t in, int64_t out) {
+  const int64_t nb = in / QK, bb = ggml_block_bytes(TYPE), qo = quants_at(TYPE);
+  const __m512i low = _mm512_set1_epi8(15);
+#ifndef __AVX512VNNI__
+  const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
 #endif
-}
-// 16 bytes of nibbles as 32 bytes: the low nibbles (weights 0..15), then the high ones (16..31)
-static inline __m256i nibbles(const uint8_t* qs) {
-  __m128i v = _mm_loadu_si128((const __m128i*)qs);
-  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
-}
-// a block's integer sum (8 lanes): Q8_0 by x's sign moved onto the weights, Q4 as unsigned nibbles times signed x
-template <int TYPE> static inline __m256i block_isum(const uint8_t* blk, const int8_t* q, const int8_t* ax) {
-  if (TYPE == GGML_Q8_0)
-    return dot_u8s8(_mm256_loadu_si256((const __m256i*)ax), _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)(blk + 2)), _mm256_loadu_si256((const __m256i*)q)));
-  return dot_u8s8(nibbles(blk + (TYPE == GGML_Q4_1 ? 4 : 2)), _mm256_loadu_si256((const __m256i*)q));
-}
-// two rows at a time: each block of x loaded once for both, two independent chains
-template <int TYPE>
-static void rows_blocks_t(const uint8_t* W, int64_t rb, const XQ8& x, float* y, int64_t r0, int64_t r1, int64_t in) {
-  const int64_t nb = in / QK, bb = ggml_block_bytes(TYPE);
-  const int8_t *q = x.q.data(), *ax = x.ax.data(); const float *dx = x.d.data(), *sx = x.s.data(); const int32_t* n = x.n.data();
-  int64_t r = r0;
-  for (; r + 2 <= r1; r += 2) {
-    const uint8_t *w0 = W + r * rb, *w1 = w0 + rb;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(); float o0 = 0, o1 = 0;
+  for (int64_t g = g0; g < g1; g++) {
+    __m512 acc[NT]; for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    const uint8_t* wg = W + g * GROUP * rb;
     for (int64_t b = 0; b < nb; b++) {
-      const uint8_t *b0 = w0 + b * bb, *b1 = w1 + b * bb;
-      __m256i s0 = block_isum<TYPE>(b0, q + b * QK, ax + b * QK), s1 = block_isum<TYPE>(b1, q + b * QK, ax + b * QK);
-      float d0 = block_d(b0) * dx[b], d1 = block_d(b1) * dx[b];
-      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0), a0);
-      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1), a1);
-      if (TYPE == GGML_Q4_1) { o0 += block_d(b0, 2) * sx[b]; o1 += block_d(b1, 2) * sx[b]; }
-      if (TYPE == GGML_Q4_0) { o0 -= 8 * n[b] * d0; o1 -= 8 * n[b] * d1; }
+      const uint8_t* gb = wg + b * GROUP * bb;
+      _mm_prefetch((const char*)(gb + 4 * GROUP * bb), _MM_HINT_T0);
+      __m512i s[NT];
+      if (TYPE == GGML_Q8_0) {
+#ifdef __AVX512VNNI__   // the weights as unsigned w + 128: 128 n too many
+        for (int t = 0; t < NT; t++) s[t] = _mm512_set1_epi32(-128 * x[t]->n[b]);
+        for (int c = 0; c < 8; c++) {
+          __m512i u = _mm512_xor_si512(_mm512_loadu_si512(gb + qo + 64 * c), _mm512_set1_epi8((char)0x80));
+          for (int t = 0; t < NT; t++) s[t] = _mm512_dpbusd_epi32(s[t], u, _mm512_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c)));
+        }
+#else                   // |x| times the weights with x's sign moved onto them: pairs at most 2 * 127 * 128
+        for (int t = 0; t < NT; t++) s[t] = _mm512_setzero_si512();
+        for (int c = 0; c < 8; c++) {
+          __m512i w = _mm512_loadu_si512(gb + qo + 64 * c);
+          for (int t = 0; t < NT; t++) {
+            __m512i xv = _mm512_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c));
+            __m512i sw = _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(xv), zero, w);
+            __m512i ax = _mm512_set1_epi32(load4(x[t]->ax.data() + b * QK + 4 * c));
+            s[t] = _mm512_add_epi32(s[t], _mm512_madd_epi16(_mm512_maddubs_epi16(ax, sw), ones));
+          }
+        }
+#endif
+      } else {
+        for (int t = 0; t < NT; t++) s[t] = TYPE == GGML_Q4_0 ? _mm512_set1_epi32(-8 * x[t]->n[b]) : _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+          __m512i v = _mm512_loadu_si512(gb + qo + 64 * c);
+          __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+          for (int t = 0; t < NT; t++) {
+            __m512i xl = _mm512_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c)), xh = _mm512_set1_epi32(load4(x[t]->q.data() + b * QK + 16 + 4 * c));
+#ifdef __AVX512VNNI__
+            s[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s[t], lo, xl), hi, xh);
+#else                   // pairs at most 2 * 15 * 127
+            s[t] = _mm512_add_epi32(s[t], _mm512_madd_epi16(_mm512_maddubs_epi16(lo, xl), ones));
+            s[t] = _mm512_add_epi32(s[t], _mm512_madd_epi16(_mm512_maddubs_epi16(hi, xh), ones));
+#endif
+          }
+        }
+      }
+      __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)gb));
+      __m512 mw = TYPE == GGML_Q4_1 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(gb + 2 * GROUP))) : _mm512_setzero_ps();
+      for (int t = 0; t < NT; t++) {
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), _mm512_mul_ps(dw, _mm512_set1_ps(x[t]->d[b])), acc[t]);
+        if (TYPE == GGML_Q4_1) acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x[t]->s[b]), acc[t]);
+      }
     }
-    y[r] = hsum8(a0) + o0; y[r + 1] = hsum8(a1) + o1;
+    const int64_t left = std::min<int64_t>(GROUP, out - g * GROUP);
+    const __mmask16 keep = left == GROUP ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(y[t] + g * GROUP, keep, acc[t]);
   }
-  if (r < r1) rows_blocks_ref(TYPE, W, rb, x, y, r, r1, in);
 }
+#elif defined(SMOLLM2_AVX2)
+static const int BLOCK_TOKENS = 4;   // 2 x 4 accumulators of the 16 registers
+// groups g0 .. g1 - 1 times NT tokens, each group as two halves of 8 rows (one per ymm lane)
+template <int TYPE, int NT>
+static void groups_blocks_t(const uint8_t* W, int64_t rb, const XQ8* const* x, float* const* y, int64_t g0, int64_t g1,
+                            int64_t in, int64_t out) {
+  const int64_t nb = in / QK, bb = ggml_block_bytes(TYPE), qo = quants_at(TYPE);
+  const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  for (int64_t g = g0; g < g1; g++)
+    for (int64_t h = 0; h < 2; h++) {
+      const int64_t left = std::min<int64_t>(8, out - g * GROUP - 8 * h);
+      if (left <= 0) break;
+      __m256 acc[NT]; for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+      const uint8_t* wg = W + g * GROUP * rb + 32 * h;   // this half's 8 rows: the second 32 bytes of each chunk
+      for (int64_t b = 0; b < nb; b++) {
+        const uint8_t* gb = wg + b * GROUP * bb;
+        __m256i s[NT];
+        if (TYPE == GGML_Q8_0) {   // |x| times the weights with x's sign moved onto them: pairs at most 2 * 127 * 128
+          for (int t = 0; t < NT; t++) s[t] = _mm256_setzero_si256();
+          for (int c = 0; c < 8; c++) {
+            __m256i w = _mm256_loadu_si256((const __m256i*)(gb + qo + 64 * c));
+            for (int t = 0; t < NT; t++) {
+              __m256i sw = _mm256_sign_epi8(w, _mm256_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c)));
+              __m256i ax = _mm256_set1_epi32(load4(x[t]->ax.data() + b * QK + 4 * c));
+              s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones));
+            }
+          }
+        } else {                   // nibbles times x: pairs at most 2 * 15 * 127
+          for (int t = 0; t < NT; t++) s[t] = TYPE == GGML_Q4_0 ? _mm256_set1_epi32(-8 * x[t]->n[b]) : _mm256_setzero_si256();
+          for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i*)(gb + qo + 64 * c));
+            __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            for (int t = 0; t < NT; t++) {
+              __m256i xl = _mm256_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c)), xh = _mm256_set1_epi32(load4(x[t]->q.data() + b * QK + 16 + 4 * c));
+              s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), ones));
+              s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xh), ones));
+            }
+          }
+        }
+        // the half's 8 d (and m) sit 16 bytes further for h = 1: gb already moved 32 bytes, so step back 16
+        const uint8_t* sc = gb - 16 * h;
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)sc));
+        __m256 mw = TYPE == GGML_Q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(sc + 2 * GROUP))) : _mm256_setzero_ps();
+        for (int t = 0; t < NT; t++) {
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, _mm256_set1_ps(x[t]->d[b])), acc[t]);
+          if (TYPE == GGML_Q4_1) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t]->s[b]), acc[t]);
+        }
+      }
+      for (int t = 0; t < NT; t++) {
+        float* o = y[t] + g * GROUP + 8 * h;
+        if (left == 8) _mm256_storeu_ps(o, acc[t]);
+        else { alignas(32) float tmp[8]; _mm256_store_ps(tmp, acc[t]); std::memcpy(o, tmp, left * 4); }
+      }
+    }
+}
+#else
+static const int BLOCK_TOKENS = 1;
 #endif
 
-// rows r0 .. r1 - 1 of a block matrix of `type` times x: this class's kernel
-static void rows_blocks(int type, const uint8_t* W, int64_t rb, const XQ8& x, float* y, int64_t r0, int64_t r1, int64_t in) {
+// nt (1 .. BLOCK_TOKENS) tokens x[0 .. nt - 1] through groups g0 .. g1 - 1 of a repacked matrix of `type` (out rows),
+// into y[0 .. nt - 1]: this class's kernel
+static void groups_blocks(int type, int nt, const uint8_t* W, int64_t rb, const XQ8* const* x, float* const* y, int64_t g0,
+                          int64_t g1, int64_t in, int64_t out) {
 #if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)
-  switch (type) {
-    case GGML_Q4_0: return rows_blocks_t<GGML_Q4_0>(W, rb, x, y, r0, r1, in);
-    case GGML_Q4_1: return rows_blocks_t<GGML_Q4_1>(W, rb, x, y, r0, r1, in);
-    case GGML_Q8_0: return rows_blocks_t<GGML_Q8_0>(W, rb, x, y, r0, r1, in);
-  }
+  auto by_type = [&](auto n) {
+    constexpr int NT = decltype(n)::value;
+    switch (type) {
+      case GGML_Q4_0: return groups_blocks_t<GGML_Q4_0, NT>(W, rb, x, y, g0, g1, in, out);
+      case GGML_Q4_1: return groups_blocks_t<GGML_Q4_1, NT>(W, rb, x, y, g0, g1, in, out);
+      default:        return groups_blocks_t<GGML_Q8_0, NT>(W, rb, x, y, g0, g1, in, out);
+    }
+  };
+  switch (nt) {
+#if defined(SMOLLM2_AVX512)
+    case 8: return by_type(std::integral_constant<int, 8>());
+    case 7: return by_type(std::integral_constant<int, 7>());
+    case 6: return by_type(std::integral_constant<int, 6>());
+    case 5: return by_type(std::integral_constant<int, 5>());
 #endif
-  rows_blocks_ref(type, W, rb, x, y, r0, r1, in);
+    case 4: return by_type(std::integral_constant<int, 4>());
+    case 3: return by_type(std::integral_constant<int, 3>());
+    case 2: return by_type(std::integral_constant<int, 2>());
+    default: return by_type(std::integral_constant<int, 1>());
+  }
+#else
+  for (int t = 0; t < nt; t++) rows_blocks_ref(type, W, rb, *x[t], y[t], g0 * GROUP, std::min(g1 * GROUP, out), in);
+#endif
 }

@@ -96,9 +96,42 @@ static void dequantize_row_kquant(int type, const uint8_t* row, float* out, int6
     }
   }
 }
-// an embedding row of any format the step reads
+// Q4_0, Q4_1 or Q8_0 rows kept in the file's layout: the parts of a fused matrix that mixes formats (a Q4_K_M file's
+// [q;k;v] with v in Q8_0). A matrix of one of these formats alone is repacked (gguf_kernels.h); these plain loops
+// serve only such parts, a small share of a step. One row as fp32:
+static void dequantize_row_file(int type, const uint8_t* row, float* out, int64_t n) {
+  const int64_t bb = ggml_block_bytes(type);
+  for (int64_t b = 0; b < n / QK; b++) {
+    const uint8_t* blk = row + b * bb; float d = half_at(blk); float* o = out + b * QK;
+    if (type == GGML_Q8_0) for (int j = 0; j < 32; j++) o[j] = d * (float)(int8_t)blk[2 + j];
+    else if (type == GGML_Q4_0) for (int j = 0; j < 16; j++) { o[j] = d * ((blk[2 + j] & 15) - 8); o[j + 16] = d * ((blk[2 + j] >> 4) - 8); }
+    else { float m = half_at(blk + 2); for (int j = 0; j < 16; j++) { o[j] = d * (blk[4 + j] & 15) + m; o[j + 16] = d * (blk[4 + j] >> 4) + m; } }
+  }
+}
+// and rows r0 .. r1 - 1 times x (not vectorized by GCC, as rows_blocks_ref)
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-vectorize")))
+#endif
+static void rows_blocks_file(int type, const uint8_t* W, int64_t rb, const XQ8& x, float* y, int64_t r0, int64_t r1, int64_t in) {
+  const int64_t bb = ggml_block_bytes(type);
+  for (int64_t r = r0; r < r1; r++) {
+    float acc = 0;
+    for (int64_t b = 0; b < in / QK; b++) {
+      const uint8_t* blk = W + r * rb + b * bb; const int8_t* q = x.q.data() + b * QK;
+      int32_t s = 0; float dw = half_at(blk);
+      if (type == GGML_Q8_0) { for (int j = 0; j < 32; j++) s += (int8_t)blk[2 + j] * q[j]; acc += dw * x.d[b] * s; }
+      else {
+        const uint8_t* qs = blk + (type == GGML_Q4_1 ? 4 : 2);
+        for (int j = 0; j < 16; j++) s += (qs[j] & 15) * q[j] + (qs[j] >> 4) * q[j + 16];
+        acc += type == GGML_Q4_1 ? dw * x.d[b] * s + half_at(blk + 2) * x.s[b] : dw * x.d[b] * (float)(s - 8 * x.n[b]);
+      }
+    }
+    y[r] = acc;
+  }
+}
+// a row in the file's layout of any format the step reads
 static void dequantize_row_any(int type, const uint8_t* row, float* out, int64_t n) {
-  if (is_kquant(type)) dequantize_row_kquant(type, row, out, n); else dequantize_row(type, row, out, n);
+  if (is_kquant(type)) dequantize_row_kquant(type, row, out, n); else dequantize_row_file(type, row, out, n);
 }
 
 // plain C++: rows r0 .. r1 - 1 of W (rows of rb bytes, the blocks at each row's start) times x (x8 for Q5_0, xk for the
