@@ -484,10 +484,10 @@ at::Tensor huge_page_empty(int64_t bytes) {
 // through PyTorch's side of a GGUF model, and the kernel checks of tests/test_gguf_native.py)
 at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
   at::Tensor X = x.to(at::kFloat).contiguous().view({-1, x.size(-1)}), Wc = W.contiguous();
-  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2, "block_linear: W uint8 (out rounded up to 16, row bytes), repacked");
-  check_blocks(Wc, spec);
+  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2, "block_linear: W uint8 (out rounded up to 16, row bytes) repacked, or (out, row bytes)");
+  if (!takes_kquants(spec)) check_blocks(Wc, spec);
   TORCH_CHECK(X.size(1) == spec.data_ptr<int64_t>()[1], "block_linear: x (T, in) of in = ", spec.data_ptr<int64_t>()[1]);
-  at::Tensor Y = at::empty({X.size(0), spec.data_ptr<int64_t>()[3]}, at::kFloat);
+  at::Tensor Y = at::empty({X.size(0), rows(Wc, spec)}, at::kFloat);
   matmul_blocks(Wc, spec, X.data_ptr<float>(), Y.data_ptr<float>(), X.size(0));
   return Y;
 }

@@ -73,7 +73,7 @@ static inline uint32_t q5_high_bits(const uint8_t* blk) { uint32_t h; std::memcp
 static void dequantize_row_kquant(int type, const uint8_t* row, float* out, int64_t n) {
   if (type == GGML_Q5_0) {
     for (int64_t b = 0; b < n / QK; b++) {
-      const uint8_t* blk = row + b * 22; float d = block_d(blk); uint32_t qh = q5_high_bits(blk); float* o = out + b * QK;
+      const uint8_t* blk = row + b * 22; float d = half_at(blk); uint32_t qh = q5_high_bits(blk); float* o = out + b * QK;
       for (int j = 0; j < 16; j++) {
         o[j] = d * (int)(((blk[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16);
         o[j + 16] = d * (int)(((blk[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16);
@@ -81,7 +81,7 @@ static void dequantize_row_kquant(int type, const uint8_t* row, float* out, int6
     }
   } else if (type == GGML_Q4_K) {
     for (int64_t b = 0; b < n / QK_K; b++) {
-      const uint8_t* blk = row + b * 144; float d = block_d(blk), dmin = block_d(blk, 2); int sc[8], m[8]; q4k_scales(blk + 4, sc, m);
+      const uint8_t* blk = row + b * 144; float d = half_at(blk), dmin = half_at(blk + 2); int sc[8], m[8]; q4k_scales(blk + 4, sc, m);
       float* o = out + b * QK_K;
       for (int j = 0; j < 4; j++)
         for (int l = 0; l < 32; l++) {
@@ -91,7 +91,7 @@ static void dequantize_row_kquant(int type, const uint8_t* row, float* out, int6
     }
   } else {
     for (int64_t b = 0; b < n / QK_K; b++) {
-      const uint8_t* blk = row + b * 210; float d = block_d(blk, 208); uint8_t w[256]; q6k_weights(blk, w);
+      const uint8_t* blk = row + b * 210; float d = half_at(blk + 208); uint8_t w[256]; q6k_weights(blk, w);
       for (int i = 0; i < 256; i++) out[b * QK_K + i] = d * (float)(int8_t)blk[192 + i / 16] * (w[i] - 32);
     }
   }
@@ -147,7 +147,7 @@ static void rows_kquant_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x
         const uint8_t* blk = row + b * 22; uint32_t qh = q5_high_bits(blk); const int8_t* q = x8.q.data() + b * QK; int32_t s = 0;
         for (int j = 0; j < 16; j++)
           s += ((blk[6 + j] & 15) | (((qh >> j) & 1) << 4)) * q[j] + ((blk[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * q[j + 16];
-        acc += block_d(blk) * x8.d[b] * (float)(s - 16 * x8.n[b]);
+        acc += half_at(blk) * x8.d[b] * (float)(s - 16 * x8.n[b]);
       }
     } else if (type == GGML_Q4_K) {
       for (int64_t b = 0; b < in / QK_K; b++) {
@@ -159,7 +159,7 @@ static void rows_kquant_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x
           isum += sc[2 * j] * s0 + sc[2 * j + 1] * s1;
         }
         for (int s = 0; s < 8; s++) msum += m[s] * (bs[2 * s] + bs[2 * s + 1]);
-        acc += xk.d[b] * (block_d(blk) * (float)isum - block_d(blk, 2) * (float)msum);
+        acc += xk.d[b] * (half_at(blk) * (float)isum - half_at(blk + 2) * (float)msum);
       }
     } else {
       for (int64_t b = 0; b < in / QK_K; b++) {
@@ -169,7 +169,7 @@ static void rows_kquant_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x
           int32_t t = 0; for (int i = 0; i < 16; i++) t += w[16 * s + i] * q[16 * s + i];
           isum += (int8_t)blk[192 + s] * (t - 32 * bs[s]);
         }
-        acc += block_d(blk, 208) * xk.d[b] * (float)isum;
+        acc += half_at(blk + 208) * xk.d[b] * (float)isum;
       }
     }
     y[r] = acc;
@@ -207,7 +207,7 @@ static void rows_q5_0(const uint8_t* W, int64_t rb, const XQ8& x, float* y, int6
       const uint8_t* blk = row + b * 22;
       __m128i v = _mm_loadu_si128((const __m128i*)(blk + 6));
       __m256i w = _mm256_or_si256(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4), _mm256_and_si256(kq_bits_as_bytes(blk + 2), b4));
-      float dd = block_d(blk) * x.d[b];
+      float dd = half_at(blk) * x.d[b];
       acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(kq_dot_scaled(w, _mm256_loadu_si256((const __m256i*)(x.q.data() + b * QK)), 1, 1)), _mm256_set1_ps(dd), acc);
       off -= 16 * x.n[b] * dd;
     }
@@ -230,8 +230,8 @@ static void rows_q4_k(const uint8_t* W, int64_t rb, const XQ8K& x, float* y, int
                                                     sc[2 * j + 1], sc[2 * j + 1]));
       }
       int32_t msum = 0; for (int s = 0; s < 8; s++) msum += m[s] * (bs[2 * s] + bs[2 * s + 1]);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(block_d(blk) * x.d[b]), acc);
-      off -= block_d(blk, 2) * x.d[b] * (float)msum;
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(half_at(blk) * x.d[b]), acc);
+      off -= half_at(blk + 2) * x.d[b] * (float)msum;
     }
     y[r] = kq_hsum8(acc) + off;
   }
@@ -258,7 +258,7 @@ static void rows_q6_k(const uint8_t* W, int64_t rb, const XQ8K& x, float* y, int
         }
       }
       int32_t corr = 0; for (int s = 0; s < 16; s++) corr += sc[s] * bs[s];
-      float dd = block_d(blk, 208) * x.d[b];
+      float dd = half_at(blk + 208) * x.d[b];
       acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dd), acc);
       off -= 32 * dd * (float)corr;
     }
