@@ -47,10 +47,12 @@ def child(spec: str, model: str, prompt: list[int], new: int, threads: int) -> d
         t0 = time.perf_counter()
         llm = llama_cpp.Llama(model_path=model, n_ctx=len(prompt) + new + 16, n_threads=threads, n_threads_batch=threads, verbose=False)
         load = time.perf_counter() - t0
-        t0 = time.perf_counter(); llm.reset(); llm.eval(prompt); tok = int(np.argmax(llm.scores[llm.n_tokens - 1])); first = time.perf_counter() - t0
-        for _ in range(8): llm.eval([tok]); tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        # the last position's logits from llama.cpp itself (llm.scores keeps n_batch rows without logits_all)
+        last = lambda: int(np.argmax(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))))
+        t0 = time.perf_counter(); llm.reset(); llm.eval(prompt); tok = last(); first = time.perf_counter() - t0
+        for _ in range(8): llm.eval([tok]); tok = last()
         t0 = time.perf_counter()
-        for _ in range(new): llm.eval([tok]); tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        for _ in range(new): llm.eval([tok]); tok = last()
         decode = new / (time.perf_counter() - t0)
         info = llama_cpp.llama_print_system_info().decode()
         isa = [' '.join(f.split('=')[0].strip() for f in info.split('|') if f.strip().endswith('= 1') and 'AVX' in f), 'file as is']
@@ -118,13 +120,13 @@ def main(argv=None):
           f"{args.threads} threads, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print(f"# prompt {args.prompt_len} tokens, {args.new_tokens} new tokens greedy, median of {args.repeats} rounds (round robin, a fresh process each)")
     if 'llama' in runs: print(f"# llama.cpp: llama-cpp-python {__import__('llama_cpp').__version__}, built natively here ({runs['llama'][0]['isa'][0]}), its defaults")
-    print(f"{'path':<28}{'decode tok/s':>13}{'x llama.cpp':>12}{'first token s':>15}{'load s':>8}{'peak RSS MB':>13}{'x llama.cpp':>12}{'RSS after MB':>14}")
+    print(f"{'path':<42}{'decode tok/s':>13}{'x llama.cpp':>12}{'first token s':>15}{'load s':>8}{'peak RSS MB':>13}{'x llama.cpp':>12}{'RSS after MB':>14}")
     ref = med.get('llama')
     for s, m in med.items():
         name = 'llama.cpp' if s == 'llama' else f"ours {s.split('@')[0]} ({runs[s][0]['isa'][1]})"
         rd = f"{m['decode'] / ref['decode']:.2f}x" if ref else ''
         rm = f"{m['hwm'] / ref['hwm']:.2f}x" if ref else ''
-        print(f"{name:<28}{m['decode']:>13.1f}{rd:>12}{m['first_s']:>15.3f}{m['load_s']:>8.2f}{m['hwm']:>13.0f}{rm:>12}{m['rss']:>14.0f}")
+        print(f"{name:<42}{m['decode']:>13.1f}{rd:>12}{m['first_s']:>15.3f}{m['load_s']:>8.2f}{m['hwm']:>13.0f}{rm:>12}{m['rss']:>14.0f}")
     print('# rounds: ' + '; '.join(f"{s}: " + ', '.join(f"{r['decode']:.1f}" for r in v) for s, v in runs.items()))
     return 0
 
