@@ -1,5 +1,5 @@
-"""GGUF files decoded in their own formats (`smollm2_nb.serve.gguf_native`): the C++ step's block products of Q4_0, Q4_1
-and Q8_0 in every instruction-set class this CPU runs, against the `gguf` package's blocks and an exact integer reference;
+"""GGUF files decoded in their own formats (`smollm2_nb.serve.gguf_native`): the C++ step's block products of Q4_0, Q4_1,
+Q5_0 and Q8_0 in every instruction-set class this CPU runs, against the `gguf` package's blocks and an exact integer reference;
 small files written here (Q8_0 and Q4_1 by our `save_gguf`, Q4_0 by llama.cpp's own quantizer) against the fp32 model;
 the official SmolLM2-135M-Instruct file against its dequantized weights and llama.cpp's greedy tokens."""
 import os
@@ -41,13 +41,17 @@ def exact_products(blocks: np.ndarray, qtype, x: np.ndarray):
     if qtype == Q.Q8_0:
         w = bl[..., 2:].view(np.int8).astype(np.int64); m = None
     else:
-        qs = bl[..., 4:] if qtype == Q.Q4_1 else bl[..., 2:]
+        qs = bl[..., 4:] if qtype == Q.Q4_1 else bl[..., 6:] if qtype == Q.Q5_0 else bl[..., 2:]
         w = np.concatenate([qs & 15, qs >> 4], -1).astype(np.int64)                       # (out, nb, 32): low nibbles, then high
+        if qtype == Q.Q5_0:                                                               # weight j's fifth bit: bit j of qh
+            qh = bl[..., 2:6].copy().view('<u4')[..., 0].astype(np.int64)
+            w = w | (((qh[..., None] >> np.arange(32)) & 1) << 4)
         m = bl[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64) if qtype == Q.Q4_1 else None
     isum = (w * q[None]).sum(-1)                                                        # exact integers
     terms = [d * dx * isum]
     if qtype == Q.Q4_1: terms.append(m * sx)
     if qtype == Q.Q4_0: terms.append(-8 * d * dx * q.sum(-1))
+    if qtype == Q.Q5_0: terms.append(-16 * d * dx * q.sum(-1))
     return sum(terms).sum(-1), sum(np.abs(t) for t in terms).sum(-1)
 
 def repacked(k, blocks: np.ndarray, qtype, n: int):
@@ -58,7 +62,7 @@ def repacked(k, blocks: np.ndarray, qtype, n: int):
     return R, torch.tensor([int(qtype), n, 16, blocks.shape[0]])
 
 @needs_kernels
-@pytest.mark.parametrize('qtype', [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize('qtype', [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0], ids=lambda t: t.name)
 @pytest.mark.parametrize('shape', [(37, 576), (5, 96), (64, 1536)], ids=lambda s: f'{s[0]}x{s[1]}')   # rows not a multiple of 16; fewer than a group; whole groups
 def test_block_products_are_the_formats_integer_sums(isa, qtype, shape):
     out, n = shape
@@ -82,7 +86,7 @@ def test_block_products_are_the_formats_integer_sums(isa, qtype, shape):
     assert torch.equal(rows, torch.from_numpy(dq[picked]))
 
 @needs_kernels
-@pytest.mark.parametrize('qtype', [Q.Q4_0, Q.Q4_1, Q.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize('qtype', [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q8_0], ids=lambda t: t.name)
 def test_tokens_together_are_bit_for_bit_tokens_alone(isa, qtype):
     "Up to 8 tokens share each load of a weight vector (a prompt, a batch of sequences): each token's products are those it gets alone, bit for bit."
     rng = np.random.default_rng(1)
@@ -96,7 +100,7 @@ def test_tokens_together_are_bit_for_bit_tokens_alone(isa, qtype):
 
 @needs_kernels
 def test_a_dropped_scale_or_offset_is_caught(isa):
-    "The step's kernel on repacked blocks whose offsets (Q4_1's m) or scales (d) were zeroed after quantizing: its products leave the exact sums' tolerance, so a kernel ignoring either fails the check above."
+    "The step's kernel on repacked blocks whose offsets (Q4_1's m), fifth bits (Q5_0's qh) or scales (d) were zeroed after quantizing: its products leave the exact sums' tolerance, so a kernel ignoring either fails the check above."
     rng = np.random.default_rng(0)
     W = rng.standard_normal((8, 64)).astype(np.float32) + 1.0; x = rng.standard_normal(64).astype(np.float32)
     b = gguf.quants.quantize(W, Q.Q4_1)
@@ -107,6 +111,14 @@ def test_a_dropped_scale_or_offset_is_caught(isa):
     assert np.abs(y - ref).max() <= 1e-5 * scale.max()
     for field in (slice(32, 64), slice(0, 32)):                       # the 16 m, then the 16 d, of every block of the group
         broken = R.clone(); broken.view(1, 2, 320)[..., field] = 0     # one group of 16 rows, 2 blocks of 16 x 20 bytes
+        bad = k.block_linear(torch.from_numpy(x[None]), broken, spec)[0].numpy()
+        assert np.abs(bad - ref).max() > 1e3 * 1e-5 * scale.max(), field
+    b5 = gguf.quants.quantize(W, Q.Q5_0)                               # Q5_0: its fifth bits (qh), then its scales
+    ref, scale = exact_products(b5, Q.Q5_0, x)
+    R, spec = repacked(k, b5, Q.Q5_0, 64)
+    assert np.abs(k.block_linear(torch.from_numpy(x[None]), R, spec)[0].numpy() - ref).max() <= 1e-5 * scale.max()
+    for field in (slice(32, 96), slice(0, 32)):                       # the 16 qh (the first chunk), then the 16 d
+        broken = R.clone(); broken.view(1, 2, 352)[..., field] = 0     # 2 blocks of 16 x 22 bytes
         bad = k.block_linear(torch.from_numpy(x[None]), broken, spec)[0].numpy()
         assert np.abs(bad - ref).max() > 1e3 * 1e-5 * scale.max(), field
 
@@ -329,7 +341,14 @@ def test_kquant_products_are_the_formats_integer_sums(kquant_files, isa, qtype):
         dq = gguf.quants.dequantize(blocks, qtype).reshape(blocks.shape[0], n)
         err = np.abs(y - x @ dq.T).max() / np.abs(x @ dq.T).max()     # near the fp32 product: q8_K rounds 256 values to
         assert err < 0.1, (qtype.name, name, err)                     # one scale, so the outliers coarsen it more than q8_0
-        rows = k.block_rows(torch.from_numpy(blocks), torch.tensor([0, blocks.shape[0] - 1]), n, int(qtype))   # lookups: exact
+        W = torch.from_numpy(blocks)
+        if qtype == Q.Q5_0:   # the product above is the file's layout (a fused matrix's part); a Q5_0 matrix alone is repacked
+            W, spec = repacked(k, blocks, qtype, n)
+            yr = k.block_linear(torch.from_numpy(x), W, spec).numpy()
+            for t in range(3):
+                ref, scale = kquant_reference(blocks, qtype, x[t])
+                assert np.abs(yr[t] - ref).max() <= 1e-5 * scale.max(), (isa, name, t, np.abs(yr[t] - ref).max(), scale.max())
+        rows = k.block_rows(W, torch.tensor([0, blocks.shape[0] - 1]), n, int(qtype))   # lookups: exact
         assert torch.equal(rows, torch.from_numpy(dq[[0, -1]])), (qtype.name, name)
 
 @needs_kernels

@@ -34,14 +34,15 @@ static const int64_t CHUNK_BYTES = 64 << 10;
 // through each load of a weight vector, the chunk staying in the core's cache for the next tokens.
 static bool is_blocks(const at::Tensor& W) { return W.scalar_type() == at::kByte; }
 static int64_t cols(const at::Tensor& W, const at::Tensor& scale) { return is_blocks(W) ? scale.data_ptr<int64_t>()[1] : W.size(1); }
-// A matrix of Q5_0, Q4_K or Q6_K (gguf_kquants.h), spec [type, in]; or a fused matrix whose parts differ in format (a
+// A matrix in the file's layout (gguf_kquants.h): Q4_K or Q6_K, or any format outside the step's own matrices, spec
+// [type, in]; or a fused matrix whose parts differ in format (a
 // Q4_K_M file's [q;k;v] with q, k in Q5_0 and v in Q8_0): spec [SEGMENTS, in, type_0, rows_0, type_1, rows_1, ...], W
 // (out, the widest part's row bytes), each row's blocks at its start. Each token's activations rounded once per kind
 // (q8_0 for the 32-weight formats, q8_K for the K-quants), the rows split among the threads as in matmul_blocks.
 static const int64_t SEGMENTS = -1;
-static bool takes_kquants(const at::Tensor& spec) {
+static bool takes_kquants(const at::Tensor& spec) {   // the file's layout: spec [type, in] or [SEGMENTS, ...]
   if (spec.scalar_type() != at::kLong || spec.numel() < 2) return false;
-  int64_t t = spec.data_ptr<int64_t>()[0]; return t == SEGMENTS || is_kquant((int)t);
+  return spec.numel() == 2 || spec.data_ptr<int64_t>()[0] == SEGMENTS;
 }
 static void matmul_kquants(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
   const int64_t* sp = spec.data_ptr<int64_t>(); int64_t in = sp[1], out = W.size(0), rb = W.size(1);
@@ -103,9 +104,9 @@ static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const flo
   });
 }
 
-// row k of a GGUF matrix of `type` as fp32: a repacked one (Q4_0, Q4_1, Q8_0) or one in the file's layout (the others)
+// row k of a GGUF matrix of `type` as fp32: a repacked one (Q4_0, Q4_1, Q5_0, Q8_0) or one in the file's layout (the K-quants)
 static void block_row(int type, const at::Tensor& W, int64_t k, float* out, int64_t n) {
-  if (is_kquant(type)) dequantize_row_kquant(type, W.data_ptr<uint8_t>() + k * W.size(1), out, n);
+  if (!is_repacked_type(type)) dequantize_row_kquant(type, W.data_ptr<uint8_t>() + k * W.size(1), out, n);
   else dequantize_row(type, W.data_ptr<uint8_t>(), W.size(1), k, out, n);
 }
 // a token's row of a GGUF embedding, its format read off its row bytes
@@ -493,13 +494,13 @@ at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
 }
 
 // rows of a GGUF matrix as fp32 (rows, n): the embedding's lookup, for PyTorch's side. `type` the matrix's ggml type, or
-// -1: read off its row bytes (Q4_0 and Q4_K rows of n weights are the same length: those read as Q4_0). Q4_0, Q4_1 and
-// Q8_0 matrices are repacked (out rounded up to 16, row bytes); the others in the file's layout (out, row bytes)
+// -1: read off its row bytes (Q4_0 and Q4_K rows of n weights are the same length: those read as Q4_0). Q4_0, Q4_1, Q5_0
+// and Q8_0 matrices are repacked (out rounded up to 16, row bytes); the K-quants in the file's layout (out, row bytes)
 at::Tensor block_rows(at::Tensor W, at::Tensor rows, int64_t n, int64_t type) {
   if (type < 0) type = ggml_type_of_row(W.size(1), n);
   TORCH_CHECK(is_blocks(W) && W.dim() == 2 && W.is_contiguous() && type > 0 && n % ggml_block_weights((int)type) == 0
-              && W.size(1) == n / ggml_block_weights((int)type) * ggml_block_bytes((int)type) && (is_kquant((int)type) || W.size(0) % GROUP == 0),
-              "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights (Q4_0, Q4_1, Q8_0: repacked, out a multiple of 16)");
+              && W.size(1) == n / ggml_block_weights((int)type) * ggml_block_bytes((int)type) && (!is_repacked_type((int)type) || W.size(0) % GROUP == 0),
+              "block_rows: W uint8 (out, row bytes) of a known format of ", n, " weights (Q4_0, Q4_1, Q5_0, Q8_0: repacked, out a multiple of 16)");
   at::Tensor r = rows.to(at::kLong).contiguous().view(-1), Y = at::empty({r.numel(), n}, at::kFloat);
   for (int64_t i = 0; i < r.numel(); i++) {
     int64_t k = r.data_ptr<int64_t>()[i]; TORCH_CHECK(k >= 0 && k < W.size(0), "row ", k, " is outside ", W.size(0));
@@ -512,9 +513,9 @@ at::Tensor block_rows(at::Tensor W, at::Tensor rows, int64_t n, int64_t type) {
 // row bytes), each group of 16 rows interleaved block by block (gguf_kernels.h)
 at::Tensor repack_blocks(at::Tensor W, int64_t type, int64_t in) {
   at::Tensor Wc = W.contiguous();
-  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2 && ggml_block_bytes((int)type) > 0 && !is_kquant((int)type) && in % QK == 0
+  TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2 && is_repacked_type((int)type) && in % QK == 0
               && Wc.size(1) == in / QK * ggml_block_bytes((int)type),
-              "repack_blocks: W uint8 (out, row bytes) of Q4_0, Q4_1 or Q8_0 blocks of ", in, " weights per row");
+              "repack_blocks: W uint8 (out, row bytes) of Q4_0, Q4_1, Q5_0 or Q8_0 blocks of ", in, " weights per row");
   int64_t out = Wc.size(0);
   at::Tensor R = at::empty({(out + GROUP - 1) / GROUP * GROUP, Wc.size(1)}, at::kByte);
   repack_rows((int)type, Wc.data_ptr<uint8_t>(), out, Wc.size(1), R.data_ptr<uint8_t>());

@@ -6,11 +6,13 @@
 // ggml-common.h; the `gguf` package's quants.py dequantizes the same):
 //   Q4_0 (2)  18 bytes per 32 weights: d (fp16), 16 bytes of nibbles; w[j] = d * (lo(qs[j]) - 8), w[j + 16] = d * (hi(qs[j]) - 8)
 //   Q4_1 (3)  20 bytes: d (fp16), m (fp16), 16 bytes of nibbles;          w[j] = d * lo(qs[j]) + m,  w[j + 16] = d * hi(qs[j]) + m
+//   Q5_0 (6)  22 bytes: d (fp16), qh (32 bits), 16 bytes of nibbles;      w[j] = d * (lo(qs[j]) + 16 bit_j(qh) - 16),
+//                                                                         w[j + 16] = d * (hi(qs[j]) + 16 bit_{j+16}(qh) - 16)
 //   Q8_0 (8)  34 bytes: d (fp16), 32 int8;                                w[j] = d * qs[j]
 // The activations are rounded to int8 per block of 32 as llama.cpp's q8_0 / q8_1 do (quantize_x's integers; the scale
 // dx and q8_1's sum sx = dx * sum(qx) kept in fp16, as there), so each block's product is an exact integer sum times
 // dw * dx; Q4_0's -8 needs x's integer block sum n = sum(qx), Q4_1's m the sum sx, once per block of x for all rows:
-//   Q8_0: dw dx sum(q qx)     Q4_0: dw dx (sum(q qx) - 8 n)     Q4_1: dw dx sum(q qx) + m sx
+//   Q8_0: dw dx sum(q qx)     Q4_0: dw dx (sum(q qx) - 8 n)     Q4_1: dw dx sum(q qx) + m sx     Q5_0: dw dx (sum(q qx) - 16 n)
 // Q8_0's weights are -127..127 as every quantizer writes them (without VNNI, x's sign moved onto a -128 leaves it -128,
 // as in llama.cpp's own AVX2 kernel).
 //
@@ -19,7 +21,8 @@
 // that one 64-byte load holds the same 4 bytes of the block for all 16 rows, each 32-bit lane one row:
 //   d[16] (fp16) | m[16] (fp16, Q4_1 only) | chunk 0: row 0's bytes 0..3, row 1's bytes 0..3, ... row 15's | chunk 1 ...
 // Q4 blocks have 4 chunks of their 16 nibble bytes (chunk c's low nibbles are weights 4c..4c+3, its high ones
-// 16 + 4c..16 + 4c + 3), Q8_0 blocks 8 chunks of 4 int8. A group's block is 16 * bb bytes, so the repacked matrix is
+// 16 + 4c..16 + 4c + 3), Q8_0 blocks 8 chunks of 4 int8; a Q5_0 block's first chunk is the 16 rows' qh (32 bits each, a
+// lane a row), then its 4 chunks of nibbles, whose fifth bits the kernels pick out of qh's lanes. A group's block is 16 * bb bytes, so the repacked matrix is
 // (rows rounded up to 16, row bytes) like the file's, and a group of rows is 16 whole rows of it. An instruction that
 // adds 4 byte products into each 32-bit lane (vpdpbusd; maddubs + madd without VNNI), given a chunk and the token's
 // 4 activation bytes broadcast, leaves each row's integer sum in its lane: no horizontal sums; the 16 rows' scales are
@@ -36,7 +39,9 @@
 
 enum GgmlType : int { GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q8_0 = 8, GGML_Q4_K = 12, GGML_Q6_K = 14 };
 static const int64_t QK = 32;      // weights per block in these formats (the K-quants of gguf_kquants.h: 256 per super-block)
-static const int64_t GROUP = 16;   // rows interleaved in the repacked layout (Q4_0, Q4_1, Q8_0)
+static const int64_t GROUP = 16;   // rows interleaved in the repacked layout (Q4_0, Q4_1, Q5_0, Q8_0)
+// the formats kept in that layout (the K-quants, and the parts of a fused matrix that mixes formats, as the file stores them)
+static inline bool is_repacked_type(int type) { return type == GGML_Q4_0 || type == GGML_Q4_1 || type == GGML_Q5_0 || type == GGML_Q8_0; }
 static inline int64_t ggml_block_bytes(int type) {
   switch (type) { case GGML_Q4_0: return 18; case GGML_Q4_1: return 20; case GGML_Q5_0: return 22; case GGML_Q8_0: return 34;
                   case GGML_Q4_K: return 144; case GGML_Q6_K: return 210; default: return 0; }
@@ -49,9 +54,17 @@ static inline int ggml_type_of_row(int64_t rb, int64_t n) {
     if (n % ggml_block_weights(t) == 0 && rb == n / ggml_block_weights(t) * ggml_block_bytes(t)) return t;
   return -1;
 }
-// where a group's block keeps its chunks of quants (after the 16 d, and Q4_1's 16 m), and how many chunks it has
+// where a group's block keeps its chunks of quants (after the 16 d, and Q4_1's 16 m), and how many chunks it has (Q5_0:
+// qh, then 4 of nibbles)
 static inline int64_t quants_at(int type) { return type == GGML_Q4_1 ? 4 * GROUP : 2 * GROUP; }
-static inline int chunks_of(int type) { return type == GGML_Q8_0 ? 8 : 4; }
+static inline int chunks_of(int type) { return type == GGML_Q8_0 ? 8 : type == GGML_Q5_0 ? 5 : 4; }
+// Q5_0's unsigned 5-bit weight of row i's byte j of nibble chunk c (0..3) in a repacked block gb: its low (weight 4c + j)
+// or high (16 + 4c + j) nibble, the fifth bit from qh
+static inline int q5_weight(const uint8_t* gb, int64_t i, int c, int j, bool high) {
+  uint32_t qh; std::memcpy(&qh, gb + quants_at(GGML_Q5_0) + 4 * i, 4);
+  uint8_t v = gb[quants_at(GGML_Q5_0) + (c + 1) * 4 * GROUP + 4 * i + j];
+  return high ? (v >> 4) | (((qh >> (16 + 4 * c + j)) & 1) << 4) : (v & 15) | (((qh >> (4 * c + j)) & 1) << 4);
+}
 
 static inline float half_to_float(uint16_t h) {
 #if defined(__F16C__)
@@ -100,6 +113,11 @@ static void dequantize_row(int type, const uint8_t* W, int64_t rb, int64_t r, fl
   for (int64_t b = 0; b < n / QK; b++) {
     const uint8_t* gb = wg + b * GROUP * bb; float d = half_at(gb + 2 * i), *o = out + b * QK;
     float m = type == GGML_Q4_1 ? half_at(gb + 2 * GROUP + 2 * i) : type == GGML_Q4_0 ? -8 * d : 0;
+    if (type == GGML_Q5_0) {
+      for (int c = 0; c < 4; c++)
+        for (int j = 0; j < 4; j++) { o[4 * c + j] = d * (q5_weight(gb, i, c, j, false) - 16); o[16 + 4 * c + j] = d * (q5_weight(gb, i, c, j, true) - 16); }
+      continue;
+    }
     for (int c = 0; c < chunks_of(type); c++)
       for (int j = 0; j < 4; j++) {
         uint8_t v = gb[qo + c * 4 * GROUP + 4 * i + j];
@@ -136,8 +154,11 @@ static void rows_blocks_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x
     float acc = 0;
     for (int64_t b = 0; b < in / QK; b++) {
       const uint8_t* gb = wg + b * GROUP * bb; const int8_t* q = x.q.data() + b * QK;
-      int32_t s = type == GGML_Q4_0 ? -8 * x.n[b] : 0;
-      for (int c = 0; c < chunks_of(type); c++)
+      int32_t s = type == GGML_Q4_0 ? -8 * x.n[b] : type == GGML_Q5_0 ? -16 * x.n[b] : 0;
+      if (type == GGML_Q5_0)
+        for (int c = 0; c < 4; c++)
+          for (int j = 0; j < 4; j++) s += q5_weight(gb, i, c, j, false) * q[4 * c + j] + q5_weight(gb, i, c, j, true) * q[16 + 4 * c + j];
+      else for (int c = 0; c < chunks_of(type); c++)
         for (int j = 0; j < 4; j++) {
           uint8_t v = gb[qo + c * 4 * GROUP + 4 * i + j];
           if (type == GGML_Q8_0) s += (int8_t)v * q[4 * c + j];
@@ -152,6 +173,10 @@ static void rows_blocks_ref(int type, const uint8_t* W, int64_t rb, const XQ8& x
 
 static inline int32_t load4(const int8_t* p) { int32_t v; std::memcpy(&v, p, 4); return v; }
 
+#if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)
+// a shuffle that copies byte k of each 32-bit lane into the lane's 4 bytes (within each 128 bits, as pshufb works)
+static inline __m128i q5_pick(int k) { const int r = 0x01010101; return _mm_setr_epi32(r * k, r * (4 + k), r * (8 + k), r * (12 + k)); }
+#endif
 #if defined(SMOLLM2_AVX512)
 static const int BLOCK_TOKENS = 8;   // tokens per load of a weight vector: 2 x 8 accumulators of the 32 registers
 // groups g0 .. g1 - 1 (16 rows each, one per zmm lane) times NT tokens
@@ -159,7 +184,8 @@ template <int TYPE, int NT>
 static void groups_blocks_t(const uint8_t* W, int64_t rb, const XQ8* const* x, float* const* y, int64_t g0, int64_t g1,
                             int64_t in, int64_t out) {
   const int64_t nb = in / QK, bb = ggml_block_bytes(TYPE), qo = quants_at(TYPE);
-  const __m512i low = _mm512_set1_epi8(15);
+  const __m512i low = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
+  const int64_t nib = qo + (TYPE == GGML_Q5_0 ? 64 : 0);   // the chunks of nibbles (after Q5_0's qh)
 #ifndef __AVX512VNNI__
   const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
 #endif
@@ -190,15 +216,22 @@ static void groups_blocks_t(const uint8_t* W, int64_t rb, const XQ8* const* x, f
         }
 #endif
       } else {
-        for (int t = 0; t < NT; t++) s[t] = TYPE == GGML_Q4_0 ? _mm512_set1_epi32(-8 * x[t]->n[b]) : _mm512_setzero_si512();
+        for (int t = 0; t < NT; t++)
+          s[t] = TYPE == GGML_Q4_0 ? _mm512_set1_epi32(-8 * x[t]->n[b]) : TYPE == GGML_Q5_0 ? _mm512_set1_epi32(-16 * x[t]->n[b]) : _mm512_setzero_si512();
+        const __m512i qh = TYPE == GGML_Q5_0 ? _mm512_loadu_si512(gb + qo) : _mm512_setzero_si512();
         for (int c = 0; c < 4; c++) {
-          __m512i v = _mm512_loadu_si512(gb + qo + 64 * c);
+          __m512i v = _mm512_loadu_si512(gb + nib + 64 * c);
           __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+          if (TYPE == GGML_Q5_0) {   // each byte's fifth bit: its qh byte copied into the lane's 4 bytes, each byte testing its own bit
+            const __m512i bits = _mm512_set1_epi32(0x08040201 << (4 * (c % 2)));
+            lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, _mm512_broadcast_i32x4(q5_pick(c / 2))), bits), lo, sixteen);
+            hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(qh, _mm512_broadcast_i32x4(q5_pick(2 + c / 2))), bits), hi, sixteen);
+          }
           for (int t = 0; t < NT; t++) {
             __m512i xl = _mm512_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c)), xh = _mm512_set1_epi32(load4(x[t]->q.data() + b * QK + 16 + 4 * c));
 #ifdef __AVX512VNNI__
             s[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s[t], lo, xl), hi, xh);
-#else                   // pairs at most 2 * 15 * 127
+#else                   // pairs at most 2 * 31 * 127 (Q5_0)
             s[t] = _mm512_add_epi32(s[t], _mm512_madd_epi16(_mm512_maddubs_epi16(lo, xl), ones));
             s[t] = _mm512_add_epi32(s[t], _mm512_madd_epi16(_mm512_maddubs_epi16(hi, xh), ones));
 #endif
@@ -224,7 +257,8 @@ template <int TYPE, int NT>
 static void groups_blocks_t(const uint8_t* W, int64_t rb, const XQ8* const* x, float* const* y, int64_t g0, int64_t g1,
                             int64_t in, int64_t out) {
   const int64_t nb = in / QK, bb = ggml_block_bytes(TYPE), qo = quants_at(TYPE);
-  const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi8(16);
+  const int64_t nib = qo + (TYPE == GGML_Q5_0 ? 64 : 0);   // the chunks of nibbles (after Q5_0's qh)
   for (int64_t g = g0; g < g1; g++)
     for (int64_t h = 0; h < 2; h++) {
       const int64_t left = std::min<int64_t>(8, out - g * GROUP - 8 * h);
@@ -244,11 +278,20 @@ static void groups_blocks_t(const uint8_t* W, int64_t rb, const XQ8* const* x, f
               s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones));
             }
           }
-        } else {                   // nibbles times x: pairs at most 2 * 15 * 127
-          for (int t = 0; t < NT; t++) s[t] = TYPE == GGML_Q4_0 ? _mm256_set1_epi32(-8 * x[t]->n[b]) : _mm256_setzero_si256();
+        } else {                   // nibbles (Q5_0: 5 bits) times x: pairs at most 2 * 31 * 127
+          for (int t = 0; t < NT; t++)
+            s[t] = TYPE == GGML_Q4_0 ? _mm256_set1_epi32(-8 * x[t]->n[b]) : TYPE == GGML_Q5_0 ? _mm256_set1_epi32(-16 * x[t]->n[b]) : _mm256_setzero_si256();
+          const __m256i qh = TYPE == GGML_Q5_0 ? _mm256_loadu_si256((const __m256i*)(gb + qo)) : _mm256_setzero_si256();
           for (int c = 0; c < 4; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i*)(gb + qo + 64 * c));
+            __m256i v = _mm256_loadu_si256((const __m256i*)(gb + nib + 64 * c));
             __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            if (TYPE == GGML_Q5_0) {   // each byte's fifth bit, as in the AVX-512 kernel (compare, then 16 where set)
+              const __m256i bits = _mm256_set1_epi32(0x08040201 << (4 * (c % 2)));
+              __m256i bl = _mm256_and_si256(_mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(q5_pick(c / 2))), bits);
+              __m256i bh = _mm256_and_si256(_mm256_shuffle_epi8(qh, _mm256_broadcastsi128_si256(q5_pick(2 + c / 2))), bits);
+              lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(bl, bits), sixteen));
+              hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(bh, bits), sixteen));
+            }
             for (int t = 0; t < NT; t++) {
               __m256i xl = _mm256_set1_epi32(load4(x[t]->q.data() + b * QK + 4 * c)), xh = _mm256_set1_epi32(load4(x[t]->q.data() + b * QK + 16 + 4 * c));
               s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xl), ones));
@@ -286,6 +329,7 @@ static void groups_blocks(int type, int nt, const uint8_t* W, int64_t rb, const 
     switch (type) {
       case GGML_Q4_0: return groups_blocks_t<GGML_Q4_0, NT>(W, rb, x, y, g0, g1, in, out);
       case GGML_Q4_1: return groups_blocks_t<GGML_Q4_1, NT>(W, rb, x, y, g0, g1, in, out);
+      case GGML_Q5_0: return groups_blocks_t<GGML_Q5_0, NT>(W, rb, x, y, g0, g1, in, out);
       default:        return groups_blocks_t<GGML_Q8_0, NT>(W, rb, x, y, g0, g1, in, out);
     }
   };

@@ -29,7 +29,8 @@
 #include <vector>
 
 static const int64_t QK_K = 256;   // weights per super-block of the K-quants
-// the formats this header multiplies (matmul_blocks hands them to matmul_kquants)
+// the formats this header multiplies in the file's layout (matmul_blocks hands them to matmul_kquants): the K-quants, and
+// Q5_0 as the part of a fused matrix that mixes formats (a Q5_0 matrix alone is repacked, gguf_kernels.h)
 static inline bool is_kquant(int type) { return type == GGML_Q5_0 || type == GGML_Q4_K || type == GGML_Q6_K; }
 static inline bool uses_q8k(int type) { return type == GGML_Q4_K || type == GGML_Q6_K; }
 
