@@ -122,6 +122,29 @@ def test_a_dropped_scale_or_offset_is_caught(isa):
         bad = k.block_linear(torch.from_numpy(x[None]), broken, spec)[0].numpy()
         assert np.abs(bad - ref).max() > 1e3 * 1e-5 * scale.max(), field
 
+@needs_kernels
+def test_repacked_parts_of_a_fused_matrix_are_each_parts_own_product(isa):
+    "A fused matrix whose parts differ in format, each repacked in its own (Q4_K_M's [q;k;v]: Q5_0, Q5_0, Q8_0): the same products as its parts alone, and as the parts in the file's layout."
+    from smollm2_nb.serve.gguf_native import REPACKED_SEGMENTS, SEGMENTS
+    rng = np.random.default_rng(3); n = 96
+    parts = [(Q.Q5_0, 32), (Q.Q5_0, 16), (Q.Q8_0, 16)]
+    blocks = [gguf.quants.quantize(rng.standard_normal((rows, n)).astype(np.float32), t) for t, rows in parts]
+    k = cpu_decode_kernels(isa)
+    rb = max(b.shape[1] for b in blocks)
+    W, F, r = np.zeros((64, rb), np.uint8), np.zeros((64, rb), np.uint8), 0
+    for (t, rows), b in zip(parts, blocks):
+        W.reshape(-1)[r * rb:r * rb + b.size] = repack_blocks(b, int(t)).reshape(-1); F[r:r + rows, :b.shape[1]] = b; r += rows
+    seg = [v for t, rows in parts for v in (int(t), rows)]
+    x = torch.from_numpy(rng.standard_normal((3, n)).astype(np.float32))
+    y = k.block_linear(x, torch.from_numpy(W), torch.tensor([REPACKED_SEGMENTS, n] + seg))
+    alone = torch.cat([k.block_linear(x, torch.from_numpy(repack_blocks(b, int(t))), torch.tensor([int(t), n, 16, rows]))
+                       for (t, rows), b in zip(parts, blocks)], 1)
+    assert torch.equal(y, alone)                                                     # each part by its own kernel, bit for bit
+    file = k.block_linear(x, torch.from_numpy(F), torch.tensor([SEGMENTS, n] + seg))   # the parts as the file stores them
+    assert (y - file).abs().max() <= 1e-5 * file.abs().max()
+    with pytest.raises(RuntimeError, match='multiple of 16'):
+        k.block_linear(x, torch.from_numpy(W), torch.tensor([REPACKED_SEGMENTS, n, int(Q.Q5_0), 40, int(Q.Q8_0), 24]))
+
 def test_repacked_layout_by_hand():
     "The layout on a small case: row i's d at bytes 2i, 2i + 1 of its group's block; Q4's quants in chunks of 4 bytes, 16 rows a chunk."
     blocks = np.arange(3 * 18, dtype=np.uint8).reshape(3, 18)        # 3 rows of one Q4_0 block: d, then 16 bytes of nibbles
@@ -394,28 +417,39 @@ def official_q4_k_m(tmp_path_factory):
     if path is None: pytest.skip("llama.cpp's quantizer failed")
     return path
 
+def dequantized_model(model):
+    "A copy of a GGUF model with every block matrix dequantized to fp32 (`BlockLinear.dequantized`): the file's exact computation."
+    import copy
+    m = copy.deepcopy(model)
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, BlockLinear):
+            owner, attr = (m.get_submodule(name.rsplit('.', 1)[0]), name.rsplit('.', 1)[1]) if '.' in name else (m, name)
+            lin = torch.nn.Linear(mod.in_features, mod.out_features, bias=False); lin.weight = torch.nn.Parameter(mod.dequantized(), requires_grad=False)
+            setattr(owner, attr, lin)
+    m.embed_tokens = torch.nn.Embedding.from_pretrained(m.lm_head.weight.detach().clone(), freeze=True)   # tied: the head's rows
+    return m
+
 @needs_kernels
-def test_official_q4_k_m_greedy_tokens_near_llama_cpp(official_q4_k_m):
+def test_official_q4_k_m_near_llama_cpp(official_q4_k_m):
+    "Our step and llama.cpp on the same Q4_K_M file, each against the file's exact computation (its weights dequantized, fp32): the next token's distribution after each of 5 chat prompts, our mean KL within 2x llama.cpp's. Both round the activations to 8 bits per block, so each sits a few 1e-3 nats from the exact one, and one prompt's figure swings with where the roundings fall (greedy tokens part at near ties); the mean does not. A kernel dropping a block's scale or offset lands far outside."
     import llama_cpp
     path = official_q4_k_m
     model, tok, info = load_gguf_for_inference(path)
     assert info['serving'] == 'q4_k+q5_0+q6_k+q8_0'
-    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0)   # an fp32 KV cache, as ours
-    agree, same = [], []
-    for p in ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?']:
+    exact = dequantized_model(model)
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0)
+    kl = lambda ref, q: (F.softmax(ref, -1) * (F.log_softmax(ref, -1) - F.log_softmax(q, -1))).sum().item()
+    ours, theirs = [], []
+    for p in ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?', 'Name three fruits.', 'What is 2 + 2?']:
         ids = tok.apply_chat_template([{'role': 'user', 'content': p}], add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']
-        ours = generate(model, ids, 16, temperature=0, decoder=info['decoder'])[0, ids.shape[1]:].tolist()
-        theirs = []
-        for t in llm.generate(ids[0].tolist(), temp=0, reset=True):
-            if t == llm.token_eos() or len(theirs) == 16: break
-            theirs.append(t)
-        if llm.token_eos() in ours: ours = ours[:ours.index(llm.token_eos())]
-        agree.append(next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs))))
-        same.append(ours == theirs)
-    # measured here (avx512vnni): the haiku the same to its end (13 tokens), the other two part at the first token, a
-    # near tie ('La' / 'L', 'Boil' / 'Boiling'); both programs' logits 0.49 std apart on the first prompt, each 0.3-0.4
-    # from the dequantized model's (on the official Q4_1 file 0.22 apart)
-    assert sum(same) >= 1, (agree, same)
+        with torch.inference_mode():
+            ref = exact(ids).float()[0, -1]
+            ours.append(kl(ref, info['decoder'].start(ids, ids.shape[1] + 1)[0].float().reshape(-1)))
+        llm.reset(); llm.eval(ids[0].tolist())
+        theirs.append(kl(ref, torch.from_numpy(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),)).copy())))
+    # measured here (avx512vnni, our default fp16 KV cache): ours 1.3e-2, 6.8e-3, 4.7e-3, 1.1e-2, 1.2e-2 (mean 9.4e-3);
+    # llama.cpp 8.9e-3, 6.8e-3, 5.1e-3, 9.7e-3, 1.1e-2 (mean 8.3e-3)
+    assert np.mean(ours) <= 2 * np.mean(theirs), (ours, theirs)
 
 @needs_kernels
 def test_smollm2_chat_on_a_q4_k_m_file(official_q4_k_m):

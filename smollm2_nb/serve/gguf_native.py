@@ -18,10 +18,10 @@ from .gguf_source import is_gguf
 
 # %% auto #0
 __all__ = ['GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES', 'GGML_Q4_0', 'GGML_Q4_1', 'GGML_Q5_0', 'GGML_Q8_0', 'GGML_Q4_K',
-           'GGML_Q6_K', 'SEGMENTS', 'GROUP', 'REPACKED_TYPES', 'LAYER_TENSORS', 'GGUFHeader', 'gguf_tokenizer',
-           'repack_blocks', 'file_blocks', 'BlockLinear', 'BlockEmbedding', 'native_gguf_types', 'load_gguf_native',
-           'GGUFDecoder', 'gguf_decodes_natively', 'gguf_format', 'load_gguf_for_inference', 'quantize_q4_1',
-           'quantize_q8_0', 'prepare_int4']
+           'GGML_Q6_K', 'SEGMENTS', 'REPACKED_SEGMENTS', 'GROUP', 'REPACKED_TYPES', 'LAYER_TENSORS', 'GGUFHeader',
+           'gguf_tokenizer', 'repack_blocks', 'file_blocks', 'BlockLinear', 'BlockEmbedding', 'native_gguf_types',
+           'load_gguf_native', 'GGUFDecoder', 'gguf_decodes_natively', 'gguf_format', 'load_gguf_for_inference',
+           'quantize_q4_1', 'quantize_q8_0', 'prepare_int4']
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #533bce2e
 GGUF_VALUE = {0: '<B', 1: '<b', 2: '<H', 3: '<h', 4: '<I', 5: '<i', 6: '<f', 7: '<?', 10: '<Q', 11: '<q', 12: '<d'}  # 8: string, 9: array
@@ -30,6 +30,7 @@ GGML_TYPES = {0: ('F32', 1, 4), 1: ('F16', 1, 2), 2: ('Q4_0', 32, 18), 3: ('Q4_1
 NATIVE_TYPES = {2, 3, 6, 8, 12, 14}   # the block formats the C++ step multiplies as they are
 GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 2, 3, 6, 8, 12, 14
 SEGMENTS = -1   # a spec's first entry for a fused matrix whose parts differ in format: [SEGMENTS, in, type, rows, type, rows, ...]
+REPACKED_SEGMENTS = -2   # the same, every part repacked in its own format (each part's rows a multiple of 16)
 
 class GGUFHeader:
     "A GGUF file's metadata and tensor table, read straight from its header (no tensor data is read)."
@@ -285,10 +286,11 @@ def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architect
     names = [[f'blk.{l}.{n}.weight' for n in LAYER_TENSORS[m]] for l in range(c.num_hidden_layers) for m in LAYER_TENSORS]
     head = 'token_embd.weight' if c.tie_word_embeddings else 'output.weight'
     groups = names + [['token_embd.weight']] + ([] if c.tie_word_embeddings else [[head]])
-    def layout(g):   # (repacked, bytes per row, rows in memory) of a fused matrix
+    def layout(g):   # (repacked: True, False or 'parts', bytes per row, rows in memory) of a fused matrix
         types, out = {h.tensors[n]['type'] for n in g}, sum(h.tensor_shape(n)[0] for n in g)
         if len(types) == 1 and types <= REPACKED_TYPES: return True, h.row_bytes(g[0]), -(-out // GROUP) * GROUP
-        return False, max(h.row_bytes(n) for n in g), out              # a group mixing formats: rows padded to the widest part's
+        parts = types <= REPACKED_TYPES and all(h.tensor_shape(n)[0] % GROUP == 0 for n in g)   # each part repacked in its own format
+        return 'parts' if parts else False, max(h.row_bytes(n) for n in g), out   # a group mixing formats: rows of the widest part's bytes
     layouts = [layout(g) for g in groups]
     sizes = [rb * n for _, rb, n in layouts]
     starts = np.concatenate([[0], np.cumsum([-(-s // 64) * 64 for s in sizes])])
@@ -298,7 +300,13 @@ def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architect
     mats = []
     for g, (repacked, rb, _), s0, size in zip(groups, layouts, starts, sizes):
         types, n, W = [h.tensors[name]['type'] for name in g], h.tensor_shape(g[0])[1], block[int(s0):int(s0) + size].view(-1, rb)
-        if repacked:                                                   # whole groups of 16 rows at a time
+        if repacked == 'parts':                                        # part by part, each its rows' bytes from its first row
+            r, seg, flat = 0, [], W.view(-1)
+            for name, t in zip(g, types):
+                a = np.array(rows(name, order(name)))
+                flat[r * rb:r * rb + a.size].copy_(_repack(a, t, kernels).view(-1)); seg += [t, len(a)]; r += len(a)
+            mats.append((W, types, n, len(W), torch.tensor([REPACKED_SEGMENTS, n] + seg, dtype=torch.int64)))
+        elif repacked:                                                 # whole groups of 16 rows at a time
             a = np.concatenate([rows(name, order(name)) for name in g]) if len(g) > 1 else rows(g[0])   # fused: in memory a moment
             for r in range(0, len(a), 4096): W[r:r + 4096].copy_(_repack(np.array(a[r:r + 4096]), types[0], kernels))   # no second full copy
             mats.append((W, types, n, len(a), torch.tensor([types[0], n, GROUP, len(a)], dtype=torch.int64)))
@@ -316,6 +324,10 @@ def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architect
             W, types, n, _, _ = mats[4 * l + m]; owners = _owners(layer, name)
             outs = [getattr(o, a).out_features for o, a in owners]
             if types[0] in REPACKED_TYPES and len(set(types)) == 1: parts = _split_groups(W, types[0], n, outs)
+            elif layouts[4 * l + m][0] == 'parts':                      # each part's repacked rows, from its first row of W
+                flat, rb = W.view(-1), W.shape[1]
+                parts = [BlockLinear(flat[r * rb:r * rb + k * GGML_TYPES[t][2] * n // 32].view(k, -1), t, n, k)
+                         for t, k, r in zip(types, outs, np.cumsum([0] + outs))]
             else: parts = [BlockLinear(W[r:r + k], t, n, repacked=False) for t, k, r in zip(types, outs, np.cumsum([0] + outs))]
             for (owner, attr), lin in zip(owners, parts): setattr(owner, attr, lin)
         layer.input_layernorm.weight = nn.Parameter(norm(f'blk.{l}.attn_norm.weight'), requires_grad=False)

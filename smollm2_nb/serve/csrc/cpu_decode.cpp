@@ -8,6 +8,7 @@
 #include "gguf_kernels.h"
 #include "gguf_kquants.h"
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +41,10 @@ static int64_t cols(const at::Tensor& W, const at::Tensor& scale) { return is_bl
 // (out, the widest part's row bytes), each row's blocks at its start. Each token's activations rounded once per kind
 // (q8_0 for the 32-weight formats, q8_K for the K-quants), the rows split among the threads as in matmul_blocks.
 static const int64_t SEGMENTS = -1;
+// A fused matrix whose parts differ in format but each is a repacked one (Q4_K_M's [q;k;v] with q, k in Q5_0 and v in
+// Q8_0): spec [REPACKED_SEGMENTS, in, type_0, rows_0, ...], every part's rows a multiple of 16; W (out, the widest part's
+// row bytes), part p's repacked rows (rows_p, its own row bytes) stored contiguously from W's row r_p.
+static const int64_t REPACKED_SEGMENTS = -2;
 static bool takes_kquants(const at::Tensor& spec) {   // the file's layout: spec [type, in] or [SEGMENTS, ...]
   if (spec.scalar_type() != at::kLong || spec.numel() < 2) return false;
   return spec.numel() == 2 || spec.data_ptr<int64_t>()[0] == SEGMENTS;
@@ -78,8 +83,29 @@ static void matmul_kquants(const at::Tensor& W, const at::Tensor& spec, const fl
   });
 }
 // a matrix's rows: a repacked one's from its spec (its groups may pad them), any other's its tensor's
-static int64_t rows(const at::Tensor& W, const at::Tensor& scale) { return is_blocks(W) && !takes_kquants(scale) ? scale.data_ptr<int64_t>()[3] : W.size(0); }
+static int64_t rows(const at::Tensor& W, const at::Tensor& scale) {
+  return is_blocks(W) && scale.numel() == 4 && scale.data_ptr<int64_t>()[0] >= 0 ? scale.data_ptr<int64_t>()[3] : W.size(0);
+}
+static bool repacked_segments(const at::Tensor& spec) {
+  return spec.scalar_type() == at::kLong && spec.numel() >= 4 && spec.data_ptr<int64_t>()[0] == REPACKED_SEGMENTS;
+}
+// the parts of a REPACKED_SEGMENTS matrix: (type, first row, rows, row bytes), checked against W
+static std::vector<std::array<int64_t, 4>> segments_of(const at::Tensor& W, const at::Tensor& spec) {
+  const int64_t* sp = spec.data_ptr<int64_t>(); int64_t in = sp[1], r = 0;
+  TORCH_CHECK(spec.numel() % 2 == 0 && W.dim() == 2 && W.is_contiguous() && in % QK == 0,
+              "a GGUF matrix of repacked parts: spec int64 [-2, in, type, rows, ...], W (out, the widest part's row bytes)");
+  std::vector<std::array<int64_t, 4>> seg;
+  for (int64_t i = 2; i < spec.numel(); i += 2) {
+    int type = (int)sp[i]; int64_t n = sp[i + 1], rb = in / QK * ggml_block_bytes(type);
+    TORCH_CHECK(is_repacked_type(type) && n % GROUP == 0 && rb <= W.size(1), "a repacked part of type ", type, " and ", n,
+                " rows (a multiple of 16 whose blocks fit in ", W.size(1), " bytes per row)");
+    seg.push_back({type, r, n, rb}); r += n;
+  }
+  TORCH_CHECK(r == W.size(0), "the parts' rows (", r, ") are not the matrix's ", W.size(0));
+  return seg;
+}
 static void check_blocks(const at::Tensor& W, const at::Tensor& spec) {
+  if (repacked_segments(spec)) { segments_of(W, spec); return; }
   TORCH_CHECK(spec.scalar_type() == at::kLong && spec.numel() == 4 && spec.data_ptr<int64_t>()[2] == GROUP,
               "a GGUF matrix's spec: int64 [ggml type, in, 16, out] (its blocks repacked by repack_blocks)");
   const int64_t* sp = spec.data_ptr<int64_t>(); int type = (int)sp[0]; int64_t in = sp[1], out = sp[3], rb = W.size(1);
@@ -88,20 +114,29 @@ static void check_blocks(const at::Tensor& W, const at::Tensor& spec) {
   TORCH_CHECK(W.size(0) == (out + GROUP - 1) / GROUP * GROUP, "a repacked GGUF matrix of ", out, " rows has ", W.size(0),
               " (its rows rounded up to a multiple of 16)");
 }
-static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
-  if (takes_kquants(spec)) return matmul_kquants(W, spec, X, Y, T);
-  check_blocks(W, spec);
-  const int64_t* sp = spec.data_ptr<int64_t>(); int type = (int)sp[0]; int64_t in = sp[1], out = sp[3], rb = W.size(1);
-  const uint8_t* w = W.data_ptr<uint8_t>();
-  std::vector<XQ8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_q8(X + t * in, in));
-  std::vector<const XQ8*> xs(T); std::vector<float*> ys(T);
-  for (int64_t t = 0; t < T; t++) { xs[t] = &q[t]; ys[t] = Y + t * out; }
-  int64_t ng = W.size(0) / GROUP, chunk = T == 1 ? ng : std::max<int64_t>(1, CHUNK_BYTES / (GROUP * rb));
+// a repacked matrix w (out rows of rb bytes, in groups of 16) of `type` times the T tokens xs, into ys[t][0 .. out - 1]
+static void matmul_groups(int type, const uint8_t* w, int64_t rb, int64_t in, int64_t out, const std::vector<const XQ8*>& xs,
+                          const std::vector<float*>& ys) {
+  const int64_t T = xs.size(), ng = (out + GROUP - 1) / GROUP, chunk = T == 1 ? ng : std::max<int64_t>(1, CHUNK_BYTES / (GROUP * rb));
   at::parallel_for(0, ng, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t c0 = g0; c0 < g1; c0 += chunk)
       for (int64_t t = 0; t < T; t += BLOCK_TOKENS)
         groups_blocks(type, (int)std::min<int64_t>(BLOCK_TOKENS, T - t), w, rb, &xs[t], &ys[t], c0, std::min(c0 + chunk, g1), in, out);
   });
+}
+static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
+  if (takes_kquants(spec)) return matmul_kquants(W, spec, X, Y, T);
+  check_blocks(W, spec);
+  const int64_t* sp = spec.data_ptr<int64_t>(); int64_t in = sp[1], out = rows(W, spec);
+  const uint8_t* w = W.data_ptr<uint8_t>();
+  std::vector<XQ8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_q8(X + t * in, in));
+  std::vector<const XQ8*> xs(T); std::vector<float*> ys(T);
+  for (int64_t t = 0; t < T; t++) { xs[t] = &q[t]; ys[t] = Y + t * out; }
+  if (!repacked_segments(spec)) return matmul_groups((int)sp[0], w, W.size(1), in, out, xs, ys);
+  for (auto& s : segments_of(W, spec)) {   // each part by its own kernel, into its columns of Y
+    std::vector<float*> yp(T); for (int64_t t = 0; t < T; t++) yp[t] = ys[t] + s[1];
+    matmul_groups((int)s[0], w + s[1] * W.size(1), s[3], in, s[2], xs, yp);
+  }
 }
 
 // row k of a GGUF matrix of `type` as fp32: a repacked one (Q4_0, Q4_1, Q5_0, Q8_0) or one in the file's layout (the K-quants)
@@ -486,7 +521,7 @@ at::Tensor huge_page_empty(int64_t bytes) {
 at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
   at::Tensor X = x.to(at::kFloat).contiguous().view({-1, x.size(-1)}), Wc = W.contiguous();
   TORCH_CHECK(is_blocks(Wc) && Wc.dim() == 2, "block_linear: W uint8 (out rounded up to 16, row bytes) repacked, or (out, row bytes)");
-  if (!takes_kquants(spec)) check_blocks(Wc, spec);
+  if (!takes_kquants(spec)) check_blocks(Wc, spec);   // (repacked_segments: its parts checked)
   TORCH_CHECK(X.size(1) == spec.data_ptr<int64_t>()[1], "block_linear: x (T, in) of in = ", spec.data_ptr<int64_t>()[1]);
   at::Tensor Y = at::empty({X.size(0), rows(Wc, spec)}, at::kFloat);
   matmul_blocks(Wc, spec, X.data_ptr<float>(), Y.data_ptr<float>(), X.size(0));

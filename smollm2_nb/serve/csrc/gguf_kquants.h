@@ -30,7 +30,8 @@
 
 static const int64_t QK_K = 256;   // weights per super-block of the K-quants
 // the formats this header multiplies in the file's layout (matmul_blocks hands them to matmul_kquants): the K-quants, and
-// Q5_0 as the part of a fused matrix that mixes formats (a Q5_0 matrix alone is repacked, gguf_kernels.h)
+// Q5_0 as a part of a fused matrix that mixes it with a K-quant (a Q5_0 matrix, or part beside Q4_0/Q4_1/Q8_0 ones, is
+// repacked: gguf_kernels.h)
 static inline bool is_kquant(int type) { return type == GGML_Q5_0 || type == GGML_Q4_K || type == GGML_Q6_K; }
 static inline bool uses_q8k(int type) { return type == GGML_Q4_K || type == GGML_Q6_K; }
 
@@ -97,9 +98,9 @@ static void dequantize_row_kquant(int type, const uint8_t* row, float* out, int6
     }
   }
 }
-// Q4_0, Q4_1 or Q8_0 rows kept in the file's layout: the parts of a fused matrix that mixes formats (a Q4_K_M file's
-// [q;k;v] with v in Q8_0). A matrix of one of these formats alone is repacked (gguf_kernels.h); these plain loops
-// serve only such parts, a small share of a step. One row as fp32:
+// Q4_0, Q4_1 or Q8_0 rows kept in the file's layout: the parts of a fused matrix that mixes them with a K-quant. A
+// matrix of these formats, or of parts all in them, is repacked (gguf_kernels.h); these plain loops serve only such
+// parts, a small share of a step. One row as fp32:
 static void dequantize_row_file(int type, const uint8_t* row, float* out, int64_t n) {
   const int64_t bb = ggml_block_bytes(type);
   for (int64_t b = 0; b < n / QK; b++) {
