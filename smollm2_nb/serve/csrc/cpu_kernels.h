@@ -93,29 +93,76 @@ static inline void prefetch_ahead(const void* group, int64_t group_bytes, int64_
   for (int j = 0; j < 4; j++) _mm_prefetch(p + 64 * j, _MM_HINT_T0);
 }
 
+// The fp32 and widened-bf16 row products of both x86 families are one template over a vector type V (its width N and
+// the few operations it needs): ROWS rows side by side, ACC accumulators per row (each taking every ACC-th vector of
+// the row) and NT tokens per weight load. The AVX-512 classes read four rows with one accumulator each, AVX2 one row
+// with four (its measured best, below); each accumulator's sum runs over the row in order, then the ACC of them are
+// added pairwise ((a0 + a1) + (a2 + a3)) and across the vector, so a token's sums are the same whatever NT.
+template <class V, int ACC> static inline float sum_row(const typename V::F* a) {
+  if constexpr (ACC == 1) return V::sum(a[0]);
+  else if constexpr (ACC == 2) return V::sum(V::add(a[0], a[1]));
+  else return V::sum(V::add(V::add(a[0], a[1]), V::add(a[2], a[3])));
+}
+template <class V, int ROWS, int ACC, int NT>
+static void rows_f32_v(const float* W, const float* const* x, float* const* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int64_t r = r0; r < r1; r += ROWS) {
+    typename V::F a[NT][ROWS][ACC];
+    for (int t = 0; t < NT; t++) for (int k = 0; k < ROWS; k++) for (int j = 0; j < ACC; j++) a[t][k][j] = V::zero();
+    const float* w = W + r * in;
+    for (int64_t i = 0; i < in; i += V::N * ACC)
+      for (int j = 0; j < ACC; j++) {
+        typename V::F xv[NT]; for (int t = 0; t < NT; t++) xv[t] = V::load(x[t] + i + V::N * j);
+        for (int k = 0; k < ROWS; k++) {
+          typename V::F wv = V::load(w + k * in + i + V::N * j);
+          for (int t = 0; t < NT; t++) a[t][k][j] = V::fma(wv, xv[t], a[t][k][j]);
+        }
+      }
+    for (int t = 0; t < NT; t++) for (int k = 0; k < ROWS; k++) y[t][r + k] = sum_row<V, ACC>(a[t][k]);
+  }
+}
+// bf16 weights widened in registers (split_x above): each load of 2N weights gives N even and N odd fp32 values; H
+// loads per step, so 2H accumulators per row (even and odd of each load)
+template <class V, int ROWS, int H, int NT, class XB>   // XB: XBf16 (its even and odd halves of x)
+static void rows_bf16_v(const uint16_t* W, const XB* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
+  for (int64_t r = r0; r < r1; r += ROWS) {
+    typename V::F a[NT][ROWS][2 * H];
+    for (int t = 0; t < NT; t++) for (int k = 0; k < ROWS; k++) for (int j = 0; j < 2 * H; j++) a[t][k][j] = V::zero();
+    const uint16_t* w = W + r * in;
+    for (int64_t i = 0; i < in; i += 2 * V::N * H)
+      for (int k = 0; k < ROWS; k++)
+        for (int h = 0; h < H; h++) {
+          typename V::I v = V::loadi(w + k * in + i + 2 * V::N * h);
+          typename V::F we = V::bf16_even(v), wo = V::bf16_odd(v);
+          for (int t = 0; t < NT; t++) {
+            a[t][k][2 * h] = V::fma(we, V::load(xb[t]->even.data() + i / 2 + V::N * h), a[t][k][2 * h]);
+            a[t][k][2 * h + 1] = V::fma(wo, V::load(xb[t]->odd.data() + i / 2 + V::N * h), a[t][k][2 * h + 1]);
+          }
+        }
+    for (int t = 0; t < NT; t++) for (int k = 0; k < ROWS; k++) y[t][r + k] = sum_row<V, 2 * H>(a[t][k]);
+  }
+}
 #endif
 
 #ifdef SMOLLM2_AVX512
 static inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+struct Avx512 {   // the vector type of rows_f32_v / rows_bf16_v
+  using F = __m512; using I = __m512i; static constexpr int N = 16;
+  static F zero() { return _mm512_setzero_ps(); }
+  static F load(const float* p) { return _mm512_loadu_ps(p); }
+  static I loadi(const void* p) { return _mm512_loadu_si512(p); }
+  static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F bf16_even(I v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); }
+  static F bf16_odd(I v) { return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000))); }
+  static float sum(F v) { return hsum(v); }
+};
 
 // fp32 and bf16 take NT tokens at once (a prompt's; one when decoding): each weight loaded serves all NT of them, and
 // each (row, token) sum is formed exactly as with one token, so a prompt's logits are the step's bit for bit
 static const int F32_TOKENS = 4, BF16_TOKENS = 2;   // the most at once: 16 accumulators of the 32 registers
-template <int NT>
+template <int NT>   // four rows side by side, one accumulator each
 static void rows_f32_t(const float* W, const float* const* x, float* const* y, int64_t r0, int64_t r1, int64_t in) {
-  for (int64_t r = r0; r < r1; r += 4) {
-    __m512 a[4][NT];
-    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) a[k][t] = _mm512_setzero_ps();
-    const float* w = W + r * in;
-    for (int64_t i = 0; i < in; i += 16) {
-      __m512 xv[NT]; for (int t = 0; t < NT; t++) xv[t] = _mm512_loadu_ps(x[t] + i);
-      for (int k = 0; k < 4; k++) {
-        __m512 wv = _mm512_loadu_ps(w + k * in + i);
-        for (int t = 0; t < NT; t++) a[k][t] = _mm512_fmadd_ps(wv, xv[t], a[k][t]);
-      }
-    }
-    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) y[t][r + k] = hsum(a[k][t]);
-  }
+  rows_f32_v<Avx512, 4, 1, NT>(W, x, y, r0, r1, in);
 }
 
 #ifdef __AVX512BF16__
@@ -144,24 +191,9 @@ static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const*
   }
 }
 #else
-template <int NT>
+template <int NT>   // four rows side by side, 32 weights (16 even + 16 odd) per load
 static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
-  const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000);
-  for (int64_t r = r0; r < r1; r += 4) {
-    __m512 a[8][NT]; for (int k = 0; k < 8; k++) for (int t = 0; t < NT; t++) a[k][t] = _mm512_setzero_ps();
-    const uint16_t* w = W + r * in;
-    for (int64_t i = 0; i < in; i += 32) {                    // 32 weights: 16 even + 16 odd
-      for (int k = 0; k < 4; k++) {
-        __m512i v = _mm512_loadu_si512(w + k * in + i);
-        __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), wo = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
-        for (int t = 0; t < NT; t++) {
-          a[2 * k][t] = _mm512_fmadd_ps(we, _mm512_loadu_ps(xb[t]->even.data() + i / 2), a[2 * k][t]);
-          a[2 * k + 1][t] = _mm512_fmadd_ps(wo, _mm512_loadu_ps(xb[t]->odd.data() + i / 2), a[2 * k + 1][t]);
-        }
-      }
-    }
-    for (int k = 0; k < 4; k++) for (int t = 0; t < NT; t++) y[t][r + k] = hsum(_mm512_add_ps(a[2 * k][t], a[2 * k + 1][t]));
-  }
+  rows_bf16_v<Avx512, 4, 1, NT>(W, xb, y, r0, r1, in);
 }
 #endif
 
@@ -214,6 +246,17 @@ static inline float hsum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
+struct Avx2 {   // the vector type of rows_f32_v / rows_bf16_v
+  using F = __m256; using I = __m256i; static constexpr int N = 8;
+  static F zero() { return _mm256_setzero_ps(); }
+  static F load(const float* p) { return _mm256_loadu_ps(p); }
+  static I loadi(const void* p) { return _mm256_loadu_si256((const __m256i*)p); }
+  static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static F bf16_even(I v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
+  static F bf16_odd(I v) { return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000))); }
+  static float sum(F v) { return hsum(v); }
+};
 
 // fp32 and bf16 read one row at a time, a single stream the hardware prefetcher follows. Against four rows side by side
 // (with the prefetch above), on the Zen 3 EPYC with 2 threads: one token's products alone 1.05-1.11x (fp32) and
@@ -221,39 +264,13 @@ static inline float hsum(__m256 v) {
 // int8 was the same either way and keeps both. Four accumulators keep both FMA ports busy.
 // NT tokens at once for a prompt, as in the AVX-512 classes: 8 accumulators of the 16 registers
 static const int F32_TOKENS = 2, BF16_TOKENS = 2;
-template <int NT>
+template <int NT>   // one row at a time, four accumulators
 static void rows_f32_t(const float* W, const float* const* x, float* const* y, int64_t r0, int64_t r1, int64_t in) {
-  for (int64_t r = r0; r < r1; r++) {
-    __m256 a[4][NT]; for (int j = 0; j < 4; j++) for (int t = 0; t < NT; t++) a[j][t] = _mm256_setzero_ps();
-    const float* w = W + r * in;
-    for (int64_t i = 0; i < in; i += 32) {
-      for (int j = 0; j < 4; j++) {
-        __m256 wv = _mm256_loadu_ps(w + i + 8 * j);
-        for (int t = 0; t < NT; t++) a[j][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + i + 8 * j), a[j][t]);
-      }
-    }
-    for (int t = 0; t < NT; t++) y[t][r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0][t], a[1][t]), _mm256_add_ps(a[2][t], a[3][t])));
-  }
+  rows_f32_v<Avx2, 1, 4, NT>(W, x, y, r0, r1, in);
 }
-
-template <int NT>
+template <int NT>   // one row at a time, 32 weights (two loads of 8 even + 8 odd) per step
 static void rows_bf16_t(const uint16_t* W, const XBf16* const* xb, float* const* y, int64_t r0, int64_t r1, int64_t in) {
-  const __m256i hi = _mm256_set1_epi32((int)0xFFFF0000);
-  for (int64_t r = r0; r < r1; r++) {
-    __m256 a[4][NT]; for (int j = 0; j < 4; j++) for (int t = 0; t < NT; t++) a[j][t] = _mm256_setzero_ps();
-    const uint16_t* w = W + r * in;
-    for (int64_t i = 0; i < in; i += 32) {                    // 32 weights: 16 even + 16 odd
-      __m256i v0 = _mm256_loadu_si256((const __m256i*)(w + i)), v1 = _mm256_loadu_si256((const __m256i*)(w + i + 16));
-      __m256 wv[4] = {_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)), _mm256_castsi256_ps(_mm256_and_si256(v0, hi)),
-                      _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16)), _mm256_castsi256_ps(_mm256_and_si256(v1, hi))};
-      for (int t = 0; t < NT; t++) {
-        const float *xe = xb[t]->even.data() + i / 2, *xo = xb[t]->odd.data() + i / 2;
-        const float* xs[4] = {xe, xo, xe + 8, xo + 8};
-        for (int j = 0; j < 4; j++) a[j][t] = _mm256_fmadd_ps(wv[j], _mm256_loadu_ps(xs[j]), a[j][t]);
-      }
-    }
-    for (int t = 0; t < NT; t++) y[t][r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0][t], a[1][t]), _mm256_add_ps(a[2][t], a[3][t])));
-  }
+  rows_bf16_v<Avx2, 1, 2, NT>(W, xb, y, r0, r1, in);
 }
 
 // int8 without VNNI: vpsignb moves x's sign onto the weights, vpmaddubsw multiplies |x| (u8) by them and adds pairs
