@@ -166,10 +166,6 @@ class BlockLinear(nn.Module):
                  out_features: int | None = None, # rows used (default: all of `blocks`)
                  repacked: bool | None = None):   # `blocks` in the step's layout (default: for Q4_0, Q4_1, Q5_0 and Q8_0)
         super().__init__()
-        out = blocks.shape[0] if out_features is None else out_features
-        if blocks.shape[0] != -(-out // GROUP) * GROUP:
-            raise ValueError(f"{out} rows in groups of {GROUP} take {-(-out // GROUP) * GROUP} rows of repacked blocks, not {blocks.shape[0]}")
-        self.register_buffer('weight', blocks)
         repacked = ggml_type in REPACKED_TYPES if repacked is None else repacked
         out = blocks.shape[0] if out_features is None else out_features
         if repacked and blocks.shape[0] != -(-out // GROUP) * GROUP:

@@ -126,13 +126,14 @@ static void matmul_groups(int type, const uint8_t* w, int64_t rb, int64_t in, in
 }
 static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const float* X, float* Y, int64_t T) {
   if (takes_kquants(spec)) return matmul_kquants(W, spec, X, Y, T);
-  check_blocks(W, spec);
+  const bool parts = repacked_segments(spec);
+  if (!parts) check_blocks(W, spec);                 // (a matrix of parts: segments_of below checks them)
   const int64_t* sp = spec.data_ptr<int64_t>(); int64_t in = sp[1], out = rows(W, spec);
   const uint8_t* w = W.data_ptr<uint8_t>();
   std::vector<XQ8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_q8(X + t * in, in));
   std::vector<const XQ8*> xs(T); std::vector<float*> ys(T);
   for (int64_t t = 0; t < T; t++) { xs[t] = &q[t]; ys[t] = Y + t * out; }
-  if (!repacked_segments(spec)) return matmul_groups((int)sp[0], w, W.size(1), in, out, xs, ys);
+  if (!parts) return matmul_groups((int)sp[0], w, W.size(1), in, out, xs, ys);
   for (auto& s : segments_of(W, spec)) {   // each part by its own kernel, into its columns of Y
     std::vector<float*> yp(T); for (int64_t t = 0; t < T; t++) yp[t] = ys[t] + s[1];
     matmul_groups((int)s[0], w + s[1] * W.size(1), s[3], in, s[2], xs, yp);
