@@ -127,7 +127,7 @@ def test_scheduler_stop_strings_eos_and_cancel(served):
     with pytest.raises(Closed): sched.submit(Request(ids, max_tokens=4))
 
 def test_scheduler_loop_runs_on_its_own_thread_count(served):
-    "The loop decodes on its own number of torch threads (default: one fewer than the process started with, at least 1, a core left to the event loop that streams the text); the thread that made it keeps its own."
+    "The loop decodes on its own number of torch threads (default: as many as the process started with); the thread that made it keeps its own."
     from smollm2_nb.serve.batch import loop_threads, _per_thread_count
     if not _per_thread_count(): pytest.skip("torch's own thread pool: one count for the whole process")
     m, decoder, tok = served

@@ -302,6 +302,15 @@ def test_kernels_match_reference(cls, tmp_path):
     assert out.returncode == 0 and out.stdout.splitlines()[-1] == f'ok {cls}', out.stdout + out.stderr
     assert out.stdout.splitlines()[0] == f'class {cls}'             # the flags selected the class they are named for
 
+def test_thread_pool_runs_every_piece_once(tmp_path):
+    "The step's thread pool (thread_pool.h), compiled alone: every piece of every product runs exactly once, on 1-4 threads, with two callers at once, nested, and after its workers slept."
+    cxx = shutil.which(os.environ.get('CXX', 'c++'))
+    if not cxx: pytest.skip('no C++ compiler here')
+    exe = tmp_path / 'pool_check'
+    subprocess.run([cxx, '-O2', '-std=c++17', '-pthread', f'-I{CSRC}', str(Path(__file__).parent / 'csrc' / 'pool_check.cpp'), '-o', str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == 'ok', out.stdout[-3000:] + out.stderr[-3000:]
+
 @pytest.mark.skipif(not ARM_CXX, reason=f'the ARM build is checked with a cross compiler: {ARM_TOOLS}')
 def test_step_compiles_for_arm():
     "The whole step, torch's headers included, compiles for 64-bit ARM (linked and run against the model by tools/arm_emulation.sh, under qemu)."

@@ -122,8 +122,8 @@ def _held_back(text: str, stops: list[str]) -> int:
 _PROCESS_THREADS = torch.get_num_threads()   # torch's threads as the process started (OMP_NUM_THREADS, else the cores)
 
 def loop_threads() -> int:
-    "torch's threads for a scheduler's loop: one fewer than the process started with (at least 1), a core left to the event loop that streams the text."
-    return max(1, _PROCESS_THREADS - 1)
+    "torch's threads for a scheduler's loop: as many as the process started with (the step's pool leaves a displaced thread's share to the others)."
+    return _PROCESS_THREADS
 
 def _per_thread_count() -> bool:   # OpenMP keeps a count per thread (threads already running keep theirs); torch's own pool, one
     return 'parallel backend: OpenMP' in torch.__config__.parallel_info()

@@ -308,7 +308,7 @@ def serve(model: str,                    # checkpoint file, run directory, Huggi
           max_queue: int = 64,           # requests waiting at most; beyond, 429 with Retry-After
           name: str | None = None,       # the model's id in the API (default: the model's file or folder name)
           log_level: str = 'warning',    # uvicorn's log level
-          threads: int | None = None,    # torch's threads of the decoding loop (default: one fewer than the process's, at least 1)
+          threads: int | None = None,    # torch's threads of the decoding loop (default: the process's, `loop_threads()`)
          ) -> int:
     "Serve `model` with the OpenAI-compatible API until SIGTERM or Ctrl-C."
     api_key = api_key or os.environ.get(API_KEY_ENV) or None

@@ -7,6 +7,7 @@
 #include "cpu_kernels.h"
 #include "gguf_kernels.h"
 #include "gguf_kquants.h"
+#include "thread_pool.h"
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -23,11 +24,20 @@
 enum Mat : int64_t { QKV = 0, O = 1, GATE_UP = 2, DOWN = 3, PER_LAYER = 4 };
 std::vector<std::string> layout() { return {"qkv", "o", "gate_up", "down"}; }
 
-// Y (T, out) = X (T, in) W^T, the rows split among torch's threads (one parallel region per product). A new token is
+// Y (T, out) = X (T, in) W^T, the rows split among torch's threads (in pieces, by the pool of thread_pool.h). A new token is
 // T = 1: each thread streams its rows once. For a prompt's T tokens each thread reads its rows a chunk of CHUNK_BYTES at
 // a time and runs all T inputs through the chunk while it sits in the core's cache, so the weights come from memory
 // once for the whole prompt instead of once per token; fp32 and bf16 kernels take several tokens per load of a weight.
 static const int64_t CHUNK_BYTES = 64 << 10;
+
+// f(b, e) over [begin, end) on torch's threads (torch.set_num_threads), by the step's own pool (thread_pool.h)
+template <class F> static void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  pool::parallel_for(begin, end, grain, at::get_num_threads(), f);
+}
+// f(t) for t in 0 .. n - 1 (a step's rows, each on its own), among the threads when there are several
+template <class F> static void each_row(int64_t n, const F& f) {
+  parallel_for(0, n, 1, [&](int64_t a, int64_t e) { for (int64_t t = a; t < e; t++) f(t); });
+}
 
 // A GGUF matrix (gguf_kernels.h): W uint8 (out rounded up to 16, row bytes), its blocks repacked in groups of 16 rows;
 // its `scale` is the spec int64 [ggml type, in, 16, out]. The groups split among the threads; for a prompt's (or a
@@ -67,9 +77,9 @@ static void matmul_kquants(const at::Tensor& W, const at::Tensor& spec, const fl
   seg.push_back({0, out});
   const uint8_t* w = W.data_ptr<uint8_t>();
   std::vector<XQ8> q8(want8 ? T : 0); std::vector<XQ8K> qk(wantk ? T : 0); XQ8 none8; XQ8K nonek;
-  for (int64_t t = 0; t < T; t++) { if (want8) q8[t] = prepare_q8(X + t * in, in); if (wantk) qk[t] = prepare_q8k(X + t * in, in); }
+  each_row(T, [&](int64_t t) { if (want8) q8[t] = prepare_q8(X + t * in, in); if (wantk) qk[t] = prepare_q8k(X + t * in, in); });
   int64_t chunk = T == 1 ? out : std::max<int64_t>(8, CHUNK_BYTES / rb);
-  at::parallel_for(0, out, 8, [&](int64_t a, int64_t e) {
+  parallel_for(0, out, 8, [&](int64_t a, int64_t e) {
     for (int64_t c0 = a; c0 < e; c0 += chunk)
       for (size_t i = 0; i + 1 < seg.size(); i++) {
         int type = seg[i].first; int64_t s0 = seg[i].second, r0 = std::max(c0, s0), r1 = std::min({c0 + chunk, e, seg[i + 1].second});
@@ -118,7 +128,7 @@ static void check_blocks(const at::Tensor& W, const at::Tensor& spec) {
 static void matmul_groups(int type, const uint8_t* w, int64_t rb, int64_t in, int64_t out, const std::vector<const XQ8*>& xs,
                           const std::vector<float*>& ys) {
   const int64_t T = xs.size(), ng = (out + GROUP - 1) / GROUP, chunk = T == 1 ? ng : std::max<int64_t>(1, CHUNK_BYTES / (GROUP * rb));
-  at::parallel_for(0, ng, 1, [&](int64_t g0, int64_t g1) {
+  parallel_for(0, ng, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t c0 = g0; c0 < g1; c0 += chunk)
       for (int64_t t = 0; t < T; t += BLOCK_TOKENS)
         groups_blocks(type, (int)std::min<int64_t>(BLOCK_TOKENS, T - t), w, rb, &xs[t], &ys[t], c0, std::min(c0 + chunk, g1), in, out);
@@ -130,7 +140,7 @@ static void matmul_blocks(const at::Tensor& W, const at::Tensor& spec, const flo
   if (!parts) check_blocks(W, spec);                 // (a matrix of parts: segments_of below checks them)
   const int64_t* sp = spec.data_ptr<int64_t>(); int64_t in = sp[1], out = rows(W, spec);
   const uint8_t* w = W.data_ptr<uint8_t>();
-  std::vector<XQ8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_q8(X + t * in, in));
+  std::vector<XQ8> q(T); each_row(T, [&](int64_t t) { q[t] = prepare_q8(X + t * in, in); });
   std::vector<const XQ8*> xs(T); std::vector<float*> ys(T);
   for (int64_t t = 0; t < T; t++) { xs[t] = &q[t]; ys[t] = Y + t * out; }
   if (!parts) return matmul_groups((int)sp[0], w, W.size(1), in, out, xs, ys);
@@ -159,7 +169,7 @@ static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X,
   int tokens = W.scalar_type() == at::kFloat ? F32_TOKENS : W.scalar_type() == at::kBFloat16 ? BF16_TOKENS : 1;
   std::vector<float*> ys(T); for (int64_t t = 0; t < T; t++) ys[t] = Y + t * out;
   auto split = [&](auto rows) {   // rows(t, nt, r0, r1): tokens t .. t + nt - 1 through rows r0 .. r1 - 1
-    at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
+    parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t c0 = 4 * b0; c0 < 4 * b1; c0 += chunk)
         for (int64_t t = 0; t < T; t += tokens) rows(t, (int)std::min<int64_t>(tokens, T - t), c0, std::min(c0 + chunk, 4 * b1));
     });
@@ -173,7 +183,7 @@ static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X,
     });
   } else if (W.scalar_type() == at::kChar) {
     TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.numel() == out * (in / 64), "int8 scales: bf16, one per row and block of 64");
-    std::vector<XInt8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_int8(X + t * in, in));
+    std::vector<XInt8> q(T); each_row(T, [&](int64_t t) { q[t] = prepare_int8(X + t * in, in); });
     const int8_t* w = W.data_ptr<int8_t>(); const uint16_t* s = (const uint16_t*)scale.data_ptr();   // bf16 (out, in / 64)
     split([&](int64_t t, int, int64_t r0, int64_t r1) { rows_int8(w, s, q[t], ys[t], r0, r1, in); });
   } else {
@@ -281,9 +291,9 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
   float inv_sqrt = 1.0f / std::sqrt((float)hd);
   with_kv(kc, vc, [&](auto* K, auto* V) {
   for (int64_t l = 0; l < L; l++) {
-    for (int64_t t = 0; t < T; t++) rmsnorm(&x[t * d], nw + 2 * l * d, &h[t * nin], d, eps);
+    each_row(T, [&](int64_t t) { rmsnorm(&x[t * d], nw + 2 * l * d, &h[t * nin], d, eps); });
     matmul(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data(), T);
-    for (int64_t t = 0; t < T; t++) {
+    each_row(T, [&](int64_t t) {
       int64_t p = pos0 + t; const float *c = C + p * (hd / 2), *s = Sn + p * (hd / 2);
       float *q = &qkv[t * nqkv], *k = q + nh * hd, *v = k + nkv * hd;
       for (int64_t j = 0; j < nh; j++) rope(q + j * hd, c, s, hd);
@@ -292,11 +302,11 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
         kv_put(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd);
         kv_put(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd);
       }
-    }
+    });
     // query head j of token t attends to positions 0..pos0 + t of its KV head. The (token, head) pairs are split among
     // torch's threads for a prompt, and for one token once the cache is long enough for reading it to matter (a
     // parallel region costs a few microseconds)
-    at::parallel_for(0, T * nh, T > 1 || last >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
+    parallel_for(0, T * nh, T > 1 || last >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
       std::vector<float> sc(last + 1);                        // this thread's scores
       for (int64_t i = i0; i < i1; i++) {
         int64_t t = i / nh, j = i % nh, p = pos0 + t, g = l * nkv + j / (nh / nkv);
@@ -304,17 +314,17 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
       }
     });
     matmul(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), T);
-    for (int64_t t = 0; t < T; t++) {
+    each_row(T, [&](int64_t t) {
       for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * nout + i];
       rmsnorm(&x[t * d], nw + (2 * l + 1) * d, &h[t * nin], d, eps);
-    }
+    });
     matmul(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data(), T);
-    for (int64_t t = 0; t < T; t++) {
+    each_row(T, [&](int64_t t) {
       const float* g = &gu[t * ngu]; float* a = &act[t * nact];
       for (int64_t i = 0; i < inter; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[inter + i];   // silu(gate) * up
-    }
+    });
     matmul(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), T);
-    for (int64_t t = 0; t < T; t++) for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * ndown + i];
+    each_row(T, [&](int64_t t) { for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * ndown + i]; });
   }
   });
   std::vector<float> hl(cols(mats.back(), scales.back()));                 // the LM head reads the last token alone
@@ -384,11 +394,11 @@ static void matmul_rows(const at::Tensor& W, const at::Tensor& scale, const floa
     int64_t out = W.size(0), in = W.size(1);
     TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.numel() == out * (in / 64), "int8 scales: bf16, one per row and block of 64");
     int64_t chunk = std::max<int64_t>(4, CHUNK_BYTES / in / 4 * 4);
-    std::vector<XInt8> q; for (int64_t t = 0; t < T; t++) q.push_back(prepare_int8(X + t * in, in));
+    std::vector<XInt8> q(T); each_row(T, [&](int64_t t) { q[t] = prepare_int8(X + t * in, in); });
     std::vector<const XInt8*> qs(T); std::vector<float*> ys(T);
     for (int64_t t = 0; t < T; t++) { qs[t] = &q[t]; ys[t] = Y + t * out; }
     const int8_t* w = W.data_ptr<int8_t>(); const uint16_t* s = (const uint16_t*)scale.data_ptr();
-    at::parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
+    parallel_for(0, out / 4, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t c0 = 4 * b0; c0 < 4 * b1; c0 += chunk)
         for (int64_t t = 0; t < T; t += 4)
           by_tokens((int)std::min<int64_t>(4, T - t), [&](auto n) {
@@ -452,9 +462,9 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   with_kv(kcs[0], vcs[0], [&](auto* K0, auto*) {
   using KV = std::remove_pointer_t<decltype(K0)>;
   for (int64_t l = 0; l < L; l++) {
-    for (int64_t r = 0; r < R; r++) rmsnorm(&x[r * d], nw + 2 * l * d, &h[r * nin], d, eps);
+    each_row(R, [&](int64_t r) { rmsnorm(&x[r * d], nw + 2 * l * d, &h[r * nin], d, eps); });
     matmul_rows(mats[PER_LAYER * l + QKV], scales[PER_LAYER * l + QKV], h.data(), qkv.data(), R);
-    for (int64_t r = 0; r < R; r++) {
+    each_row(R, [&](int64_t r) {
       int64_t p = pos[r], S = Ss[seq[r]]; const float *c = C + p * (hd / 2), *s = Sn + p * (hd / 2);
       float *q = &qkv[r * nqkv], *k = q + nh * hd, *v = k + nkv * hd;
       KV *K = (KV*)Ks[seq[r]], *V = (KV*)Vs[seq[r]];
@@ -464,8 +474,8 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
         kv_put(K + ((l * nkv + j) * S + p) * hd, k + j * hd, hd);
         kv_put(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd);
       }
-    }
-    at::parallel_for(0, R * nh, R > 1 || maxp >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
+    });
+    parallel_for(0, R * nh, R > 1 || maxp >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
       std::vector<float> sc(maxp + 1);
       for (int64_t i = i0; i < i1; i++) {
         int64_t r = i / nh, j = i % nh, p = pos[r], S = Ss[seq[r]], g = l * nkv + j / (nh / nkv);
@@ -474,17 +484,17 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
       }
     });
     matmul_rows(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), R);
-    for (int64_t r = 0; r < R; r++) {
+    each_row(R, [&](int64_t r) {
       for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * nout + i];
       rmsnorm(&x[r * d], nw + (2 * l + 1) * d, &h[r * nin], d, eps);
-    }
+    });
     matmul_rows(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data(), R);
-    for (int64_t r = 0; r < R; r++) {
+    each_row(R, [&](int64_t r) {
       const float* g = &gu[r * ngu]; float* a = &act[r * nact];
       for (int64_t i = 0; i < inter; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[inter + i];
-    }
+    });
     matmul_rows(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), R);
-    for (int64_t r = 0; r < R; r++) for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * ndown + i];
+    each_row(R, [&](int64_t r) { for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * ndown + i]; });
   }
   });
   int64_t nh_in = cols(mats.back(), scales.back()), W = 0;    // the LM head reads the wanted rows, together
