@@ -1,5 +1,6 @@
 // The products of cpu_kernels.h for the class this file is compiled as, against plain C++ in double precision:
-// fp32, bf16 and int8 weights, whole matrices and a slice of rows (nothing outside it written), and attention's q . k.
+// fp32, bf16 and int8 weights, whole matrices and a slice of rows (nothing outside it written), attention's q . k, and
+// the activations' rounding to int8.
 // tests/test_decoders.py builds and runs it for every class this machine runs, and for the ARM classes under qemu.
 // Prints one line per check and "ok <class>"; exits 1 at the first product off by more than float rounding.
 #include "cpu_kernels.h"
@@ -71,8 +72,32 @@ static bool check(int64_t out, int64_t in, int64_t r0, int64_t r1) {
   return close("int8", out, in, y, ref, mag, r0, r1, 1e-5);
 }
 
+// x rounded per block of 32 (quantize_x, vectorized on x86) against its definition: |x|'s largest, x * 127 / it rounded
+// to nearest even; zero blocks, halves (ties), tiny and large values; exact, as every class must agree
+static bool check_quantize() {
+  std::mt19937 g(3); std::normal_distribution<float> nrm(0, 1);
+  for (int it = 0; it < 2000; it++) {
+    int64_t in = 32 * (1 + it % 48); std::vector<float> x(in);
+    for (auto& v : x) v = nrm(g) * (it % 7 == 0 ? 1e-30f : it % 5 == 0 ? 1e4f : 1.0f);
+    if (it % 11 == 0) std::fill(x.begin(), x.begin() + 32, 0.0f);
+    if (it % 13 == 0) for (int64_t i = 0; i < in; i++) x[i] = float(int(i % 255) - 127) / 2;
+    if (it % 17 == 0) x[3] = -std::fabs(x[3]) * 1000;
+    QuantX q = quantize_x(x.data(), in);
+    for (int64_t b = 0; b < in / 32; b++) {
+      float amax = 0; for (int64_t i = 32 * b; i < 32 * (b + 1); i++) amax = std::max(amax, std::fabs(x[i]));
+      float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      bool ok = q.s[b] == amax / 127.0f;
+      for (int64_t i = 32 * b; i < 32 * (b + 1); i++) ok = ok && q.q[i] == int8_t(std::nearbyint(x[i] * inv));
+      if (!ok) { std::printf("FAIL quantize_x: block %ld of %ld values (case %d)\n", b, in, it); return false; }
+    }
+  }
+  std::printf("quantize_x: 2000 vectors exact\n");
+  return true;
+}
+
 int main() {
   std::printf("class %s\n", ISA);
+  if (!check_quantize()) return 1;
   int64_t shapes[][4] = {{8, 64, 0, 8}, {12, 192, 0, 12}, {960, 576, 0, 960}, {576, 1536, 0, 576}, {16, 128, 4, 12}};
   for (auto& s : shapes) if (!check(s[0], s[1], s[2], s[3])) return 1;
   for (int64_t n : {64, 24, 7}) {                 // attention's q . k: head_dim 64 (SmolLM2), and lengths with a tail

@@ -57,7 +57,34 @@ struct QuantX { std::vector<int8_t> q; std::vector<float> s; };
 
 static QuantX quantize_x(const float* x, int64_t in) {
   QuantX r; r.q.resize(in); r.s.resize(in / XBLOCK);
-  for (int64_t b = 0; b < in / XBLOCK; b++) {
+  int64_t b = 0;
+#if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)
+  // the same numbers 32 at a time: |x|'s largest (a NaN passed over, as std::max does), x * inv rounded to nearest even
+  // (the conversion's default mode, as nearbyint's), so every class and the scalar loop below agree bit for bit
+  for (; b < in / XBLOCK; b++) {
+    const float* xb = x + XBLOCK * b;
+#if defined(SMOLLM2_AVX512)
+    __m512 v[2] = {_mm512_loadu_ps(xb), _mm512_loadu_ps(xb + 16)}, m = _mm512_setzero_ps();
+    for (auto& u : v) m = _mm512_max_ps(_mm512_abs_ps(u), m);
+    float amax = _mm512_reduce_max_ps(m), inv = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int k = 0; k < 2; k++)
+      _mm_storeu_si128((__m128i*)&r.q[XBLOCK * b + 16 * k], _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[k], _mm512_set1_ps(inv)))));
+#else
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) { v[k] = _mm256_loadu_ps(xb + 8 * k); m = _mm256_max_ps(_mm256_andnot_ps(sign, v[k]), m); }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h)); h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float amax = _mm_cvtss_f32(h), inv = amax > 0 ? 127.0f / amax : 0.0f;
+    __m256i q[4];
+    for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(inv)));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));   // lanes interleaved
+    _mm256_storeu_si256((__m256i*)&r.q[XBLOCK * b], _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+#endif
+    r.s[b] = amax / 127.0f;
+  }
+#endif
+  for (; b < in / XBLOCK; b++) {
     const float* xb = x + XBLOCK * b; float amax = 0;
     for (int64_t i = 0; i < XBLOCK; i++) amax = std::max(amax, std::fabs(xb[i]));
     float inv = amax > 0 ? 127.0f / amax : 0.0f;

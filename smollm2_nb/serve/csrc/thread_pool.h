@@ -31,7 +31,7 @@ static inline void pool_pause() {}
 namespace pool {
 
 // pieces per thread of one product: enough that a displaced thread's share is picked up by the others in small parts
-static const int64_t PIECES_PER_THREAD = 4;
+static const int64_t PIECES_PER_THREAD = 8;
 
 struct Task { virtual void piece(int64_t i) const = 0; };
 
