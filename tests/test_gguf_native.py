@@ -246,27 +246,30 @@ def test_official_file_loads_in_seconds_writing_nothing(tmp_path, monkeypatch):
     assert all(not isinstance(m, torch.nn.Linear) for m in model.modules())
 
 @needs_kernels
-def test_official_file_greedy_tokens_match_llama_cpp():
+def test_official_file_next_tokens_match_llama_cpp():
+    "Fed llama.cpp's own greedy replies, our most likely next token is llama.cpp's at nearly every position."
     llama_cpp = pytest.importorskip('llama_cpp')
     path = official()
     model, tok, info = load_gguf_for_inference(path)
-    # both KV caches in fp32: the products compared, not the caches' rounding (ours keeps fp16 for a quantized model, as
-    # llama.cpp by default; with both in fp16 the two part at near ties within a few tokens: llama.cpp also rounds the
-    # queries to fp16 for its product with the keys)
+    # both KV caches in fp32: the products compared, not the caches' rounding. Whole greedy replies are no test: both
+    # programs round each block of activations to 8 bits, so a sum that differs in its last bit moves a rounding, the
+    # change grows through the layers, and a near tie goes the other way; llama.cpp with its f16 cache agrees with itself
+    # with an fp32 cache on 5 of 20 chat replies (benchmarks/bench_gguf_replies.py). Token by token, on llama.cpp's
+    # replies, ours agreed at 97-98% of 913 positions, as llama.cpp's f16 cache did; here 93 of 96 (a mutant that lets positions past
+    # the last into the softmax: 81)
     info['decoder'].kv_dtype = torch.float32
     llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False, type_k=0, type_v=0)
-    same = []
-    prompts = ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?']
-    for p in prompts:
+    agree = total = 0
+    for p in ['What is the capital of France?', 'Write a haiku about the sea.', 'How do I boil an egg?']:
         ids = tok.apply_chat_template([{'role': 'user', 'content': p}], add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']
-        ours = generate(model, ids, 16, temperature=0, decoder=info['decoder'])[0, ids.shape[1]:].tolist()
-        if llm.token_eos() in ours: ours = ours[:ours.index(llm.token_eos())]
         theirs = []
         for t in llm.generate(ids[0].tolist(), temp=0, reset=True):
-            if t == llm.token_eos() or len(theirs) == 16: break
+            if t == llm.token_eos() or len(theirs) == 32: break
             theirs.append(t)
-        same.append(ours == theirs)
-    assert sum(same) >= 2, same   # measured here (avx512vnni): all three the same, to 16 tokens or the end of the reply
+        logits, step = info['decoder'].start(ids, ids.shape[1] + len(theirs) + 1)
+        ours = [int(logits[0].argmax())] + [int(step(torch.tensor([t]))[0].argmax()) for t in theirs[:-1]]
+        agree += sum(u == v for u, v in zip(ours, theirs)); total += len(theirs)
+    assert total >= 60 and agree >= 0.9 * total, (agree, total)
 
 def test_int4_quantizers_are_the_gguf_formats():
     "Our Q4_1 and Q8_0 blocks (int4's) read back by the `gguf` package's dequantization: each weight within half a step of its block."

@@ -254,7 +254,8 @@ template <typename F> static void with_kv(const at::Tensor& kc, const at::Tensor
   if (kc.scalar_type() == at::kHalf) fn(kc.data_ptr<at::Half>(), vc.data_ptr<at::Half>());
   else fn(kc.data_ptr<float>(), vc.data_ptr<float>());
 }
-// query head qj against positions 0..p of its KV head (Kj, Vj: (S, hd)): the attention's output into o
+// query head qj against positions 0..p of its KV head (Kj, Vj: (S, hd)): the attention's output into o. The plain
+// loop: ARM, and head sizes that are not a multiple of 8
 template <typename KV> static void attend(const float* qj, const KV* Kj, const KV* Vj, int64_t p, int64_t hd, float inv_sqrt,
                                           float* sc, float* o) {
   float m = -INFINITY, z = 0;
@@ -263,6 +264,107 @@ template <typename KV> static void attend(const float* qj, const KV* Kj, const K
   std::fill(o, o + hd, 0.0f);
   for (int64_t u = 0; u <= p; u++) kv_axpy(o, sc[u] / z, Vj + u * hd, hd);
 }
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+static inline __m256 kv_load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline __m256 kv_load8(const at::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+// e^x, 8 at a time, for the softmax's x <= 0: x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts, so n ln 2 is
+// exact), e^r by a degree-7 polynomial (Cephes' expf coefficients), times 2^n built in the exponent bits. Within 2 ulp
+// of e^x; below -87 it gives about 1e-38 instead of a subnormal; a NaN stays a NaN
+static inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);                // max(a, x) returns x when x is a NaN
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+// the sums of 8 vectors' lanes, as one vector: lane i is v[i]'s sum
+static inline __m256 hsum8(const __m256* v) {
+  __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+// G query heads that share one KV head (q: G rows of hd, one after another, as qkv holds them) against positions 0..p:
+// their outputs into o (G rows of hd). Each key and value row is read and widened once for the G heads; a position's
+// G products stay in vectors and 8 positions' sums are made together (hsum8); e^x 8 at a time. G is a template
+// parameter so that the G * 8 partial sums stay in registers. sc: G * (p + 8) floats. The same instructions in every
+// x86 class (8-lane vectors), so every class gives the same numbers
+template <int G, typename KV> static void attend_group(const float* q, const KV* Kj, const KV* Vj, int64_t p, int64_t hd,
+                                                       float inv_sqrt, float* sc, float* o) {
+  const int64_t n = p + 1, n8 = (n + 7) / 8 * 8, nv = hd / 8;
+  __m256 part[G][8];
+  for (int64_t u0 = 0; u0 < n; u0 += 8) {
+    for (int uu = 0; uu < 8; uu++) {
+      __m256 a[G];
+      for (int h = 0; h < G; h++) a[h] = _mm256_setzero_ps();
+      if (u0 + uu < n) {
+        const KV* k = Kj + (u0 + uu) * hd;
+        for (int64_t c = 0; c < nv; c++) {
+          __m256 kv = kv_load8(k + 8 * c);
+          for (int h = 0; h < G; h++) a[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * hd + 8 * c), kv, a[h]);
+        }
+      }
+      for (int h = 0; h < G; h++) part[h][uu] = a[h];
+    }
+    for (int64_t h = 0; h < G; h++) _mm256_storeu_ps(sc + h * n8 + u0, _mm256_mul_ps(hsum8(part[h]), _mm256_set1_ps(inv_sqrt)));
+  }
+  float inv_z[G];
+  for (int64_t h = 0; h < G; h++) {
+    float* s = sc + h * n8; float m = -INFINITY;
+    for (int64_t u = 0; u < n; u++) m = std::max(m, s[u]);
+    __m256 mv = _mm256_set1_ps(m), zv = _mm256_setzero_ps();
+    for (int64_t u = 0; u < n8; u += 8) {
+      __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + u), mv));
+      if (u + 8 > n) e = _mm256_blendv_ps(_mm256_setzero_ps(), e, _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                             _mm256_set1_epi32(int(n - u)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));   // past p: 0
+      _mm256_storeu_ps(s + u, e); zv = _mm256_add_ps(zv, e);
+    }
+    __m256 zs[8] = {zv, zv, zv, zv, zv, zv, zv, zv};
+    inv_z[h] = 1.0f / _mm256_cvtss_f32(hsum8(zs));
+  }
+  for (int64_t c0 = 0; c0 < nv; c0 += 4) {                          // 32 of the head's values at a time: G * 4 sums in registers
+    const int64_t nc = std::min<int64_t>(4, nv - c0);
+    __m256 acc[G][4];
+    for (int64_t h = 0; h < G; h++) for (int64_t c = 0; c < 4; c++) acc[h][c] = _mm256_setzero_ps();
+    for (int64_t u = 0; u < n; u++) {
+      const KV* v = Vj + u * hd + 8 * c0; __m256 vv[4];
+      for (int64_t c = 0; c < nc; c++) vv[c] = kv_load8(v + 8 * c);
+      for (int64_t h = 0; h < G; h++) {
+        __m256 w = _mm256_set1_ps(sc[h * n8 + u]);
+        for (int64_t c = 0; c < nc; c++) acc[h][c] = _mm256_fmadd_ps(w, vv[c], acc[h][c]);
+      }
+    }
+    for (int64_t h = 0; h < G; h++)
+      for (int64_t c = 0; c < nc; c++) _mm256_storeu_ps(o + h * hd + 8 * (c0 + c), _mm256_mul_ps(acc[h][c], _mm256_set1_ps(inv_z[h])));
+  }
+}
+// query heads j0 .. j0 + G - 1 (sharing one KV head) of one token against positions 0..p: up to 4 heads at a time where
+// the class has 8-lane vectors, else each head alone. sc: min(G, 4) * (p + 8) floats
+template <typename KV> static void attend_heads(const float* q, int64_t G, const KV* Kj, const KV* Vj, int64_t p, int64_t hd,
+                                                float inv_sqrt, float* sc, float* o) {
+  if (hd % 8 == 0)
+    for (int64_t h = 0; h < G; h += 4) {
+      const float* qh = q + h * hd; float* oh = o + h * hd;
+      switch (std::min<int64_t>(4, G - h)) {
+        case 1: attend_group<1>(qh, Kj, Vj, p, hd, inv_sqrt, sc, oh); break;
+        case 2: attend_group<2>(qh, Kj, Vj, p, hd, inv_sqrt, sc, oh); break;
+        case 3: attend_group<3>(qh, Kj, Vj, p, hd, inv_sqrt, sc, oh); break;
+        default: attend_group<4>(qh, Kj, Vj, p, hd, inv_sqrt, sc, oh);
+      }
+    }
+  else for (int64_t h = 0; h < G; h++) attend(q + h * hd, Kj, Vj, p, hd, inv_sqrt, sc, o + h * hd);
+}
+#else
+template <typename KV> static void attend_heads(const float* q, int64_t G, const KV* Kj, const KV* Vj, int64_t p, int64_t hd,
+                                                float inv_sqrt, float* sc, float* o) {
+  for (int64_t h = 0; h < G; h++) attend(q + h * hd, Kj, Vj, p, hd, inv_sqrt, sc, o + h * hd);
+}
+#endif
 
 // T new tokens at positions pos0 .. pos0 + T - 1 through every layer: the same steps as SmolLM2.forward, for batch 1,
 // with fp32 activations; the logits of the last one. mats per layer: [q;k;v], o, [gate;up], down, then the LM head;
@@ -303,14 +405,14 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
         kv_put(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd);
       }
     });
-    // query head j of token t attends to positions 0..pos0 + t of its KV head. The (token, head) pairs are split among
-    // torch's threads for a prompt, and for one token once the cache is long enough for reading it to matter (a
-    // parallel region costs a few microseconds)
-    parallel_for(0, T * nh, T > 1 || last >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
-      std::vector<float> sc(last + 1);                        // this thread's scores
+    // the query heads of token t that share a KV head attend together to positions 0..pos0 + t of it. The (token, KV head)
+    // pairs are split among the step's threads for a prompt, and for one token once the cache is long enough for reading
+    // it to matter (waking the other threads costs a few microseconds)
+    parallel_for(0, T * nkv, T > 1 || last >= PARALLEL_ATTENTION_FROM ? 1 : nkv, [&](int64_t i0, int64_t i1) {
+      std::vector<float> sc(std::min<int64_t>(4, nh / nkv) * (last + 8));         // this thread's scores
       for (int64_t i = i0; i < i1; i++) {
-        int64_t t = i / nh, j = i % nh, p = pos0 + t, g = l * nkv + j / (nh / nkv);
-        attend(&qkv[t * nqkv + j * hd], K + g * S * hd, V + g * S * hd, p, hd, inv_sqrt, sc.data(), &att[t * natt + j * hd]);
+        int64_t t = i / nkv, j = i % nkv * (nh / nkv), p = pos0 + t, g = l * nkv + i % nkv;
+        attend_heads(&qkv[t * nqkv + j * hd], nh / nkv, K + g * S * hd, V + g * S * hd, p, hd, inv_sqrt, sc.data(), &att[t * natt + j * hd]);
       }
     });
     matmul(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), T);
@@ -475,12 +577,12 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
         kv_put(V + ((l * nkv + j) * S + p) * hd, v + j * hd, hd);
       }
     });
-    parallel_for(0, R * nh, R > 1 || maxp >= PARALLEL_ATTENTION_FROM ? 1 : nh, [&](int64_t i0, int64_t i1) {
-      std::vector<float> sc(maxp + 1);
+    parallel_for(0, R * nkv, R > 1 || maxp >= PARALLEL_ATTENTION_FROM ? 1 : nkv, [&](int64_t i0, int64_t i1) {
+      std::vector<float> sc(std::min<int64_t>(4, nh / nkv) * (maxp + 8));
       for (int64_t i = i0; i < i1; i++) {
-        int64_t r = i / nh, j = i % nh, p = pos[r], S = Ss[seq[r]], g = l * nkv + j / (nh / nkv);
-        attend(&qkv[r * nqkv + j * hd], (const KV*)Ks[seq[r]] + g * S * hd, (const KV*)Vs[seq[r]] + g * S * hd, p, hd, inv_sqrt,
-               sc.data(), &att[r * natt + j * hd]);
+        int64_t r = i / nkv, j = i % nkv * (nh / nkv), p = pos[r], S = Ss[seq[r]], g = l * nkv + i % nkv;
+        attend_heads(&qkv[r * nqkv + j * hd], nh / nkv, (const KV*)Ks[seq[r]] + g * S * hd, (const KV*)Vs[seq[r]] + g * S * hd, p, hd,
+                     inv_sqrt, sc.data(), &att[r * natt + j * hd]);
       }
     });
     matmul_rows(mats[PER_LAYER * l + O], scales[PER_LAYER * l + O], att.data(), tmp.data(), R);
