@@ -195,10 +195,65 @@ static void matmul(const at::Tensor& W, const at::Tensor& scale, const float* X,
   }
 }
 
+// 8-lane fp32 helpers for the steps around the products (x86: every class has AVX2, FMA and F16C). They use the same
+// instructions in every x86 class, so the classes' numbers stay the same
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define SMOLLM2_VEC8 1
+static inline __m256 kv_load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline __m256 kv_load8(const at::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+// e^x, 8 at a time, for x at most 88 (the softmax's x <= 0; SiLU's -g, clamped): x = n ln 2 + r with |r| <= ln 2 / 2
+// (ln 2 in two parts, so n ln 2 is exact), e^r by a degree-7 polynomial (Cephes' expf coefficients), times 2^n built in
+// the exponent bits. Within 2 ulp of e^x; below -87 it gives about 1e-38 instead of a subnormal; a NaN stays a NaN
+static inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);                // max(a, x) returns x when x is a NaN
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+// the sums of 8 vectors' lanes, as one vector: lane i is v[i]'s sum
+static inline __m256 hsum8(const __m256* v) {
+  __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+#endif
+
 static void rmsnorm(const float* x, const float* w, float* out, int64_t d, float eps) {
-  float ss = 0; for (int64_t i = 0; i < d; i++) ss += x[i] * x[i];
+  float ss = 0; int64_t i = 0;
+#if defined(SMOLLM2_VEC8)
+  if (d % 64 == 0) {                                   // 8 sums of 8 lanes each, not one long chain of additions
+    __m256 a[8];
+    for (auto& v : a) v = _mm256_setzero_ps();
+    for (; i < d; i += 64)
+      for (int k = 0; k < 8; k++) { __m256 v = _mm256_loadu_ps(x + i + 8 * k); a[k] = _mm256_fmadd_ps(v, v, a[k]); }
+    __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
+                             _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])));
+    __m256 ts[8] = {t, t, t, t, t, t, t, t};
+    ss = _mm256_cvtss_f32(hsum8(ts));
+  }
+#endif
+  for (; i < d; i++) ss += x[i] * x[i];
   float r = 1.0f / std::sqrt(ss / d + eps);
   for (int64_t i = 0; i < d; i++) out[i] = w[i] * (x[i] * r);
+}
+
+// a = silu(g) * u = g / (1 + e^-g) * u, n of each
+static void silu_mul(const float* g, const float* u, float* a, int64_t n) {
+  int64_t i = 0;
+#if defined(SMOLLM2_VEC8)
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(g + i);
+    __m256 e = exp8(_mm256_min_ps(_mm256_sub_ps(_mm256_setzero_ps(), v), _mm256_set1_ps(88.0f)));   // e^-g, at most e^88
+    _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), _mm256_loadu_ps(u + i)));
+  }
+#endif
+  for (; i < n; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
 static void rope(float* v, const float* cos, const float* sin, int64_t hd) {  // rotate_half: pairs (i, i + hd/2)
@@ -265,30 +320,7 @@ template <typename KV> static void attend(const float* qj, const KV* Kj, const K
   for (int64_t u = 0; u <= p; u++) kv_axpy(o, sc[u] / z, Vj + u * hd, hd);
 }
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-static inline __m256 kv_load8(const float* p) { return _mm256_loadu_ps(p); }
-static inline __m256 kv_load8(const at::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
-// e^x, 8 at a time, for the softmax's x <= 0: x = n ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts, so n ln 2 is
-// exact), e^r by a degree-7 polynomial (Cephes' expf coefficients), times 2^n built in the exponent bits. Within 2 ulp
-// of e^x; below -87 it gives about 1e-38 instead of a subnormal; a NaN stays a NaN
-static inline __m256 exp8(__m256 x) {
-  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);                // max(a, x) returns x when x is a NaN
-  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-}
-// the sums of 8 vectors' lanes, as one vector: lane i is v[i]'s sum
-static inline __m256 hsum8(const __m256* v) {
-  __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-  __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-}
+#if defined(SMOLLM2_VEC8)
 // G query heads that share one KV head (q: G rows of hd, one after another, as qkv holds them) against positions 0..p:
 // their outputs into o (G rows of hd). Each key and value row is read and widened once for the G heads; a position's
 // G products stay in vectors and 8 positions' sums are made together (hsum8); e^x 8 at a time. G is a template
@@ -423,7 +455,7 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
     matmul(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data(), T);
     each_row(T, [&](int64_t t) {
       const float* g = &gu[t * ngu]; float* a = &act[t * nact];
-      for (int64_t i = 0; i < inter; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[inter + i];   // silu(gate) * up
+      silu_mul(g, g + inter, a, inter);                     // silu(gate) * up
     });
     matmul(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), T);
     each_row(T, [&](int64_t t) { for (int64_t i = 0; i < d; i++) x[t * d + i] += tmp[t * ndown + i]; });
@@ -593,7 +625,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
     matmul_rows(mats[PER_LAYER * l + GATE_UP], scales[PER_LAYER * l + GATE_UP], h.data(), gu.data(), R);
     each_row(R, [&](int64_t r) {
       const float* g = &gu[r * ngu]; float* a = &act[r * nact];
-      for (int64_t i = 0; i < inter; i++) a[i] = g[i] / (1.0f + std::exp(-g[i])) * g[inter + i];
+      silu_mul(g, g + inter, a, inter);
     });
     matmul_rows(mats[PER_LAYER * l + DOWN], scales[PER_LAYER * l + DOWN], act.data(), tmp.data(), R);
     each_row(R, [&](int64_t r) { for (int64_t i = 0; i < d; i++) x[r * d + i] += tmp[r * ndown + i]; });

@@ -135,7 +135,15 @@ static XQ8 prepare_q8(const float* x, int64_t in) {
   QuantX r = quantize_x(x, in); XQ8 o; o.q = std::move(r.q); o.ax.resize(in); o.d.resize(in / QK); o.s.resize(in / QK); o.n.resize(in / QK);
   for (int64_t b = 0; b < in / QK; b++) {
     int sum = 0;
+#if defined(SMOLLM2_AVX512) || defined(SMOLLM2_AVX2)   // the same integers 32 at a time: |q|, and sum(q) by pairs
+    __m256i v = _mm256_loadu_si256((const __m256i*)(o.q.data() + b * QK));
+    _mm256_storeu_si256((__m256i*)(o.ax.data() + b * QK), _mm256_abs_epi8(v));   // |-127..127| fits int8
+    __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E)); sum = _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1)));
+#else
     for (int64_t i = 0; i < QK; i++) { int v = o.q[b * QK + i]; sum += v; o.ax[b * QK + i] = (int8_t)(v < 0 ? -v : v); }
+#endif
     o.d[b] = round_half(r.s[b]); o.s[b] = round_half(r.s[b] * (float)sum); o.n[b] = sum;
   }
   return o;
