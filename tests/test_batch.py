@@ -123,6 +123,12 @@ def test_scheduler_stop_strings_eos_and_cancel(served):
         for r in blockers + waiting: r.cancel()
         with pytest.raises(ValueError, match='context'): sched.submit(Request(ids, max_tokens=10**6))
         assert ''.join(sched.submit(Request(ids, max_tokens=20, temperature=0)).pieces(60)) == full
+        # waiting for the end alone gives the same text as the pieces, stop strings included
+        assert sched.submit(Request(ids, max_tokens=20, temperature=0)).wait(60) == full
+        assert sched.submit(Request(ids, max_tokens=20, temperature=0, stop=[stop])).wait(60) == full[:full.find(stop)]
+        bad = Request(ids, max_tokens=4); bad._send(('error', 'decoding failed: boom'))
+        with pytest.raises(RuntimeError, match='boom'): bad.wait(1)
+        with pytest.raises(TimeoutError): Request(ids, max_tokens=4).wait(0.01)
     finally: sched.close()
     with pytest.raises(Closed): sched.submit(Request(ids, max_tokens=4))
 

@@ -108,15 +108,19 @@ class ModelSlot:
         if old is not None: threading.Thread(target=old.close, daemon=True).start()  # its running requests finish on the old model
         return info
 
-    def _pieces(self, scheduler: Scheduler, prompt: list[int], eos: list[int], settings: dict):
-        "Text pieces of one request through the shared scheduler (batched with every other user's); closing the generator (Stop, a closed page) cancels it."
+    def _submit(self, scheduler: Scheduler, prompt: list[int], eos: list[int], settings: dict) -> Request:
+        "One request into the shared scheduler (batched with every other user's), its settings checked."
         settings = {'max_new_tokens': 64, 'temperature': 1.0, **settings}   # `stream`'s defaults for what is not given
         max_new_tokens = settings.pop('max_new_tokens')
         _check_args(len(prompt), max_new_tokens, settings['temperature'], settings.get('top_k'), settings.get('top_p'),
                     settings.get('repetition_penalty', 1.0), self.model.config.max_position_embeddings)   # the same words as `generate`
-        try: r = scheduler.submit(Request(prompt, max_tokens=max_new_tokens, eos=eos, **settings))
+        try: return scheduler.submit(Request(prompt, max_tokens=max_new_tokens, eos=eos, **settings))
         except QueueFull: raise ValueError('The app is busy: too many requests are waiting. Try again in a moment.') from None
         except Closed: raise ValueError('The model was just replaced: try again.') from None
+
+    def _pieces(self, scheduler: Scheduler, prompt: list[int], eos: list[int], settings: dict):
+        "Text pieces of one request through the shared scheduler; closing the generator (Stop, a closed page) cancels it."
+        r = self._submit(scheduler, prompt, eos, settings)
         try: yield from r.pieces()
         finally: r.cancel()
 
@@ -134,10 +138,13 @@ class ModelSlot:
             yield text
 
     def generate(self, prompt: str, **settings) -> str:
-        "The full text: the prompt and its continuation."
-        text = prompt
-        for text in self.stream(prompt, **settings): pass
-        return text
+        "The full text: the prompt and its continuation. Waits for the end alone (no wake-up of this thread per token)."
+        with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
+        if model is None: raise ValueError(NO_MODEL_MESSAGE)
+        ids = encode_prompts(tokenizer, prompt)[0][0].tolist()
+        r = self._submit(scheduler, ids, [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], settings)
+        try: return prompt + r.wait()
+        finally: r.cancel()
 
     def chat(self, message: str, history: list[dict], # earlier messages, {'role': ..., 'content': ...} as Gradio's Chatbot keeps them
              on_drop=None,                             # called with the number of old messages dropped to fit the context

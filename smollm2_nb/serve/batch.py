@@ -97,15 +97,23 @@ class Request:
     emit: Callable | None = None          # called on the scheduler's thread with each event; default: `events.put`
 
     def __post_init__(self):
-        self.events, self.cancelled = queue.Queue(), threading.Event()
-        self.tokens, self.text, self.finish_reason = [], '', None
+        self.events, self.cancelled, self.ended = queue.Queue(), threading.Event(), threading.Event()
+        self.tokens, self.text, self.finish_reason, self.error = [], '', None, None
         self.submitted, self.first_token_at, self.done_at = time.monotonic(), None, None
 
     def cancel(self):
         "Stop generating (a client that went away): the slot is freed before the next step."
         self.cancelled.set()
 
-    def _send(self, event: tuple): (self.emit or self.events.put)(event)
+    def _send(self, event: tuple):
+        (self.emit or self.events.put)(event)
+        if event[0] in ('done', 'error'): self.error = event[1] if event[0] == 'error' else None; self.ended.set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        "The whole text once the request has ended (raises its error): one wake-up at the end, none per piece."
+        if not self.ended.wait(timeout): raise TimeoutError(f'the request did not end in {timeout} s')
+        if self.error is not None: raise RuntimeError(self.error)
+        return self.text
 
     def pieces(self, timeout: float | None = None):
         "Yield the text pieces as they arrive (from `events`); raises the request's error, if it fails."
