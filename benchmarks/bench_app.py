@@ -124,9 +124,8 @@ def main(argv=None):
         print(f"bare loop: {med(r['bare'] for r in rounds):.2f} s to the last token (rounds: {bare_rounds} s)")
         for name, _ in clients:
             x = [r[name, 1]['wall'] / r['bare'] for r in rounds]
-            where = 'the app' if name == 'gradio_client' else "the app's HTTP API (curl's way)"
-            print(f"lone request through {where} "
-                  f"({name}): {med(r[name, 1]['wall'] for r in rounds):.2f} s; {med(x):.2f}x the bare loop's time (rounds: {', '.join(f'{v:.2f}' for v in x)}x)", flush=True)
+            where = 'the app (gradio_client)' if name == 'gradio_client' else "the app's HTTP API (curl's way)"
+            print(f"lone request through {where}: {med(r[name, 1]['wall'] for r in rounds):.2f} s; {med(x):.2f}x the bare loop's time (rounds: {', '.join(f'{v:.2f}' for v in x)}x)", flush=True)
         floor_client, floor_http = client_floors()
         print(f"each client's floor, an endpoint that returns at once: gradio_client {floor_client:.3f} s, HTTP API {floor_http:.3f} s", flush=True)
         for name, _ in clients:
