@@ -127,22 +127,23 @@ class ModelSlot:
     @property
     def card(self) -> str: return model_summary(self.info)
 
-    def stream(self, prompt: str, **settings):
-        "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
+    def _completion(self, prompt: str) -> tuple[Scheduler, list[int], list[int]]:
+        "(scheduler, prompt ids, end tokens) of a completion of `prompt` by the loaded model."
         with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
         if model is None: raise ValueError(NO_MODEL_MESSAGE)
-        text = prompt  # checked to fit the context (ValueError); ends at EOS
-        ids = encode_prompts(tokenizer, prompt)[0][0].tolist()
-        for piece in self._pieces(scheduler, ids, [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], settings):
+        ids = encode_prompts(tokenizer, prompt)[0][0].tolist()   # checked to fit the context (ValueError)
+        return scheduler, ids, [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+
+    def stream(self, prompt: str, **settings):
+        "Yield the text so far, prompt included, after each new token. `settings` as returned by `check_settings`."
+        text = prompt
+        for piece in self._pieces(*self._completion(prompt), settings):
             text += piece
             yield text
 
     def generate(self, prompt: str, **settings) -> str:
         "The full text: the prompt and its continuation. Waits for the end alone (no wake-up of this thread per token)."
-        with self._lock: model, tokenizer, scheduler = self.model, self.tokenizer, self.scheduler
-        if model is None: raise ValueError(NO_MODEL_MESSAGE)
-        ids = encode_prompts(tokenizer, prompt)[0][0].tolist()
-        r = self._submit(scheduler, ids, [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id], settings)
+        r = self._submit(*self._completion(prompt), settings)
         try: return prompt + r.wait()
         finally: r.cancel()
 

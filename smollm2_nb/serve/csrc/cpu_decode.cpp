@@ -222,6 +222,8 @@ static inline __m256 hsum8(const __m256* v) {
   __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
+// the sum of one vector's lanes, in hsum8's order
+static inline float sum8(__m256 v) { const __m256 vs[8] = {v, v, v, v, v, v, v, v}; return _mm256_cvtss_f32(hsum8(vs)); }
 #endif
 
 static void rmsnorm(const float* x, const float* w, float* out, int64_t d, float eps) {
@@ -234,8 +236,7 @@ static void rmsnorm(const float* x, const float* w, float* out, int64_t d, float
       for (int k = 0; k < 8; k++) { __m256 v = _mm256_loadu_ps(x + i + 8 * k); a[k] = _mm256_fmadd_ps(v, v, a[k]); }
     __m256 t = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
                              _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])));
-    __m256 ts[8] = {t, t, t, t, t, t, t, t};
-    ss = _mm256_cvtss_f32(hsum8(ts));
+    ss = sum8(t);
   }
 #endif
   for (; i < d; i++) ss += x[i] * x[i];
@@ -356,8 +357,7 @@ template <int G, typename KV> static void attend_group(const float* q, const KV*
                              _mm256_set1_epi32(int(n - u)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))));   // past p: 0
       _mm256_storeu_ps(s + u, e); zv = _mm256_add_ps(zv, e);
     }
-    __m256 zs[8] = {zv, zv, zv, zv, zv, zv, zv, zv};
-    inv_z[h] = 1.0f / _mm256_cvtss_f32(hsum8(zs));
+    inv_z[h] = 1.0f / sum8(zv);
   }
   for (int64_t c0 = 0; c0 < nv; c0 += 4) {                          // 32 of the head's values at a time: G * 4 sums in registers
     const int64_t nc = std::min<int64_t>(4, nv - c0);
