@@ -32,8 +32,7 @@ class BatchDecoder:
         self.device = model.embed_tokens.weight.device
         c = model.config
         if self.cpu:   # the rotary table once for every position (each row reads its own)
-            cos, sin = model.rotary(torch.arange(c.max_position_embeddings))
-            self.cos, self.sin = (t[:, :c.head_dim // 2].float().contiguous() for t in (cos, sin))
+            self.cos, self.sin = self.cpu.rotary(c.max_position_embeddings)
 
     @property
     def batched(self) -> bool: return self.cpu is not None   # one pass for all sequences (else one after another)

@@ -20,11 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..model.arch import SmolLM2, KVCache, apply_rotary
 from ..model.precision import inference_precision, cpu_bf16_native
+from .lean import (CPU_ISAS, ISA_ENV, CSRC, CPU_DECODE_SOURCE, cpu_flags, cpu_isas, cpu_isa, sources_digest, rotary_table,
+                                   release_freed_memory as _release_freed_memory)   # shared with the build without PyTorch
 
 # %% auto #0
-__all__ = ['ONEDNN_LINEAR', 'CSRC', 'CPU_DECODE_SOURCE', 'CPU_ISAS', 'ISA_ENV', 'gemm', 'Int8Linear', 'GemmLinear',
-           'TransposedLinear', 'WidenedLinear', 'WidenedEmbedding', 'show_source', 'cpu_flags', 'cpu_isas', 'cpu_isa',
-           'cpu_decode_kernels', 'pack_weights', 'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder',
+__all__ = ['ONEDNN_LINEAR', 'gemm', 'Int8Linear', 'GemmLinear', 'TransposedLinear', 'WidenedLinear', 'WidenedEmbedding',
+           'show_source', 'cpu_decode_kernels', 'pack_weights', 'layer_group', 'CPUDecoder', 'GraphDecoder', 'Decoder',
            'decoding_precision', 'activation_dtype', 'prepare_for_inference']
 
 # %% ../../nbs/serve/13_inference.ipynb #c5d4139e
@@ -147,9 +148,6 @@ def _replace_linears(model: nn.Module, make) -> None:
             if isinstance(child, nn.Linear): setattr(module, name, make(child))
 
 # %% ../../nbs/serve/13_inference.ipynb #dac551cc
-CSRC = Path(importlib.util.find_spec('smollm2_nb').origin).parent / 'serve' / 'csrc'  # the C++ sources, package data
-CPU_DECODE_SOURCE = CSRC / 'cpu_decode.cpp'
-
 def show_source(path: Path = CPU_DECODE_SOURCE, start: str = '', lines: int = 40):
     "The C++ from the line holding `start` (highlighted in a notebook): the source is a file of the package, not a string."
     from IPython.display import Code
@@ -158,51 +156,7 @@ def show_source(path: Path = CPU_DECODE_SOURCE, start: str = '', lines: int = 40
     return Code('\n'.join(text[i:i + lines]), language='cpp')
 
 # %% ../../nbs/serve/13_inference.ipynb #ea5c704c
-_AVX512 = ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq']
-CPU_ISAS = {  # the classes the C++ step is compiled for, fastest first: (compiler flags, CPU flags it needs as /proc/cpuinfo names them)
-    'avx512bf16': (_AVX512 + ['-mavx512vnni', '-mavx512bf16'], {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni', 'avx512_bf16'}),
-    'avx512vnni': (_AVX512 + ['-mavx512vnni'], {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni'}),
-    'avx512':     (_AVX512, {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'}),
-    'avx2':       (['-mavx2', '-mfma', '-mf16c'], {'avx2', 'fma', 'f16c'}),
-    'neondot':    (['-march=armv8.2-a+dotprod'], {'asimd', 'asimddp'}),  # 64-bit ARM, as Linux names its 'Features'
-    'neon':       (['-march=armv8-a'], {'asimd'}),
-}
-ISA_ENV = 'SMOLLM2_CPU_ISA'  # force a class ('avx2', ...; 'none' = PyTorch's ops): tests and benchmarks run every class a CPU has
-
-def cpu_flags() -> set[str]:
-    "This CPU's feature flags as Linux names them (`/proc/cpuinfo`: x86 'flags', ARM 'Features'); elsewhere, what the platform and PyTorch report."
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith(('flags', 'Features')): return set(line.split(':', 1)[1].split())
-        return set()
-    except OSError: pass
-    if platform.machine().lower() in ('arm64', 'aarch64'): return {'asimd', 'asimddp'}  # macOS: Apple silicon has both
-    cap, flags = torch.backends.cpu.get_cpu_capability(), set()  # 'AVX512' means F, BW, VL and DQ to PyTorch
-    if cap in ('AVX2', 'AVX512'): flags |= CPU_ISAS['avx2'][1]
-    if cap == 'AVX512': flags |= CPU_ISAS['avx512'][1] | ({'avx512_vnni', 'avx512_bf16'} if cpu_bf16_native() else set())
-    return flags
-
-def cpu_isas(flags: set[str] | None = None) -> list[str]:
-    "The classes of the C++ step a CPU with `flags` (default: this one) runs, fastest first."
-    flags = cpu_flags() if flags is None else flags
-    return [isa for isa, (_, needs) in CPU_ISAS.items() if needs <= flags]
-
-def cpu_isa(flags: set[str] | None = None) -> str | None:
-    "The class the C++ step runs as here: the fastest this CPU runs, or the one `$SMOLLM2_CPU_ISA` forces; None: PyTorch's ops."
-    forced = os.environ.get(ISA_ENV, '').strip().lower()
-    if os.environ.get('SMOLLM2_CPU_KERNELS', '1') == '0' or forced == 'none': return None
-    runs = cpu_isas(flags)
-    if not forced: return runs[0] if runs else None
-    if forced not in CPU_ISAS: raise ValueError(f"{ISA_ENV}={forced!r} is not a class of the C++ step; use one of {', '.join(CPU_ISAS)} or none")
-    if forced not in runs:
-        raise ValueError(f"{ISA_ENV}={forced}: this CPU does not run it (it runs: {', '.join(runs) or 'none of them'}); unset it or pick one of those")
-    return forced
-
 _kernels = {}  # class -> the built module, or False where the build failed (tried once per process)
-
-def _sources_digest() -> str:
-    "8 hex digits of the C++ sources: torch's build cache checks the .cpp it compiles, not the header it includes."
-    return hashlib.sha1(b''.join(p.read_bytes() for p in sorted(CSRC.glob('*.[ch]*')))).hexdigest()[:8]
 
 def cpu_decode_kernels(isa: str | None = 'auto'): # a name in `CPU_ISAS`; 'auto': `cpu_isa()`
     "The compiled CPU decoding step for `isa` (built with the C++ compiler on first use, then cached by torch), or None where it cannot run."
@@ -217,7 +171,7 @@ def cpu_decode_kernels(isa: str | None = 'auto'): # a name in `CPU_ISAS`; 'auto'
             return None
         omp = [] if sys.platform == 'darwin' else ['-fopenmp']  # Apple's clang has no OpenMP: one thread there
         try:  # one build per class and version of the sources, so forcing another class or upgrading rebuilds nothing else
-            _kernels[isa] = load(f'smollm2_cpu_decode_{isa}_{_sources_digest()}', sources=[str(CPU_DECODE_SOURCE)],
+            _kernels[isa] = load(f'smollm2_cpu_decode_{isa}_{sources_digest()}', sources=[str(CPU_DECODE_SOURCE)],
                                  extra_cflags=['-O3', *omp, *CPU_ISAS[isa][0]], extra_ldflags=omp)
         except Exception as e:  # a compiler that cannot build it: decode with PyTorch ops instead
             warnings.warn(f'the CPU decoding step ({isa}) did not compile ({e.__class__.__name__}); decoding uses PyTorch ops')
@@ -275,6 +229,11 @@ class CPUDecoder:
         self.norms = torch.stack(norms + [model.norm.weight]).float()            # (2L + 1, d)
         self.embed = model.embed_tokens.weight.detach().contiguous()             # (vocab, d), fp32 or bf16
 
+    def rotary(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        "The step's rotary table for positions 0..n-1, (n, hd/2) fp32 cos and sin: `lean.rotary_table` (rounded once from float64), so both builds of the step read the same bits."
+        c = self.model.config
+        return tuple(map(torch.from_numpy, rotary_table(n, c.head_dim, c.rope_theta)))
+
     prefill_up_to = {torch.float32: 32, torch.bfloat16: 32, torch.int8: 128}  # prompt tokens the C++ step takes at once (measured below)
 
     _kv_dtype = None
@@ -293,7 +252,7 @@ class CPUDecoder:
         m, c, T = self.model, self.model.config, input_ids.shape[1]
         shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
         k, v = torch.zeros(shape, dtype=self.kv_dtype), torch.zeros(shape, dtype=self.kv_dtype)   # the static KV cache
-        cos, sin = (t[:, :c.head_dim // 2].contiguous() for t in m.rotary(torch.arange(max_len)))  # (max_len, hd/2)
+        cos, sin = self.rotary(max_len)                                          # (max_len, hd/2)
         run = lambda fn, tokens, pos: fn(tokens, pos, self.embed, self.norms, self.mats, self.scales, cos, sin, k, v,
                                          c.num_attention_heads, c.intermediate_size, c.rms_norm_eps)[None, :c.vocab_size]
         if T <= self.prefill_up_to[self.mats[0].dtype]:   # a short prompt: all its tokens through the C++ step at once
@@ -403,11 +362,6 @@ def activation_dtype(mode: str,   # a precision `decoding_precision` resolved: '
     # uses it); elsewhere bf16 is emulated and a prompt's products run ~5x slower than fp32's, so fp32 around the weights
     native = cpu_bf16_native() and (kernels is None or kernels.isa() == 'avx512bf16')
     return torch.bfloat16 if native else torch.float32
-
-def _release_freed_memory():
-    "Hand the heap memory freed by the conversion back to the OS (glibc keeps it otherwise: ~250 MB of int8's and bf16's temporaries)."
-    try: ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError): pass   # not glibc (macOS, musl): nothing to do
 
 def prepare_for_inference(model: SmolLM2,
                           mode: str = 'auto', # one of `precision.INFERENCE_PRECISIONS`; see `precision.inference_precision`

@@ -15,145 +15,23 @@ from ..model.config import SmolLM2Config
 from ..model.arch import SmolLM2
 from .decoders import CPUDecoder, cpu_decode_kernels, layer_group
 from .gguf_source import is_gguf
+from .lean import (GGUF_VALUE, GGML_TYPES, NATIVE_TYPES, GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q8_0, GGML_Q4_K,
+                                   GGML_Q6_K, SEGMENTS, REPACKED_SEGMENTS, GROUP, REPACKED_TYPES, LAYER_TENSORS, GGUFHeader,
+                                   repack_blocks, file_blocks, native_gguf_types, gguf_bpe, special_tokens, pack_gguf, gguf_norms)
 
 # %% auto #0
-__all__ = ['GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES', 'GGML_Q4_0', 'GGML_Q4_1', 'GGML_Q5_0', 'GGML_Q8_0', 'GGML_Q4_K',
-           'GGML_Q6_K', 'SEGMENTS', 'REPACKED_SEGMENTS', 'GROUP', 'REPACKED_TYPES', 'LAYER_TENSORS', 'GGUFHeader',
-           'gguf_tokenizer', 'repack_blocks', 'file_blocks', 'BlockLinear', 'BlockEmbedding', 'native_gguf_types',
-           'load_gguf_native', 'GGUFDecoder', 'gguf_decodes_natively', 'gguf_format', 'load_gguf_for_inference',
-           'quantize_q4_1', 'quantize_q8_0', 'prepare_int4']
-
-# %% ../../nbs/serve/15_gguf_native.ipynb #533bce2e
-GGUF_VALUE = {0: '<B', 1: '<b', 2: '<H', 3: '<h', 4: '<I', 5: '<i', 6: '<f', 7: '<?', 10: '<Q', 11: '<q', 12: '<d'}  # 8: string, 9: array
-GGML_TYPES = {0: ('F32', 1, 4), 1: ('F16', 1, 2), 2: ('Q4_0', 32, 18), 3: ('Q4_1', 32, 20), 6: ('Q5_0', 32, 22), 8: ('Q8_0', 32, 34),
-              12: ('Q4_K', 256, 144), 14: ('Q6_K', 256, 210)}   # type: (name, weights, bytes per block)
-NATIVE_TYPES = {2, 3, 6, 8, 12, 14}   # the block formats the C++ step multiplies as they are
-GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q8_0, GGML_Q4_K, GGML_Q6_K = 2, 3, 6, 8, 12, 14
-SEGMENTS = -1   # a spec's first entry for a fused matrix whose parts differ in format: [SEGMENTS, in, type, rows, type, rows, ...]
-REPACKED_SEGMENTS = -2   # the same, every part repacked in its own format (each part's rows a multiple of 16)
-
-class GGUFHeader:
-    "A GGUF file's metadata and tensor table, read straight from its header (no tensor data is read)."
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path).expanduser().resolve()
-        with open(self.path, 'rb') as f: self._b = f.read(1 << 16)
-        self._pos = 0
-        magic, self.version = self._b[:4], None
-        if magic != b'GGUF': raise ValueError(f"{self.path} is not a GGUF file (a GGUF file starts with the bytes 'GGUF')")
-        self._pos = 4
-        self.version, n_tensors, n_kv = self._u('<I'), self._u('<Q'), self._u('<Q')
-        self.fields = {}
-        for _ in range(n_kv):
-            key = self._str(); self.fields[key] = self._value(self._u('<I'))
-        self.tensors = {}
-        for _ in range(n_tensors):
-            name = self._str(); nd = self._u('<I')
-            dims = [self._u('<Q') for _ in range(nd)]
-            typ, off = self._u('<I'), self._u('<Q')
-            self.tensors[name] = dict(dims=dims, type=typ, offset=off)
-        align = self.fields.get('general.alignment', 32)
-        self.data_start = -(-self._pos // align) * align
-        del self._b
-
-    def _need(self, n):
-        while self._pos + n > len(self._b):   # the header is longer than read so far (the tokenizer's strings): read on
-            with open(self.path, 'rb') as f: f.seek(len(self._b)); more = f.read(max(len(self._b), n))
-            if not more: raise ValueError(f"{self.path} ends inside its header")
-            self._b += more
-
-    def _u(self, fmt):
-        n = struct.calcsize(fmt); self._need(n)
-        v = struct.unpack_from(fmt, self._b, self._pos)[0]; self._pos += n
-        return v
-
-    def _str(self):
-        n = self._u('<Q'); self._need(n)
-        s = self._b[self._pos:self._pos + n].decode('utf-8', errors='replace'); self._pos += n
-        return s
-
-    def _value(self, t):
-        if t == 8: return self._str()
-        if t != 9: return self._u(GGUF_VALUE[t])
-        et, n = self._u('<I'), self._u('<Q')
-        if et == 8: return [self._str() for _ in range(n)]
-        if et == 9: return [self._value(9) for _ in range(n)]
-        dt = np.dtype(GGUF_VALUE[et]); self._need(n * dt.itemsize)
-        a = np.frombuffer(self._b, dt, n, self._pos).copy(); self._pos += n * dt.itemsize
-        return a
-
-    def tensor_shape(self, name: str) -> tuple[int, int]:
-        "(rows, weights per row) of a tensor: GGUF lists the dimensions innermost first."
-        dims = self.tensors[name]['dims']
-        return (int(np.prod(dims[1:])) if len(dims) > 1 else 1, dims[0])
-
-    def row_bytes(self, name: str) -> int:
-        _, n = self.tensor_shape(name); _, per, size = GGML_TYPES[self.tensors[name]['type']]
-        return n // per * size
-
-    def config(self) -> SmolLM2Config:
-        "The model's hyper-parameters from the `llama.*` keys (the architecture SmolLM2's files declare)."
-        f, a = self.fields, self.fields.get('general.architecture')
-        if a != 'llama': raise ValueError(f"{self.path.name} holds a {a!r} model; SmolLM2 GGUF files are 'llama'")
-        nh, d = f['llama.attention.head_count'], f['llama.embedding_length']
-        vocab = f.get('llama.vocab_size', len(f.get('tokenizer.ggml.tokens', [])))
-        eps = float(str(np.float32(f['llama.attention.layer_norm_rms_epsilon'])))   # stored as float32: back to its decimal
-        return SmolLM2Config(vocab_size=vocab, hidden_size=d, intermediate_size=f['llama.feed_forward_length'],
-                             num_hidden_layers=f['llama.block_count'], num_attention_heads=nh,
-                             num_key_value_heads=f.get('llama.attention.head_count_kv', nh),
-                             head_dim=f.get('llama.rope.dimension_count', d // nh),
-                             max_position_embeddings=f.get('llama.context_length', 2048),
-                             rope_theta=float(f.get('llama.rope.freq_base', 10000.0)), rms_norm_eps=eps,
-                             tie_word_embeddings='output.weight' not in self.tensors,
-                             bos_token_id=int(f.get('tokenizer.ggml.bos_token_id', 0)), eos_token_id=int(f.get('tokenizer.ggml.eos_token_id', 0)))
+__all__ = ['gguf_tokenizer', 'BlockLinear', 'BlockEmbedding', 'load_gguf_native', 'GGUFDecoder', 'gguf_decodes_natively',
+           'gguf_format', 'load_gguf_for_inference', 'quantize_q4_1', 'quantize_q8_0', 'prepare_int4']
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #4bfaf12f
 def gguf_tokenizer(header: GGUFHeader):
-    "The file's own tokenizer (GPT-2 style byte-level BPE, as SmolLM2's) and chat template, built from its metadata."
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, AddedToken
+    "The file's own tokenizer (GPT-2 style byte-level BPE, as SmolLM2's) and chat template, built from its metadata, as a `transformers` tokenizer."
     from transformers import PreTrainedTokenizerFast
-    f = header.fields
-    if f.get('tokenizer.ggml.model') != 'gpt2':
-        raise ValueError(f"{header.path.name}: a {f.get('tokenizer.ggml.model')!r} tokenizer; this reader builds GPT-2 style (byte-level BPE) ones")
-    tokens, types = f['tokenizer.ggml.tokens'], f.get('tokenizer.ggml.token_type')
-    merges = [tuple(m.split(' ', 1)) for m in f['tokenizer.ggml.merges']]
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),   # llama.cpp's 'smollm' pre-tokenizer
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    tok.decoder = decoders.ByteLevel()
-    special = [t for t, ty in zip(tokens, types)] if types is None else [t for t, ty in zip(tokens, types) if ty == 3]  # 3: control
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
-    name = lambda key: tokens[f[key]] if key in f else None
-    out = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=name('tokenizer.ggml.bos_token_id'),
-                                  eos_token=name('tokenizer.ggml.eos_token_id'), unk_token=name('tokenizer.ggml.unknown_token_id'),
-                                  pad_token=name('tokenizer.ggml.padding_token_id') or name('tokenizer.ggml.eos_token_id'))
-    if 'tokenizer.chat_template' in f: out.chat_template = f['tokenizer.chat_template']
+    out = PreTrainedTokenizerFast(tokenizer_object=gguf_bpe(header), **special_tokens(header))
+    if 'tokenizer.chat_template' in header.fields: out.chat_template = header.fields['tokenizer.chat_template']
     return out
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #539bac03
-GROUP = 16   # rows interleaved in the step's layout
-REPACKED_TYPES = {GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q8_0}   # the formats kept in that layout (the others as the file stores them)
-
-def _scale_bytes(ggml_type: int) -> int: return 4 if ggml_type == GGML_Q4_1 else 2   # d (and Q4_1's m), fp16 each
-
-def repack_blocks(blocks: np.ndarray, # uint8 (out, in / 32 * block bytes): rows of blocks as the file stores them
-                  ggml_type: int) -> np.ndarray:
-    "Rows of GGUF blocks in the step's layout: (out rounded up to 16, row bytes), each group of 16 rows (zero rows pad the last) interleaved block by block: the 16 d, the 16 m (Q4_1), then the quants in chunks of 4 bytes, 16 rows a chunk (Q5_0's 32-bit qh the first chunk). (`repack_blocks` of the C++ step does the same.)"
-    out, rb = blocks.shape; bb = GGML_TYPES[ggml_type][2]; nb, ng, hd = rb // bb, -(-out // GROUP), _scale_bytes(ggml_type)
-    b = np.zeros((ng * GROUP, nb, bb), np.uint8); b[:out] = blocks.reshape(out, nb, bb)
-    b = b.reshape(ng, GROUP, nb, bb).transpose(0, 2, 1, 3)                                   # (group, block, row, bytes)
-    scales = b[..., :hd].reshape(ng, nb, GROUP, hd // 2, 2).transpose(0, 1, 3, 2, 4)       # (group, block, d/m, row, 2)
-    quants = b[..., hd:].reshape(ng, nb, GROUP, -1, 4).transpose(0, 1, 3, 2, 4)            # (group, block, chunk, row, 4)
-    return np.concatenate([scales.reshape(ng, nb, -1), quants.reshape(ng, nb, -1)], -1).reshape(ng * GROUP, rb)
-
-def file_blocks(repacked: np.ndarray, # uint8 (out rounded up to 16, row bytes) in the step's layout
-                ggml_type: int, out: int) -> np.ndarray:
-    "The inverse of `repack_blocks`: (out, row bytes), the rows as the file stores them."
-    n, rb = repacked.shape; bb = GGML_TYPES[ggml_type][2]; nb, ng, hd = rb // bb, n // GROUP, _scale_bytes(ggml_type)
-    g = repacked.reshape(ng, nb, GROUP * bb)
-    scales = g[..., :GROUP * hd].reshape(ng, nb, hd // 2, GROUP, 2).transpose(0, 1, 3, 2, 4).reshape(ng, nb, GROUP, hd)
-    quants = g[..., GROUP * hd:].reshape(ng, nb, -1, GROUP, 4).transpose(0, 1, 3, 2, 4).reshape(ng, nb, GROUP, -1)
-    return np.concatenate([scales, quants], -1).transpose(0, 2, 1, 3).reshape(n, rb)[:out]
-
 def _repack(blocks: np.ndarray, ggml_type: int, kernels) -> torch.Tensor:
     "`repack_blocks` by the C++ step where it runs (several times faster), else by numpy."
     if not kernels: return torch.from_numpy(repack_blocks(blocks, ggml_type))
@@ -221,23 +99,11 @@ class BlockEmbedding(nn.Module):
         return rows.view(*input_ids.shape, self.dim)
 
 # %% ../../nbs/serve/15_gguf_native.ipynb #395695d1
-def _unpermute_rows(n_rows: int, n_head: int) -> np.ndarray:
-    "Row order undoing llama.cpp's converter, which interleaves each head's two rotary halves in Q and K: HF row (h, j, i) is GGUF row (h, i, j)."
-    hd = n_rows // n_head
-    h, j, i = np.meshgrid(np.arange(n_head), np.arange(2), np.arange(hd // 2), indexing='ij')
-    return (h * hd + 2 * i + j).reshape(-1)
-
 def _owners(layer, name: str) -> list[tuple[nn.Module, str]]:
     "Where the linear layers of `decoders.layer_group(layer, name)` hang: (module, attribute)."
     a, m = layer.self_attn, layer.mlp
     return dict(qkv=[(a, 'q_proj'), (a, 'k_proj'), (a, 'v_proj')], o=[(a, 'o_proj')], gate_up=[(m, 'gate_proj'), (m, 'up_proj')],
                 down=[(m, 'down_proj')])[name]
-
-LAYER_TENSORS = dict(qkv=['attn_q', 'attn_k', 'attn_v'], o=['attn_output'], gate_up=['ffn_gate', 'ffn_up'], down=['ffn_down'])
-
-def native_gguf_types(header: GGUFHeader) -> set[int]:
-    "The ggml types of a file's matrices."
-    return {t['type'] for n, t in header.tensors.items() if len(t['dims']) > 1}
 
 class _Skeleton(SmolLM2):
     "SmolLM2's modules without initializing weights that the file's replace."
@@ -253,89 +119,38 @@ def _skeleton(c: SmolLM2Config) -> SmolLM2:
     model.__class__ = SmolLM2
     return model
 
-def _spec(types: list[int], rows: list[int], n: int) -> torch.Tensor:
-    "The spec the C++ step reads for a fused matrix of parts of `types` with `rows` rows of `n` weights: [type, n] where all share a format, else [SEGMENTS, n, type, rows, ...], consecutive parts of a format merged."
-    if len(set(types)) == 1: return torch.tensor([types[0], n], dtype=torch.int64)
-    seg = []
-    for t, r in zip(types, rows):
-        if seg and seg[-2] == t: seg[-1] += r
-        else: seg += [t, r]
-    return torch.tensor([SEGMENTS, n] + seg, dtype=torch.int64)
-
 def load_gguf_native(path: str | os.PathLike, # a GGUF file of a Llama-architecture model with Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K matrices
                      kernels='auto',           # a `cpu_decode_kernels()` module, or 'auto'
                     ) -> tuple[SmolLM2, dict]:
-    "A SmolLM2 whose matrices are the file's own blocks, repacked once out of a memory map into one block of memory (Q and K rows put back in Hugging Face's order, then groups of 16 rows interleaved: `repack_blocks`), the map then closed; `(model, packed)`, packed: the step's matrices in its order."
+    "A SmolLM2 whose matrices are the file's own blocks, read once into one block of memory by `pack_gguf` (Q and K rows put back in Hugging Face's order, then groups of 16 rows interleaved: `repack_blocks`); `(model, packed)`, packed: the step's matrices in its order."
     h = path if isinstance(path, GGUFHeader) else GGUFHeader(path)
     c = h.config()
-    if not native_gguf_types(h) <= NATIVE_TYPES:
-        bad = sorted(GGML_TYPES.get(t, (str(t),))[0] for t in native_gguf_types(h) - NATIVE_TYPES)
-        raise ValueError(f"{h.path.name} has {', '.join(bad)} matrices; the C++ step multiplies Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K as they are")
-    if h.tensors['token_embd.weight']['type'] == GGML_Q4_K:   # the step tells an embedding's format by its row length: Q4_0's
-        raise ValueError(f"{h.path.name} has a Q4_K token embedding, whose rows are as long as Q4_0's; the C++ step reads Q4_0 there")
     kernels = cpu_decode_kernels() if kernels == 'auto' else kernels
-    data = np.memmap(h.path, np.uint8, 'r', offset=h.data_start)
-    def rows(name, order=None):
-        t = h.tensors[name]; n, rb = h.tensor_shape(name)[0], h.row_bytes(name)
-        a = data[t['offset']:t['offset'] + n * rb].reshape(n, rb)
-        return a if order is None else a[order]
-    names = [[f'blk.{l}.{n}.weight' for n in LAYER_TENSORS[m]] for l in range(c.num_hidden_layers) for m in LAYER_TENSORS]
-    head = 'token_embd.weight' if c.tie_word_embeddings else 'output.weight'
-    groups = names + [['token_embd.weight']] + ([] if c.tie_word_embeddings else [[head]])
-    def layout(g):   # (repacked: True, False or 'parts', bytes per row, rows in memory) of a fused matrix
-        types, out = {h.tensors[n]['type'] for n in g}, sum(h.tensor_shape(n)[0] for n in g)
-        if len(types) == 1 and types <= REPACKED_TYPES: return True, h.row_bytes(g[0]), -(-out // GROUP) * GROUP
-        parts = types <= REPACKED_TYPES and all(h.tensor_shape(n)[0] % GROUP == 0 for n in g)   # each part repacked in its own format
-        return 'parts' if parts else False, max(h.row_bytes(n) for n in g), out   # a group mixing formats: rows of the widest part's bytes
-    layouts = [layout(g) for g in groups]
-    sizes = [rb * n for _, rb, n in layouts]
-    starts = np.concatenate([[0], np.cumsum([-(-s // 64) * 64 for s in sizes])])
-    block = kernels.huge_page_empty(int(starts[-1])) if kernels else torch.empty(int(starts[-1]), dtype=torch.uint8)
-    order = lambda name: (_unpermute_rows(h.tensor_shape(name)[0], c.num_attention_heads if 'attn_q' in name else c.num_key_value_heads)
-                          if any(k in name for k in ('attn_q.', 'attn_k.')) else None)
-    mats = []
-    for g, (repacked, rb, _), s0, size in zip(groups, layouts, starts, sizes):
-        types, n, W = [h.tensors[name]['type'] for name in g], h.tensor_shape(g[0])[1], block[int(s0):int(s0) + size].view(-1, rb)
-        if repacked == 'parts':                                        # part by part, each its rows' bytes from its first row
-            r, seg, flat = 0, [], W.view(-1)
-            for name, t in zip(g, types):
-                a = np.array(rows(name, order(name)))
-                flat[r * rb:r * rb + a.size].copy_(_repack(a, t, kernels).view(-1)); seg += [t, len(a)]; r += len(a)
-            mats.append((W, types, n, len(W), torch.tensor([REPACKED_SEGMENTS, n] + seg, dtype=torch.int64)))
-        elif repacked:                                                 # whole groups of 16 rows at a time
-            a = np.concatenate([rows(name, order(name)) for name in g]) if len(g) > 1 else rows(g[0])   # fused: in memory a moment
-            for r in range(0, len(a), 4096): W[r:r + 4096].copy_(_repack(np.array(a[r:r + 4096]), types[0], kernels))   # no second full copy
-            mats.append((W, types, n, len(a), torch.tensor([types[0], n, GROUP, len(a)], dtype=torch.int64)))
-            del a
-        else:                                                          # as the file stores them
-            out, r = len(W), 0
-            for name in g:
-                a = rows(name, order(name)); w = W[r:r + len(a)].numpy(); w[:, :a.shape[1]] = a; w[:, a.shape[1]:] = 0; r += len(a)
-            mats.append((W, types, n, out, _spec(types, [h.tensor_shape(name)[0] for name in g], n)))
-    norm = lambda name: torch.from_numpy(np.array(data[h.tensors[name]['offset']:][:4 * c.hidden_size].view(np.float32)))
-    assert all(h.tensors[n]['type'] == 0 for n in h.tensors if n.endswith('norm.weight')), 'norms are F32 in every GGUF converter'
+    def alloc(n): return (kernels.huge_page_empty(n) if kernels else torch.empty(n, dtype=torch.uint8)).numpy()   # a view keeping its tensor
+    def repack(a, t, dst): dst[:] = _repack(np.ascontiguousarray(a), t, kernels).numpy()
+    mats = pack_gguf(h, alloc, repack)
+    for m in mats: m['W'], m['spec'] = torch.from_numpy(m['W']), torch.from_numpy(m['spec'])
+    norms = torch.from_numpy(gguf_norms(h))
     model = _skeleton(c)
     for l, layer in enumerate(model.layers):
-        for m, name in enumerate(LAYER_TENSORS):
-            W, types, n, _, _ = mats[4 * l + m]; owners = _owners(layer, name)
-            outs = [getattr(o, a).out_features for o, a in owners]
-            if types[0] in REPACKED_TYPES and len(set(types)) == 1: parts = _split_groups(W, types[0], n, outs)
-            elif layouts[4 * l + m][0] == 'parts':                      # each part's repacked rows, from its first row of W
+        for k, name in enumerate(LAYER_TENSORS):
+            m, owners = mats[4 * l + k], _owners(layer, name)
+            W, types, n, outs = m['W'], m['types'], m['n'], [getattr(o, a).out_features for o, a in owners]
+            if m['kind'] is True: parts = _split_groups(W, types[0], n, outs)
+            elif m['kind'] == 'parts':                                  # each part's repacked rows, from its first row of W
                 flat, rb = W.view(-1), W.shape[1]
-                parts = [BlockLinear(flat[r * rb:r * rb + k * GGML_TYPES[t][2] * n // 32].view(k, -1), t, n, k)
-                         for t, k, r in zip(types, outs, np.cumsum([0] + outs))]
-            else: parts = [BlockLinear(W[r:r + k], t, n, repacked=False) for t, k, r in zip(types, outs, np.cumsum([0] + outs))]
+                parts = [BlockLinear(flat[r * rb:r * rb + o * GGML_TYPES[t][2] * n // 32].view(o, -1), t, n, o)
+                         for t, o, r in zip(types, outs, np.cumsum([0] + outs))]
+            else: parts = [BlockLinear(W[r:r + o], t, n, repacked=False) for t, o, r in zip(types, outs, np.cumsum([0] + outs))]
             for (owner, attr), lin in zip(owners, parts): setattr(owner, attr, lin)
-        layer.input_layernorm.weight = nn.Parameter(norm(f'blk.{l}.attn_norm.weight'), requires_grad=False)
-        layer.post_attention_layernorm.weight = nn.Parameter(norm(f'blk.{l}.ffn_norm.weight'), requires_grad=False)
-    model.norm.weight = nn.Parameter(norm('output_norm.weight'), requires_grad=False)
-    E, (etype,), d, vocab, _ = mats[4 * c.num_hidden_layers]
-    model.embed_tokens = BlockEmbedding(E, etype, d)
-    H, (htype,), _, hout, _ = mats[-1]
-    model.lm_head = BlockLinear(H, htype, d, hout)
-    del data                                                             # the map closed: the process keeps only the copy
+        layer.input_layernorm.weight = nn.Parameter(norms[2 * l].clone(), requires_grad=False)
+        layer.post_attention_layernorm.weight = nn.Parameter(norms[2 * l + 1].clone(), requires_grad=False)
+    model.norm.weight = nn.Parameter(norms[-1].clone(), requires_grad=False)
+    E = mats[4 * c.num_hidden_layers]
+    model.embed_tokens = BlockEmbedding(E['W'], E['types'][0], E['n'])
+    model.lm_head = BlockLinear(mats[-1]['W'], mats[-1]['types'][0], c.hidden_size, mats[-1]['out'])
     model.eval().requires_grad_(False)
-    packed = [(W, spec) for W, _, _, _, spec in mats[:4 * c.num_hidden_layers]]
+    packed = [(m['W'], m['spec']) for m in mats[:4 * c.num_hidden_layers]]
     packed.append((model.lm_head.weight, model.lm_head.spec))
     return model, dict(mats=packed, types=sorted(GGML_TYPES[t][0] for t in native_gguf_types(h)))
 

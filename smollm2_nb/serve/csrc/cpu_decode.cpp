@@ -1,9 +1,15 @@
 // The batch-1 decoding step of SmolLM2 on a CPU: every layer of one token, from its embedding to the logits.
-// Built by smollm2_nb.serve.decoders (torch.utils.cpp_extension.load) on first use; see nbs/serve/13_inference.ipynb.
+// Built by smollm2_nb.serve.decoders (torch.utils.cpp_extension.load) on first use; see nbs/serve/13_inference.ipynb. Built
+// without PyTorch too (-DSMOLLM2_NO_TORCH: torch_free.h stands in for ATen, and the C entry points at the end stand in for
+// the Python bindings) by smollm2_nb.serve.lean, for a decoding process that holds no PyTorch runtime.
 // One source, compiled once per instruction-set class (smollm2_nb.serve.decoders picks the flags); the products for
 // each class are in cpu_kernels.h.
+#ifdef SMOLLM2_NO_TORCH
+#include "torch_free.h"
+#else
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#endif
 #include "cpu_kernels.h"
 #include "gguf_kernels.h"
 #include "gguf_kquants.h"
@@ -13,6 +19,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 #ifdef __linux__
@@ -399,11 +406,11 @@ template <typename KV> static void attend_heads(const float* q, int64_t G, const
 #endif
 
 // T new tokens at positions pos0 .. pos0 + T - 1 through every layer: the same steps as SmolLM2.forward, for batch 1,
-// with fp32 activations; the logits of the last one. mats per layer: [q;k;v], o, [gate;up], down, then the LM head;
+// with fp32 activations; the logits of the last one into `logits` (the LM head's rows). mats per layer: [q;k;v], o, [gate;up], down, then the LM head;
 // scales (bf16, per row and block of 64) for int8 matrices.
-static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::Tensor& embed, const at::Tensor& norms,
-                      const std::vector<at::Tensor>& mats, const std::vector<at::Tensor>& scales, const at::Tensor& cos,
-                      const at::Tensor& sin, at::Tensor& kc, at::Tensor& vc, int64_t nh, int64_t inter, double eps) {
+static void run(const int64_t* tokens, int64_t T, int64_t pos0, const at::Tensor& embed, const at::Tensor& norms,
+                const std::vector<at::Tensor>& mats, const std::vector<at::Tensor>& scales, const at::Tensor& cos,
+                const at::Tensor& sin, at::Tensor& kc, at::Tensor& vc, int64_t nh, int64_t inter, double eps, float* logits) {
   int64_t L = kc.size(0), nkv = kc.size(1), S = kc.size(2), hd = kc.size(3), d = norms.size(1), last = pos0 + T - 1;
   TORCH_CHECK(T >= 1 && pos0 >= 0 && last < S, "positions ", pos0, "..", last, " are outside the KV cache of ", S, " positions");
   // one row per token; a row is as long as the matrix that reads it (padding columns stay 0) or writes it
@@ -463,25 +470,7 @@ static at::Tensor run(const int64_t* tokens, int64_t T, int64_t pos0, const at::
   });
   std::vector<float> hl(cols(mats.back(), scales.back()));                 // the LM head reads the last token alone
   rmsnorm(&x[(T - 1) * d], nw + 2 * L * d, hl.data(), d, eps);
-  at::Tensor logits = at::empty({rows(mats.back(), scales.back())}, at::kFloat);
-  matmul(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), 1);
-  return logits;
-}
-
-// One new token through every layer: its logits (vocab,)
-at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
-                       std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
-                       int64_t nh, int64_t inter, double eps) {
-  return run(&token, 1, pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps);
-}
-
-// A prompt's tokens (T,) at positions pos .. pos + T - 1 through every layer together, filling the KV cache: the
-// logits of the last one
-at::Tensor prefill(at::Tensor tokens, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
-                   std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
-                   int64_t nh, int64_t inter, double eps) {
-  at::Tensor t = tokens.to(at::kLong).contiguous().view(-1);
-  return run(t.data_ptr<int64_t>(), t.numel(), pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps);
+  matmul(mats.back(), scales.back(), hl.data(), logits, 1);
 }
 
 // The products of `decode_batch`: `matmul`, except that on AVX-512 an int8 matrix takes up to 4 rows (sequences) per
@@ -551,17 +540,13 @@ static void matmul_rows(const at::Tensor& W, const at::Tensor& scale, const floa
 // positions 0..p, as in `run`. Each weight matrix is read once for all R rows (`matmul` with T = R), and each row's sums
 // are formed as for one token, so every sequence gets the logits it gets decoded alone, bit for bit. The logits of the
 // rows where want[r] != 0, in row order: (rows wanted, vocab).
-at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor seqs_, at::Tensor want_, at::Tensor embed,
-                        at::Tensor norms, std::vector<at::Tensor> mats, std::vector<at::Tensor> scales, at::Tensor cos,
-                        at::Tensor sin, std::vector<at::Tensor> kcs, std::vector<at::Tensor> vcs, int64_t nh, int64_t inter,
-                        double eps) {
-  at::Tensor tk = tokens_.to(at::kLong).contiguous().view(-1), ps = positions_.to(at::kLong).contiguous().view(-1),
-             sq = seqs_.to(at::kLong).contiguous().view(-1), wn = want_.to(at::kBool).contiguous().view(-1);
-  int64_t R = tk.numel();
-  TORCH_CHECK(R >= 1 && ps.numel() == R && sq.numel() == R && wn.numel() == R, "tokens, positions, seqs and want: one entry per row");
+static void decode_rows(const int64_t* tokens, const int64_t* pos, const int64_t* seq, const bool* want, int64_t R,
+                        const at::Tensor& embed, const at::Tensor& norms, const std::vector<at::Tensor>& mats,
+                        const std::vector<at::Tensor>& scales, const at::Tensor& cos, const at::Tensor& sin,
+                        const std::vector<at::Tensor>& kcs, const std::vector<at::Tensor>& vcs, int64_t nh, int64_t inter,
+                        double eps, float* logits) {
+  TORCH_CHECK(R >= 1, "no rows to decode");
   TORCH_CHECK(kcs.size() == vcs.size() && !kcs.empty(), "one K and one V cache per sequence");
-  const int64_t *tokens = tk.data_ptr<int64_t>(), *pos = ps.data_ptr<int64_t>(), *seq = sq.data_ptr<int64_t>();
-  const bool* want = wn.data_ptr<bool>();
   int64_t L = kcs[0].size(0), nkv = kcs[0].size(1), hd = kcs[0].size(3), d = norms.size(1), maxp = 0;
   std::vector<void*> Ks(kcs.size()), Vs(vcs.size()); std::vector<int64_t> Ss(kcs.size());
   for (size_t i = 0; i < kcs.size(); i++) {
@@ -634,9 +619,7 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
   int64_t nh_in = cols(mats.back(), scales.back()), W = 0;    // the LM head reads the wanted rows, together
   std::vector<float> hl;
   for (int64_t r = 0; r < R; r++) if (want[r]) { hl.resize((W + 1) * nh_in, 0.0f); rmsnorm(&x[r * d], nw + 2 * L * d, &hl[W * nh_in], d, eps); W++; }
-  at::Tensor logits = at::empty({W, rows(mats.back(), scales.back())}, at::kFloat);
-  if (W) matmul_rows(mats.back(), scales.back(), hl.data(), logits.data_ptr<float>(), W);
-  return logits;
+  if (W) matmul_rows(mats.back(), scales.back(), hl.data(), logits, W);
 }
 
 // One block of `bytes` for all the packed weights, aligned to 2 MB and marked for transparent huge pages (Linux, with THP
@@ -644,23 +627,29 @@ at::Tensor decode_batch(at::Tensor tokens_, at::Tensor positions_, at::Tensor se
 // page walk every 4 KB, on 2 MB pages one every 2 MB. On the Zen 3 EPYC, huge pages took fp32 decoding from 26-28 to
 // 32-33 tokens/s, and this block bf16 from 54 to 61 and int8 from 81 to 87.
 // Elsewhere, or with no huge page free, the block gets ordinary pages and only the speed differs.
-at::Tensor huge_page_empty(int64_t bytes) {
+static void* huge_page_alloc(int64_t bytes) {
   const size_t align = size_t(2) << 20, size = (size_t(bytes) + align - 1) / align * align;
   void* p = nullptr;
 #if defined(_WIN32)
   p = _aligned_malloc(size, align);
-  auto release = [](void* q) { _aligned_free(q); };
 #else
   if (posix_memalign(&p, align, size) != 0) p = nullptr;
-  auto release = [](void* q) { std::free(q); };
 #endif
   TORCH_CHECK(p != nullptr, "could not allocate ", bytes, " bytes for the packed weights");
 #ifdef __linux__
   madvise(p, size, MADV_HUGEPAGE);  // a hint; refused or ignored, the pages are ordinary ones
 #endif
-  return torch::from_blob(p, {bytes}, release, at::TensorOptions().dtype(at::kByte));
+  return p;
+}
+static void huge_page_free(void* p) {
+#if defined(_WIN32)
+  _aligned_free(p);
+#else
+  std::free(p);
+#endif
 }
 
+#ifndef SMOLLM2_NO_TORCH
 // x (T, in) fp32 times a repacked GGUF matrix of spec [type, in, 16, out]: (T, out), the step's own product (a prompt
 // through PyTorch's side of a GGUF model, and the kernel checks of tests/test_gguf_native.py)
 at::Tensor block_linear(at::Tensor x, at::Tensor W, at::Tensor spec) {
@@ -704,6 +693,44 @@ at::Tensor repack_blocks(at::Tensor W, int64_t type, int64_t in) {
 
 std::string isa() { return ISA; }
 
+// One new token through every layer: its logits (vocab,)
+at::Tensor decode_step(int64_t token, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
+                       std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
+                       int64_t nh, int64_t inter, double eps) {
+  at::Tensor logits = at::empty({rows(mats.back(), scales.back())}, at::kFloat);
+  run(&token, 1, pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps, logits.data_ptr<float>());
+  return logits;
+}
+
+// A prompt's tokens (T,) at positions pos .. pos + T - 1 through every layer together, filling the KV cache: the
+// logits of the last one
+at::Tensor prefill(at::Tensor tokens, int64_t pos, at::Tensor embed, at::Tensor norms, std::vector<at::Tensor> mats,
+                   std::vector<at::Tensor> scales, at::Tensor cos, at::Tensor sin, at::Tensor kc, at::Tensor vc,
+                   int64_t nh, int64_t inter, double eps) {
+  at::Tensor t = tokens.to(at::kLong).contiguous().view(-1), logits = at::empty({rows(mats.back(), scales.back())}, at::kFloat);
+  run(t.data_ptr<int64_t>(), t.numel(), pos, embed, norms, mats, scales, cos, sin, kc, vc, nh, inter, eps, logits.data_ptr<float>());
+  return logits;
+}
+
+// `decode_rows` on tensors: the logits of the rows where want != 0, (rows wanted, vocab)
+at::Tensor decode_batch(at::Tensor tokens, at::Tensor positions, at::Tensor seqs, at::Tensor want, at::Tensor embed,
+                        at::Tensor norms, std::vector<at::Tensor> mats, std::vector<at::Tensor> scales, at::Tensor cos,
+                        at::Tensor sin, std::vector<at::Tensor> kcs, std::vector<at::Tensor> vcs, int64_t nh, int64_t inter,
+                        double eps) {
+  at::Tensor tk = tokens.to(at::kLong).contiguous().view(-1), ps = positions.to(at::kLong).contiguous().view(-1),
+             sq = seqs.to(at::kLong).contiguous().view(-1), wn = want.to(at::kBool).contiguous().view(-1);
+  int64_t R = tk.numel();
+  TORCH_CHECK(ps.numel() == R && sq.numel() == R && wn.numel() == R, "tokens, positions, seqs and want: one entry per row");
+  at::Tensor logits = at::empty({wn.sum().item<int64_t>(), rows(mats.back(), scales.back())}, at::kFloat);
+  decode_rows(tk.data_ptr<int64_t>(), ps.data_ptr<int64_t>(), sq.data_ptr<int64_t>(), wn.data_ptr<bool>(), R, embed, norms, mats,
+              scales, cos, sin, kcs, vcs, nh, inter, eps, logits.data_ptr<float>());
+  return logits;
+}
+
+at::Tensor huge_page_empty(int64_t bytes) {
+  return torch::from_blob(huge_page_alloc(bytes), {bytes}, huge_page_free, at::TensorOptions().dtype(at::kByte));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "one token through every layer: the logits (vocab,)");
   m.def("prefill", &prefill, "a prompt's tokens through every layer together, filling the KV cache: the last one's logits (vocab,)");
@@ -717,3 +744,44 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("repack_blocks", &repack_blocks, "a GGUF matrix's rows (out, row bytes) in the file's layout, repacked in groups of 16 rows");
   m.def("isa", &isa, "the instruction-set class this build was compiled for");
 }
+#else
+// The C entry points of the build without PyTorch (smollm2_nb.serve.lean calls them through ctypes). Each returns 0, or 1
+// with its one-line reason in smollm2_error(); a tensor is at::Tensor of torch_free.h, a view of the caller's memory.
+static thread_local std::string last_error;
+template <class F> static int guarded(const F& f) {
+  try { f(); return 0; } catch (const std::exception& e) { last_error = e.what(); return 1; }
+}
+extern "C" {
+const char* smollm2_isa() { return ISA; }
+const char* smollm2_error() { return last_error.c_str(); }
+void smollm2_set_threads(int n) { at::num_threads() = std::max(1, n); }
+int smollm2_threads() { return at::get_num_threads(); }
+const char* smollm2_layout() {   // layout()'s names, comma-separated
+  static const std::string names = [] { std::string s; for (auto& n : layout()) s += (s.empty() ? "" : ",") + n; return s; }();
+  return names.c_str();
+}
+void* smollm2_alloc(int64_t bytes) { void* p = nullptr; guarded([&] { p = huge_page_alloc(bytes); }); return p; }
+void smollm2_free(void* p) { huge_page_free(p); }
+// rows (out, row bytes) of Q4_0, Q4_1, Q5_0 or Q8_0 blocks as the file stores them into `dst` (out rounded up to 16, row bytes)
+int smollm2_repack(const uint8_t* src, int64_t out, int64_t row_bytes, int64_t type, uint8_t* dst) {
+  return guarded([&] {
+    TORCH_CHECK(is_repacked_type((int)type) && row_bytes % ggml_block_bytes((int)type) == 0, "repack: rows of Q4_0, Q4_1, Q5_0 or Q8_0 blocks");
+    repack_rows((int)type, src, out, row_bytes, dst);
+  });
+}
+// `decode_rows`: logits (rows wanted, vocab) into `logits`
+int smollm2_decode(const int64_t* tokens, const int64_t* positions, const int64_t* seqs, const uint8_t* want, int64_t R,
+                   const at::Tensor* embed, const at::Tensor* norms, const at::Tensor* mats, const at::Tensor* scales, int64_t n_mats,
+                   const at::Tensor* cos, const at::Tensor* sin, const at::Tensor* kcs, const at::Tensor* vcs, int64_t n_seqs,
+                   int64_t nh, int64_t inter, double eps, float* logits) {
+  return guarded([&] {
+    TORCH_CHECK(n_mats % PER_LAYER == 1 && n_seqs >= 1, "matrices: ", int64_t(PER_LAYER), " per layer and the LM head; a cache per sequence");
+    std::unique_ptr<bool[]> wb(new bool[R]);
+    for (int64_t r = 0; r < R; r++) wb[r] = want[r] != 0;
+    decode_rows(tokens, positions, seqs, wb.get(), R, *embed, *norms, std::vector<at::Tensor>(mats, mats + n_mats),
+                std::vector<at::Tensor>(scales, scales + n_mats), *cos, *sin, std::vector<at::Tensor>(kcs, kcs + n_seqs),
+                std::vector<at::Tensor>(vcs, vcs + n_seqs), nh, inter, eps, logits);
+  });
+}
+}
+#endif
