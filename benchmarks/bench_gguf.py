@@ -3,15 +3,17 @@
 benchmark, not a test): decode tokens/s, first load time, resident memory; optionally the same after a long prompt.
 
 Each measurement runs in a fresh process (`--child`), so that load time and peak resident memory (VmHWM) are those of a
-process that loads the file and decodes, nothing else: ours is `load_for_inference(file, 'auto', 'cpu')` (the file's
-own blocks; nothing converted or written), llama.cpp is `llama_cpp.Llama` with its defaults (f16 KV cache, weight
-repacking on), both with `--threads` threads. Greedy, a 16-token prompt (Tiny Shakespeare), `--new-tokens` new tokens
+process that loads the file and decodes, nothing else. Ours runs two ways (`--paths`): `lean`, the process without PyTorch
+that `smollm2 chat` and `smollm2 generate` run on a GGUF file (`smollm2_nb.serve.lean.LeanModel`: the step built as a plain
+shared library), and `torch`, the same step inside a PyTorch process (`load_for_inference(file, 'auto', 'cpu')`, as the
+server and the app load it); both the file's own blocks, nothing converted or written. llama.cpp is `llama_cpp.Llama`
+with its defaults (f16 KV cache, weight repacking on). All with `--threads` threads. Greedy, a 16-token prompt (Tiny Shakespeare), `--new-tokens` new tokens
 timed after 8 warm-up tokens; the prompt and first token timed apart. Our classes (`--isas`, default every class this
 CPU runs) and llama.cpp are run in turn for `--repeats` rounds, round robin, so a burst of load from other processes on
 a shared machine hits every path alike; the table shows medians and each of our rows' ratio to llama.cpp's.
 
     python benchmarks/bench_gguf.py [--model official] [--threads 2] [--new-tokens 128] [--repeats 3] [--isas avx2,avx512]
-        [--prompt-len 2000] [--kv fp16,fp32]
+        [--paths lean,torch] [--prompt-len 2000] [--kv fp16,fp32]
 
 `--model` takes any GGUF file the step reads in its own blocks, e.g. the official file requantized to Q4_K_M by
 llama.cpp's quantizer (`llama_cpp.llama_model_quantize` with `allow_requantize`): Q5_0, Q8_0, Q4_K and Q6_K matrices.
@@ -56,6 +58,23 @@ def child(spec: str, model: str, prompt: list[int], new: int, threads: int) -> d
         decode = new / (time.perf_counter() - t0)
         info = llama_cpp.llama_print_system_info().decode()
         isa = [' '.join(f.split('=')[0].strip() for f in info.split('|') if f.strip().endswith('= 1') and 'AVX' in f), 'file as is']
+    elif spec.startswith('lean:'):     # no PyTorch in this process: what `smollm2 chat` and `generate` run on a GGUF file
+        import numpy as np
+        spec, _, kv = spec[5:].partition('@')
+        os.environ['SMOLLM2_CPU_ISA'] = spec
+        from smollm2_nb.serve.lean import LeanModel
+        t0 = time.perf_counter()
+        m = LeanModel(model, isa=spec, threads=threads)
+        load = time.perf_counter() - t0
+        if kv: m.kv_dtype = {'fp32': np.float32, 'fp16': np.float16}[kv]
+        t0 = time.perf_counter(); logits, step = m.start(prompt, len(prompt) + new + 16); tok = int(np.argmax(logits))
+        first = time.perf_counter() - t0
+        for _ in range(8): tok = int(np.argmax(step(tok)))
+        t0 = time.perf_counter()
+        for _ in range(new): tok = int(np.argmax(step(tok)))
+        decode = new / (time.perf_counter() - t0)
+        assert 'torch' not in sys.modules
+        isa = [m.isa, '+'.join(t.lower() for t in m.types) + f', {np.dtype(m.kv_dtype).name} KV, no PyTorch']
     else:
         import torch
         torch.set_num_threads(threads)
@@ -87,6 +106,7 @@ def main(argv=None):
     p.add_argument('--prompt-len', type=int, default=16)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--isas', default=None, help='classes of our step, comma-separated (default: every class this CPU runs)')
+    p.add_argument('--paths', default='lean,torch', help="ours without PyTorch (lean: the command line's), inside PyTorch (torch: the server's), or both")
     p.add_argument('--kv', default=None, help="our KV cache: fp16, fp32 or both ('fp16,fp32'; default: the decoder's own, fp16)")
     p.add_argument('--no-llama-cpp', action='store_true')
     p.add_argument('--child', default=None, help=argparse.SUPPRESS)
@@ -101,11 +121,12 @@ def main(argv=None):
     from smollm2_nb.serve.decoders import cpu_isas
     isas = args.isas.split(',') if args.isas else [i for i in cpu_isas()]
     isas = [f'{i}@{kv}' for i in isas for kv in args.kv.split(',')] if args.kv else isas
-    specs = isas + ([] if args.no_llama_cpp else ['llama'])
+    paths = args.paths.split(',')
+    specs = [f'lean:{i}' for i in isas if 'lean' in paths] + [i for i in isas if 'torch' in paths] + ([] if args.no_llama_cpp else ['llama'])
     prompt = prompt_ids(args.prompt_len)
     env = {**os.environ, 'BENCH_PROMPT': json.dumps(prompt), 'OMP_NUM_THREADS': str(args.threads)}
     cmd = lambda s: [sys.executable, __file__, '--child', s, '--model', model, '--threads', str(args.threads), '--new-tokens', str(args.new_tokens)]
-    for s in specs:   # warm up: builds our step for each class (cached by torch), pages the file in
+    for s in specs:   # warm up: builds our step for each class (cached), pages the file in
         subprocess.run(cmd(s), env=env, capture_output=True, text=True, check=True)
     runs = {s: [] for s in specs}
     for r in range(args.repeats):
@@ -120,13 +141,13 @@ def main(argv=None):
           f"{args.threads} threads, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print(f"# prompt {args.prompt_len} tokens, {args.new_tokens} new tokens greedy, median of {args.repeats} rounds (round robin, a fresh process each)")
     if 'llama' in runs: print(f"# llama.cpp: llama-cpp-python {__import__('llama_cpp').__version__}, built natively here ({runs['llama'][0]['isa'][0]}), its defaults")
-    print(f"{'path':<42}{'decode tok/s':>13}{'x llama.cpp':>12}{'first token s':>15}{'load s':>8}{'peak RSS MB':>13}{'x llama.cpp':>12}{'RSS after MB':>14}")
+    print(f"{'path':<56}{'decode tok/s':>13}{'x llama.cpp':>12}{'first token s':>15}{'load s':>8}{'peak RSS MB':>13}{'x llama.cpp':>12}{'RSS after MB':>14}")
     ref = med.get('llama')
     for s, m in med.items():
-        name = 'llama.cpp' if s == 'llama' else f"ours {s.split('@')[0]} ({runs[s][0]['isa'][1]})"
+        name = 'llama.cpp' if s == 'llama' else f"ours {s.split('@')[0].removeprefix('lean:')} ({runs[s][0]['isa'][1]})"
         rd = f"{m['decode'] / ref['decode']:.2f}x" if ref else ''
         rm = f"{m['hwm'] / ref['hwm']:.2f}x" if ref else ''
-        print(f"{name:<42}{m['decode']:>13.1f}{rd:>12}{m['first_s']:>15.3f}{m['load_s']:>8.2f}{m['hwm']:>13.0f}{rm:>12}{m['rss']:>14.0f}")
+        print(f"{name:<56}{m['decode']:>13.1f}{rd:>12}{m['first_s']:>15.3f}{m['load_s']:>8.2f}{m['hwm']:>13.0f}{rm:>12}{m['rss']:>14.0f}")
     print('# rounds: ' + '; '.join(f"{s}: " + ', '.join(f"{r['decode']:.1f}" for r in v) for s, v in runs.items()))
     return 0
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse, dataclasses, importlib, inspect, io, os, re, sys, textwrap, tokenize, typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from .model.config import PRESETS, SmolLM2Config
-from .model.precision import INFERENCE_PRECISIONS, TRAIN_PRECISIONS
+from .model.config import PRESETS, SmolLM2Config, INFERENCE_PRECISIONS, TRAIN_PRECISIONS
 
 # %% auto #0
 __all__ = ['HUB_ID', 'SHARED', 'CONTEXT', 'CHECKS', 'TRAIN_FLAGS', 'MODEL_POSITIONAL', 'C', 'COMMANDS', 'UsageError', 'checked',

@@ -6,11 +6,10 @@
 from __future__ import annotations
 import os, signal, sys, time
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
-from .model.precision import TRAIN_PRECISIONS
-from .serve.generate import SAMPLING_DEFAULTS
-from .serve.chat import CHAT_DEFAULTS
-from .serve.evaluate import EVAL_WINDOW
+from .model.config import TRAIN_PRECISIONS
+from .serve.lean import SAMPLING_DEFAULTS, CHAT_DEFAULTS, EVAL_WINDOW   # read without importing PyTorch
 from .run.prepare import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
 from .train.config import TrainConfig
 from .cli import UsageError   # bad input: exit 2, one line
@@ -33,8 +32,13 @@ def sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalt
                 repetition_penalty=repetition_penalty, seed=seed)
 
 def _loaded(model, precision, device, tokenizer):
-    from smollm2_nb.serve.load import load_for_inference
-    try: return load_for_inference(model, precision, auto_device(device), tokenizer)
+    "What generate and chat decode with: a GGUF file on the CPU without PyTorch where it can (`lean.lean_load`), else `load_for_inference`."
+    from smollm2_nb.serve.lean import lean_load
+    try:
+        lean = lean_load(model, precision, device, tokenizer)
+        if lean: return SimpleNamespace(model=lean[0], tokenizer=lean[1], decoder=None, facts=lean[2])
+        from smollm2_nb.serve.load import load_for_inference
+        return load_for_inference(model, precision, auto_device(device), tokenizer)
     except (OSError, ValueError, RuntimeError) as e: raise UsageError(e) from None
 
 # %% ../nbs/37_commands.ipynb #285d594e
@@ -100,18 +104,22 @@ def generate(*, model: str,     # checkpoint file, run directory, Hugging Face f
              stream: bool = False,      # print the text as it is generated
              tokenizer: str | None = None, precision: str = 'auto', device: str = 'auto'):
     "Generate text with a SmolLM2 model: print a completion of --prompt."
-    from smollm2_nb.serve.generate import stream as stream_pieces, generate_text
+    from smollm2_nb.serve.lean import LeanModel, lean_stream
     loaded = _loaded(model, precision, device, tokenizer)
     m, tok, info = loaded.model, loaded.tokenizer, loaded.facts
     print(f"smollm2 generate: {info['picked']}, {info['serving']} weights", file=sys.stderr)  # which weights, e.g. a run's best
     s = sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed)
     n = s.pop('max_new_tokens')
+    if isinstance(m, LeanModel): pieces = lambda: lean_stream(m, tok, prompt, n, **s)
+    else:
+        from smollm2_nb.serve.generate import stream as stream_pieces
+        pieces = lambda: stream_pieces(m, tok, prompt, n, decoder=loaded.decoder, **s)
     try:
         if stream:
             print(prompt, end='', flush=True)
-            for piece in stream_pieces(m, tok, prompt, n, decoder=loaded.decoder, **s): print(piece, end='', flush=True)
+            for piece in pieces(): print(piece, end='', flush=True)
             print()
-        else: print(generate_text(m, tok, prompt, n, decoder=loaded.decoder, **s))
+        else: print(prompt + ''.join(pieces()))
     except ValueError as e: raise UsageError(e) from None    # a prompt too long for the context
 
 # %% ../nbs/37_commands.ipynb #acf117de

@@ -6,7 +6,12 @@
 __all__ = []
 
 # %% ../../nbs/model/index.ipynb #mi000003
+import importlib
 from .config import SmolLM2Config, get_config, PRESETS
-from .arch import SmolLM2, KVCache
 
 __all__ = ['SmolLM2Config', 'get_config', 'PRESETS', 'SmolLM2', 'KVCache']
+
+def __getattr__(name: str):
+    "`SmolLM2` and `KVCache` from `model.arch` on first use: importing the package (or `model.config`) imports no PyTorch."
+    if name in ('SmolLM2', 'KVCache'): return getattr(importlib.import_module('smollm2_nb.model.arch'), name)
+    raise AttributeError(f"module 'smollm2_nb.model' has no attribute {name!r}")

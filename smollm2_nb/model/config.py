@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESETS', 'SmolLM2Config', 'get_config']
+__all__ = ['TRAIN_PRECISIONS', 'INFERENCE_PRECISIONS', 'PRESETS', 'SmolLM2Config', 'get_config']
 
 # %% ../../nbs/model/00_config.ipynb #46067194
 @dataclass
@@ -53,6 +53,9 @@ class SmolLM2Config:
         return cls(**d)
 
 # %% ../../nbs/model/00_config.ipynb #e844de6c
+TRAIN_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')              # what `smollm2 train --precision` accepts (`02_precision`)
+INFERENCE_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'int8', 'int4')  # what `smollm2 generate --precision` accepts
+
 PRESETS = {
     'smollm2-135m': dict(),
     'tiny': dict(hidden_size=96, intermediate_size=256, num_hidden_layers=4, num_attention_heads=6,

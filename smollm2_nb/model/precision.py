@@ -8,13 +8,11 @@ from contextlib import nullcontext
 import torch
 
 # %% auto #0
-__all__ = ['TRAIN_PRECISIONS', 'INFERENCE_PRECISIONS', 'PEAK_TFLOPS', 'gpu_half_precision', 'choose_precision', 'autocast_ctx',
-           'cpu_bf16_native', 'inference_precision', 'UnsupportedGPU', 'arch_supported', 'check_gpu_supported',
-           'peak_flops', 'mfu']
+__all__ = ['PEAK_TFLOPS', 'gpu_half_precision', 'choose_precision', 'autocast_ctx', 'cpu_bf16_native', 'inference_precision',
+           'UnsupportedGPU', 'arch_supported', 'check_gpu_supported', 'peak_flops', 'mfu']
 
 # %% ../../nbs/model/02_precision.ipynb #1218e83b
-TRAIN_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')              # what `smollm2 train --precision` accepts
-INFERENCE_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'int8', 'int4')  # what `smollm2 generate --precision` accepts
+from .config import TRAIN_PRECISIONS, INFERENCE_PRECISIONS   # the flags' choices, named where no PyTorch is imported
 
 def gpu_half_precision(capability: tuple, # GPU compute capability, e.g. (7, 5) for a T4
                       ) -> str:

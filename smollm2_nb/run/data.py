@@ -10,7 +10,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-import torch
 from ..model.tokenizer import find_shared_data, load_tokenizer, resolve_tokenizer
 from .layout import cache_dir  # the project's cache folder, owned by `run.layout`
 
@@ -203,6 +202,7 @@ def get_batch(tokens,                  # a `Split`, a list of token arrays, or o
               seq_len: int, device='cpu') -> tuple[torch.Tensor, torch.Tensor]:
     "Inputs `x` and targets `y` (both (B, seq_len) int64) from the windows; only those tokens are read."
     arrays = tokens.arrays if isinstance(tokens, Split) else [tokens] if isinstance(tokens, np.ndarray) else tokens
+    import torch   # batches are tensors; the rest of this module reads tokens without PyTorch
     w = torch.from_numpy(np.stack([np.asarray(arrays[a][o:o + seq_len + 1], dtype=np.int64) for a, o in windows]))  # (B, T+1)
     cuda = torch.device(device).type == 'cuda'
     if cuda: w = w.pin_memory()             # page-locked, so the copy below runs asynchronously

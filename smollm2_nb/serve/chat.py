@@ -5,16 +5,15 @@
 # %% ../../nbs/serve/17_chat.ipynb #9f2d5883
 from __future__ import annotations
 import sys
-from ..model.precision import INFERENCE_PRECISIONS
-from .generate import stream
+from ..model.config import INFERENCE_PRECISIONS
+from .lean import CHAT_DEFAULTS, LeanModel, lean_stream   # a conversation needs no PyTorch on a GGUF file
 
 # %% auto #0
-__all__ = ['END_OF_TURN', 'CHAT_DEFAULTS', 'has_chat_template', 'chat_text', 'end_of_turn_ids', 'fit_messages', 'reply_stream',
-           'Chat', 'chat_loop', 'cli_chat']
+__all__ = ['END_OF_TURN', 'has_chat_template', 'chat_text', 'end_of_turn_ids', 'fit_messages', 'reply_stream', 'Chat',
+           'chat_loop', 'cli_chat']
 
 # %% ../../nbs/serve/17_chat.ipynb #ecaf26bf
 END_OF_TURN = '<|im_end|>'   # ChatML's end of a message (id 2 in SmolLM2's vocabulary)
-CHAT_DEFAULTS = dict(max_new_tokens=256, temperature=0.2, top_k=50, top_p=0.9, repetition_penalty=1.1)  # temperature, top_p: SmolLM2-Instruct's model card
 
 def has_chat_template(tokenizer) -> bool:
     "Whether the tokenizer carries a chat template (instruct models do; base models and ones trained here from scratch do not)."
@@ -57,9 +56,11 @@ def reply_stream(model, tokenizer, messages: list[dict], # ending with the user'
                  max_new_tokens: int = CHAT_DEFAULTS['max_new_tokens'],
                  decoder=None,                              # the batch-1 decoder of `load_for_inference` (its `.decoder`)
                  **sampling):                               # temperature, top_k, top_p, repetition_penalty, seed
-    "Yield the reply to `messages` in text pieces as the tokens arrive, until the end of the turn."
-    yield from stream(model, tokenizer, chat_text(tokenizer, messages), max_new_tokens,
-                      eos_token_id=end_of_turn_ids(tokenizer), decoder=decoder, **sampling)
+    "Yield the reply to `messages` in text pieces as the tokens arrive, until the end of the turn; `model` a PyTorch model or a `lean.LeanModel`."
+    prompt, ends = chat_text(tokenizer, messages), end_of_turn_ids(tokenizer)
+    if isinstance(model, LeanModel): yield from lean_stream(model, tokenizer, prompt, max_new_tokens, eos_token_id=ends, **sampling); return
+    from smollm2_nb.serve.generate import stream
+    yield from stream(model, tokenizer, prompt, max_new_tokens, eos_token_id=ends, decoder=decoder, **sampling)
 
 # %% ../../nbs/serve/17_chat.ipynb #9395cd5a
 class Chat:

@@ -13,15 +13,14 @@ import torch.nn.functional as F
 from ..model.arch import SmolLM2
 from ..model.precision import INFERENCE_PRECISIONS
 from ..run.data import tokenize_corpus, split_tokens
+from .lean import EVAL_WINDOW   # the command line's default, read without PyTorch
 
 # %% auto #0
-__all__ = ['EVAL_WINDOW', 'CHAT_PROMPTS', 'eval_windows', 'window_nll', 'window_bytes', 'perplexity', 'model_nll',
-           'llama_cpp_model', 'llama_cpp_logits', 'llama_cpp_greedy', 'llama_cpp_nll', 'evaluate', 'cli_eval',
-           'decoder_logits', 'precision_quality', 'format_quality']
+__all__ = ['CHAT_PROMPTS', 'eval_windows', 'window_nll', 'window_bytes', 'perplexity', 'model_nll', 'llama_cpp_model',
+           'llama_cpp_logits', 'llama_cpp_greedy', 'llama_cpp_nll', 'evaluate', 'cli_eval', 'decoder_logits',
+           'precision_quality', 'format_quality']
 
 # %% ../../nbs/serve/18_eval.ipynb #1c224c4f
-EVAL_WINDOW = 512
-
 def eval_windows(tokens, window: int = EVAL_WINDOW) -> list[np.ndarray]:
     "Consecutive, non-overlapping windows of `window` tokens; the last may be shorter (a single token is dropped: nothing to score)."
     if window < 2: raise ValueError(f"the window must hold at least 2 tokens, got {window}")

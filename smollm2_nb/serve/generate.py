@@ -7,10 +7,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from ..model.arch import SmolLM2, KVCache
+from .lean import SAMPLING_DEFAULTS, stream_text   # shared with the decoder without PyTorch (15b_lean)
 
 # %% auto #0
-__all__ = ['SAMPLING_DEFAULTS', 'token_mask', 'process_logits', 'next_token', 'decode_tokens', 'generate', 'encode_prompts',
-           'stream_text', 'add_sampling_args', 'stream', 'generate_text']
+__all__ = ['token_mask', 'process_logits', 'next_token', 'decode_tokens', 'generate', 'encode_prompts', 'add_sampling_args',
+           'stream', 'generate_text']
 
 # %% ../../nbs/serve/12_generate.ipynb #e1fdaa17
 def token_mask(input_ids: torch.LongTensor,  # (B, T) token ids
@@ -175,23 +176,7 @@ def encode_prompts(tokenizer, prompts: str | list[str], device=None):
     attention_mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows], device=device)
     return input_ids, attention_mask
 
-# %% ../../nbs/serve/12_generate.ipynb #3c79709a
-def stream_text(tokenizer, tokens, # an iterable of token ids (ints)
-               ):
-    "Yield decoded text pieces as tokens arrive, never a broken multi-byte character."
-    ids, emitted = [], ''
-    for t in tokens:
-        ids.append(int(t))
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if text.endswith('\ufffd'): continue               # an incomplete UTF-8 character: wait for its next bytes
-        if len(text) > len(emitted): yield text[len(emitted):]
-        emitted = text
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if len(text) > len(emitted): yield text[len(emitted):]   # whatever is left (a real U+FFFD included)
-
 # %% ../../nbs/serve/12_generate.ipynb #4345d7b7
-SAMPLING_DEFAULTS = dict(max_new_tokens=100, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)  # CLI, app, trainer samples
-
 def add_sampling_args(p, defaults: dict = SAMPLING_DEFAULTS):
     "The sampling flags on an argparse parser `p`, for scripts built on it (kept for one release: `smollm2` generates them from `commands.generate`'s signature)."
     d = defaults

