@@ -104,13 +104,13 @@ def generate(*, model: str,     # checkpoint file, run directory, Hugging Face f
              stream: bool = False,      # print the text as it is generated
              tokenizer: str | None = None, precision: str = 'auto', device: str = 'auto'):
     "Generate text with a SmolLM2 model: print a completion of --prompt."
-    from smollm2_nb.serve.lean import LeanModel, lean_stream
+    from smollm2_nb.serve.lean import lean_stream
     loaded = _loaded(model, precision, device, tokenizer)
     m, tok, info = loaded.model, loaded.tokenizer, loaded.facts
     print(f"smollm2 generate: {info['picked']}, {info['serving']} weights", file=sys.stderr)  # which weights, e.g. a run's best
     s = sampling_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed)
     n = s.pop('max_new_tokens')
-    if isinstance(m, LeanModel): pieces = lambda: lean_stream(m, tok, prompt, n, **s)
+    if getattr(m, 'without_pytorch', False): pieces = lambda: lean_stream(m, tok, prompt, n, **s)
     else:
         from smollm2_nb.serve.generate import stream as stream_pieces
         pieces = lambda: stream_pieces(m, tok, prompt, n, decoder=loaded.decoder, **s)

@@ -461,3 +461,14 @@ def test_smollm2_chat_on_a_q4_k_m_file(official_q4_k_m):
                         '--max-new-tokens', '12'], input='What is the capital of France?\n', capture_output=True, text=True,
                        env={**os.environ, 'PYTHONPATH': str(Path(__file__).parents[1])}, timeout=600)
     assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 1 and r.stdout.strip(), (r.stdout, r.stderr[-2000:])
+
+@needs_kernels
+def test_q4_k_m_without_pytorch_is_bit_for_bit_pytorchs(official_q4_k_m):
+    "The Q4_K_M file (K-quants in the file's layout, mixed repacked parts) through the step built without PyTorch (`serve.lean`): the same logits, bit for bit, as through PyTorch's build, prompt and 6 greedy steps."
+    from smollm2_nb.serve.lean import LeanModel, step_library
+    from test_lean import same_logits
+    if step_library() is None: pytest.skip('the step does not build without PyTorch here')
+    lean = LeanModel(official_q4_k_m)
+    model, tok, info = load_gguf_for_inference(official_q4_k_m)
+    ids = tok.apply_chat_template([{'role': 'user', 'content': 'Name three fruits.'}], add_generation_prompt=True)
+    same_logits(lean, info['decoder'], ids, 6)

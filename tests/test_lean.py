@@ -35,6 +35,17 @@ def test_fp16_rounding_is_numpys(tmp_path):
     assert np.isnan(got[nan].view(np.float16)).all()
 
 
+def same_logits(lean: LeanModel, decoder, ids: list[int], steps: int):
+    "A prompt and `steps` greedy tokens through the step built without PyTorch (`lean`) and built for it (`decoder`): the logits equal bit for bit at each."
+    a, step_a = lean.start(ids, len(ids) + steps + 1)
+    with torch.inference_mode():
+        b, step_b = decoder.start(torch.tensor([ids]), len(ids) + steps + 1)
+        b = b[0].numpy()
+        for i in range(steps):
+            assert np.array_equal(a, b), (i, np.abs(a - b).max())
+            t = int(np.argmax(b)); a, b = step_a(t), step_b(torch.tensor([t]))[0].numpy()
+
+
 @needs_step
 @needs_official
 def test_same_tokens_and_logits_as_the_pytorch_build(isa):
@@ -45,14 +56,7 @@ def test_same_tokens_and_logits_as_the_pytorch_build(isa):
     _, tok, info = load_gguf_for_inference(OFFICIAL)
     ids = tok(render_chat(lean.tokenizer.chat_template, ASK, True, **lean.tokenizer.special), add_special_tokens=False)['input_ids']
     assert ids == lean.tokenizer.apply_chat_template(ASK, add_generation_prompt=True)
-    a, step_a = lean.start(ids, len(ids) + 25)
-    with torch.inference_mode():
-        b, step_b = info['decoder'].start(torch.tensor([ids]), len(ids) + 25)
-        b = b[0].numpy()
-        for i in range(24):
-            assert np.array_equal(a, b), (i, np.abs(a - b).max())
-            t = int(np.argmax(b))
-            a, b = step_a(t), step_b(torch.tensor([t]))[0].numpy()
+    same_logits(lean, info['decoder'], ids, 24)
 
 
 @needs_step

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import sys
 from ..model.config import INFERENCE_PRECISIONS
-from .lean import CHAT_DEFAULTS, LeanModel, lean_stream   # a conversation needs no PyTorch on a GGUF file
+from .lean import CHAT_DEFAULTS, lean_stream   # a conversation needs no PyTorch on a GGUF file
 
 # %% auto #0
 __all__ = ['END_OF_TURN', 'has_chat_template', 'chat_text', 'end_of_turn_ids', 'fit_messages', 'reply_stream', 'Chat',
@@ -58,7 +58,7 @@ def reply_stream(model, tokenizer, messages: list[dict], # ending with the user'
                  **sampling):                               # temperature, top_k, top_p, repetition_penalty, seed
     "Yield the reply to `messages` in text pieces as the tokens arrive, until the end of the turn; `model` a PyTorch model or a `lean.LeanModel`."
     prompt, ends = chat_text(tokenizer, messages), end_of_turn_ids(tokenizer)
-    if isinstance(model, LeanModel): yield from lean_stream(model, tokenizer, prompt, max_new_tokens, eos_token_id=ends, **sampling); return
+    if getattr(model, 'without_pytorch', False): yield from lean_stream(model, tokenizer, prompt, max_new_tokens, eos_token_id=ends, **sampling); return
     from smollm2_nb.serve.generate import stream
     yield from stream(model, tokenizer, prompt, max_new_tokens, eos_token_id=ends, decoder=decoder, **sampling)
 

@@ -465,6 +465,7 @@ class LeanModel:
     def vocab_size(self) -> int: return self.config.vocab_size
 
     kv_dtype = np.float16   # the KV cache's: fp16 (llama.cpp's default), or np.float32
+    without_pytorch = True  # what `chat.reply_stream` and the command line look for (rather than the class: a notebook redefines it)
 
     def cache(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         "An empty KV cache for `max_len` positions: keys and values (L, n_kv, max_len, head_dim) in `kv_dtype`."
