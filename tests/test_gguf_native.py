@@ -470,5 +470,5 @@ def test_q4_k_m_without_pytorch_is_bit_for_bit_pytorchs(official_q4_k_m):
     if step_library() is None: pytest.skip('the step does not build without PyTorch here')
     lean = LeanModel(official_q4_k_m)
     model, tok, info = load_gguf_for_inference(official_q4_k_m)
-    ids = tok.apply_chat_template([{'role': 'user', 'content': 'Name three fruits.'}], add_generation_prompt=True)
+    ids = lean.tokenizer.apply_chat_template([{'role': 'user', 'content': 'Name three fruits.'}], add_generation_prompt=True)
     same_logits(lean, info['decoder'], ids, 6)
