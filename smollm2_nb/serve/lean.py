@@ -447,8 +447,10 @@ class LeanModel:
             weakref.finalize(self, self.lib.smollm2_free, p)              # freed with the model
             blocks.append(np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(p)))
             return blocks[-1]
-        def repack(a, t, dst):
+        def repack(a, t, dst):   # the C side writes (rows rounded up to 16, row bytes) at dst: checked here, where the shapes are known
             a = np.ascontiguousarray(a)
+            if not dst.flags.c_contiguous or dst.shape != (-(-len(a) // GROUP) * GROUP, a.shape[1]):
+                raise ValueError(f"repacking {a.shape} rows needs a contiguous destination of ({-(-len(a) // GROUP) * GROUP}, {a.shape[1]}), not {dst.shape}")
             _check(self.lib, self.lib.smollm2_repack(a.ctypes.data, len(a), a.shape[1], t, dst.ctypes.data))
         self.mats = pack_gguf(h, alloc, repack)
         self.norms = gguf_norms(h)
