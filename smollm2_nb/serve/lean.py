@@ -27,8 +27,8 @@ __all__ = ['CPU_ISAS', 'ISA_ENV', 'CSRC', 'CPU_DECODE_SOURCE', 'ATEN_CODES', 'GG
            'EVAL_WINDOW', 'cpu_flags', 'cpu_isas', 'cpu_isa', 'sources_digest', 'TensorView', 'view', 'step_library',
            'release_freed_memory', 'GGUFHeader', 'gguf_bpe', 'special_tokens', 'LeanTokenizer', 'render_chat',
            'stream_text', 'repack_blocks', 'file_blocks', 'native_gguf_types', 'segments_spec', 'read_rows',
-           'check_native', 'pack_gguf', 'gguf_norms', 'rotary_table', 'LeanModel', 'lean_logits', 'lean_tokens',
-           'lean_stream', 'lean_chat', 'native_file', 'lean_load', 'official_gguf']
+           'check_native', 'pack_gguf', 'gguf_norms', 'default_threads', 'rotary_table', 'LeanModel', 'lean_logits',
+           'lean_tokens', 'lean_stream', 'lean_chat', 'native_file', 'lean_load', 'official_gguf']
 
 # %% ../../nbs/serve/15b_lean.ipynb #d63e0b2e
 _AVX512 = ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq']
@@ -417,7 +417,13 @@ def gguf_norms(h: GGUFHeader) -> np.ndarray:
     assert all(h.tensors[n]['type'] == 0 for n in names), 'norms are F32 in every GGUF converter'
     return np.stack([np.fromfile(h.path, np.float32, d, offset=h.data_start + h.tensors[n]['offset']) for n in names])
 
-# %% ../../nbs/serve/15b_lean.ipynb #263ca789
+# %% ../../nbs/serve/15b_lean.ipynb #3fcda461
+def default_threads() -> int:
+    "The step's threads where none are asked for: `$OMP_NUM_THREADS` where it is set (as the PyTorch build counts them), else one per core this process may use."
+    try: n = int(os.environ.get('OMP_NUM_THREADS', '0'))
+    except ValueError: n = 0
+    return n if n > 0 else len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
 def rotary_table(n: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     "cos and sin of RoPE's angles for positions 0..n-1, (n, head_dim / 2) fp32 each (the step's half of the table)."
     inv_freq = (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))).astype(np.float32)
@@ -428,12 +434,12 @@ class LeanModel:
     "A GGUF file's model for the torch-free step: its matrices in one block, norms, rotary table, tokenizer and chat template."
     def __init__(self, path: str | os.PathLike | GGUFHeader, # a GGUF file whose matrices the step multiplies as they are
                  isa: str | None = 'auto',      # the step's class (`cpu_isa`)
-                 threads: int | None = None):   # the step's threads (default: one per core this process may use)
+                 threads: int | None = None):   # the step's threads (default: `default_threads()`)
         t0 = time.perf_counter()
         self.lib = step_library(isa)
         if self.lib is None: raise RuntimeError("decoding without PyTorch needs the C++ step, which did not build here (a C++ compiler on an x86-64 or ARM64 CPU)")
         self.isa = self.lib.smollm2_isa().decode()
-        self.lib.smollm2_set_threads(threads or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()))
+        self.lib.smollm2_set_threads(threads or default_threads())
         self.header = h = path if isinstance(path, GGUFHeader) else GGUFHeader(path)
         check_native(h)
         self.config = SimpleNamespace(**h.hparams())                       # SmolLM2Config's field names
