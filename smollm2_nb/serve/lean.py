@@ -446,13 +446,11 @@ class LeanModel:
         self.tokenizer = LeanTokenizer(h)                                  # first: the lists it is built from are dropped
         for key in ('tokenizer.ggml.tokens', 'tokenizer.ggml.merges', 'tokenizer.ggml.token_type'): h.fields.pop(key, None)
         release_freed_memory()
-        blocks = []
         def alloc(n):
             p = self.lib.smollm2_alloc(n)
             if not p: raise MemoryError(self.lib.smollm2_error().decode())
             weakref.finalize(self, self.lib.smollm2_free, p)              # freed with the model
-            blocks.append(np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(p)))
-            return blocks[-1]
+            return np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(p))
         def repack(a, t, dst):   # the C side writes (rows rounded up to 16, row bytes) at dst: checked here, where the shapes are known
             a = np.ascontiguousarray(a)
             if not dst.flags.c_contiguous or dst.shape != (-(-len(a) // GROUP) * GROUP, a.shape[1]):
@@ -578,10 +576,7 @@ def lean_chat(model: LeanModel, messages: list[dict], max_new_tokens: int = CHAT
 # %% ../../nbs/serve/15b_lean.ipynb #1ee25bde
 def native_file(path: str | os.PathLike) -> GGUFHeader | None:
     "The header of a GGUF file of a Llama model with a GPT-2 style tokenizer whose matrices the step multiplies as they are; else None."
-    p = Path(path).expanduser()
-    try:
-        if not p.is_file() or p.open('rb').read(4) != b'GGUF': return None
-        h = GGUFHeader(p)
+    try: h = GGUFHeader(path)                                   # not a GGUF file: ValueError
     except (OSError, ValueError, KeyError, struct.error): return None
     if h.fields.get('general.architecture') != 'llama' or h.fields.get('tokenizer.ggml.model') != 'gpt2': return None
     try: check_native(h)
